@@ -1,0 +1,96 @@
+//! API errors: `{"error": {"code", "message"}}` with a fitting status; a
+//! validation error also names the offending `field`.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use crate::subscription::StoreError;
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// snake_case code.
+    pub code: &'static str,
+    /// Human-readable message (never contains secrets).
+    pub message: String,
+    /// The request field at fault, for validation errors.
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400 for a bad field: code `invalid_<field>`, message prefixed by the field.
+    pub fn invalid(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: format!("{field}: {}", message.into()),
+            field: Some(field),
+        }
+    }
+
+    /// 401.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid bearer token",
+        )
+    }
+
+    /// 403.
+    pub fn forbidden(message: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// The JSON response.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        super::router::json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LimitReached => Self::new(
+                StatusCode::CONFLICT,
+                "webhook_limit_reached",
+                "this application already has the maximum of 10 webhooks",
+            ),
+            other => {
+                tracing::error!(error = %other, cause = ?std::error::Error::source(&other).map(|s| s.to_string()), "store error");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the webhook store is unavailable; retry shortly",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Reading request bodies: capped size, a JSON object, no unknown fields, and
+//! typed field getters whose errors name the field.
+
+use http_body_util::{BodyExt, Limited};
+use hyper::StatusCode;
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A request body parsed as a JSON object.
+pub struct Fields(Map<String, Value>);
+
+/// Reads the body as a JSON object holding only `allowed` keys (an empty body
+/// counts as `{}`).
+pub async fn read_fields(body: Incoming, allowed: &[&str]) -> Result<Fields, ApiError> {
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Fields(Map::new()));
+    }
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not valid JSON ({e})"),
+        )
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let mut shown: String = unknown.chars().take(64).collect();
+        shown.retain(|c| !c.is_control());
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+            format!("unknown field `{shown}`; allowed: {}", allowed.join(", ")),
+        ));
+    }
+    Ok(Fields(map))
+}
+
+impl Fields {
+    /// Whether `key` is present (even as null).
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// An optional string; null counts as absent.
+    pub fn string(
+        &self,
+        key: &'static str,
+        code: &'static str,
+    ) -> Result<Option<String>, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid(key, code, "must be a string")),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn boolean(&self, key: &'static str, code: &'static str) -> Result<Option<bool>, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::invalid(key, code, "must be true or false")),
+        }
+    }
+
+    /// An optional array of strings.
+    pub fn strings(
+        &self,
+        key: &'static str,
+        code: &'static str,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(key, code, "must be an array of strings")),
+            Some(_) => Err(ApiError::invalid(key, code, "must be an array of strings")),
+        }
+    }
+}

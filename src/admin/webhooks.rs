@@ -1,0 +1,273 @@
+//! Webhook and token handlers: create, list, read, update, delete, rotate the
+//! secret, send the test event; and application tokens for the operator.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::auth::{Principal, Role, hash_token, new_token};
+use super::error::ApiError;
+use super::request::{Fields, read_fields};
+use super::router::{AdminState, authorize, json_response, no_content};
+use crate::clock;
+use crate::delivery::{AttemptResult, Signer, Transport};
+use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
+use crate::subscription::{StoredSecret, TokenRecord, Webhook, new_secret};
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Most webhooks an application may have.
+pub const WEBHOOK_LIMIT: usize = 10;
+const MAX_NAME_CHARS: usize = 128;
+
+/// `POST /v1/applications/{app}/tokens` (operator only).
+pub async fn create_token(state: &AdminState, who: &Principal, app: &str, body: Incoming) -> Reply {
+    who.operator_only()?;
+    authorize(who, app, Some(Role::Admin))?;
+    let fields = read_fields(body, &["role"]).await?;
+    let role = fields
+        .string("role", "invalid_role")?
+        .and_then(|r| Role::parse(&r))
+        .ok_or_else(|| {
+            ApiError::invalid("role", "invalid_role", "must be \"admin\" or \"member\"")
+        })?;
+    let token = new_token();
+    let record = TokenRecord {
+        application_id: app.to_string(),
+        role: role.as_str().to_string(),
+        created_at: clock::unix_secs(),
+    };
+    state.store.put_token(&hash_token(&token), &record).await?;
+    let body = json!({"token": token, "application_id": app, "role": role.as_str()});
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
+/// `GET /v1/applications/{app}/webhooks`.
+pub async fn list(state: &AdminState, who: &Principal, app: &str) -> Reply {
+    authorize(who, app, None)?;
+    let hooks = state.store.list(app).await?;
+    let views: Vec<_> = hooks.iter().map(Webhook::view).collect();
+    Ok(json_response(StatusCode::OK, &json!(views)))
+}
+
+/// `POST /v1/applications/{app}/webhooks`.
+pub async fn create(state: &AdminState, who: &Principal, app: &str, body: Incoming) -> Reply {
+    authorize(who, app, Some(Role::Admin))?;
+    let fields = read_fields(body, &["url", "name", "events", "enabled"]).await?;
+    let url = fields
+        .string("url", "invalid_url")?
+        .ok_or_else(|| ApiError::invalid("url", "invalid_url", "is required"))?;
+    let url = valid_url(state, &url).await?;
+    let name = valid_name(fields.string("name", "invalid_name")?)?;
+    let events = fields
+        .strings("events", "invalid_events")?
+        .ok_or_else(|| ApiError::invalid("events", "invalid_events", "is required"))?;
+    let events = valid_events(state, events)?;
+    let enabled = fields
+        .boolean("enabled", "invalid_enabled")?
+        .unwrap_or(true);
+    let now = clock::unix_secs();
+    let hook = Webhook {
+        id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
+        application_id: app.to_string(),
+        url,
+        name,
+        events,
+        enabled,
+        created_at: now,
+        updated_at: now,
+        secrets: vec![StoredSecret {
+            value: crate::config::Redacted(new_secret()),
+            expires_at: None,
+        }],
+    };
+    state.store.create(&hook, WEBHOOK_LIMIT).await?;
+    tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
+    Ok(json_response(StatusCode::CREATED, &hook.view_with_secret()))
+}
+
+/// `GET /v1/applications/{app}/webhooks/{id}`.
+pub async fn get(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
+    authorize(who, app, None)?;
+    let hook = find(state, app, id).await?;
+    Ok(json_response(StatusCode::OK, &hook.view()))
+}
+
+/// `PATCH /v1/applications/{app}/webhooks/{id}`.
+pub async fn update(
+    state: &AdminState,
+    who: &Principal,
+    app: &str,
+    id: &str,
+    body: Incoming,
+) -> Reply {
+    authorize(who, app, Some(Role::Admin))?;
+    let fields = read_fields(body, &["url", "name", "events", "enabled"]).await?;
+    let mut hook = find(state, app, id).await?;
+    apply_changes(state, &mut hook, &fields).await?;
+    hook.updated_at = clock::unix_secs();
+    if !state.store.update(&hook).await? {
+        return Err(ApiError::not_found("webhook"));
+    }
+    Ok(json_response(StatusCode::OK, &hook.view()))
+}
+
+async fn apply_changes(
+    state: &AdminState,
+    hook: &mut Webhook,
+    fields: &Fields,
+) -> Result<(), ApiError> {
+    if fields.has("url") {
+        let url = fields
+            .string("url", "invalid_url")?
+            .ok_or_else(|| ApiError::invalid("url", "invalid_url", "must not be null"))?;
+        hook.url = valid_url(state, &url).await?;
+    }
+    if fields.has("name") {
+        hook.name = valid_name(fields.string("name", "invalid_name")?)?;
+    }
+    if fields.has("events") {
+        let events = fields
+            .strings("events", "invalid_events")?
+            .ok_or_else(|| ApiError::invalid("events", "invalid_events", "must not be null"))?;
+        hook.events = valid_events(state, events)?;
+    }
+    if fields.has("enabled") {
+        hook.enabled = fields
+            .boolean("enabled", "invalid_enabled")?
+            .ok_or_else(|| ApiError::invalid("enabled", "invalid_enabled", "must not be null"))?;
+    }
+    Ok(())
+}
+
+/// `DELETE /v1/applications/{app}/webhooks/{id}`.
+pub async fn delete(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
+    authorize(who, app, Some(Role::Admin))?;
+    if !state.store.delete(app, id).await? {
+        return Err(ApiError::not_found("webhook"));
+    }
+    tracing::info!(application_id = app, webhook_id = id, "webhook deleted");
+    Ok(no_content())
+}
+
+/// `POST /v1/applications/{app}/webhooks/{id}/rotate-secret`.
+pub async fn rotate(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
+    authorize(who, app, Some(Role::Admin))?;
+    let mut hook = find(state, app, id).await?;
+    hook.rotate(new_secret(), clock::unix_secs());
+    if !state.store.update(&hook).await? {
+        return Err(ApiError::not_found("webhook"));
+    }
+    tracing::info!(
+        application_id = app,
+        webhook_id = id,
+        "webhook secret rotated"
+    );
+    Ok(json_response(StatusCode::OK, &hook.view_with_secret()))
+}
+
+/// `POST /v1/applications/{app}/webhooks/{id}/test`: delivers TEST_EVENT now.
+pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
+    authorize(who, app, Some(Role::Admin))?;
+    let hook = find(state, app, id).await?;
+    let signer = Signer::new(&hook.valid_secrets(clock::unix_secs()));
+    let event_id = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let result = state
+        .client
+        .deliver(crate::delivery::Attempt {
+            url: &hook.url,
+            event_id: &event_id,
+            attempt: 1,
+            body: TEST_EVENT_BODY.as_bytes(),
+            signer: &signer,
+        })
+        .await;
+    tracing::info!(
+        application_id = app,
+        webhook_id = id,
+        event_type = TEST_EVENT,
+        "test event sent"
+    );
+    Ok(json_response(StatusCode::OK, &test_report(&result)))
+}
+
+fn test_report(result: &AttemptResult) -> serde_json::Value {
+    let (delivered, status, error) = match &crate::delivery::classify(&result.transport) {
+        crate::delivery::Outcome::Delivered => (true, status_of(&result.transport), None),
+        crate::delivery::Outcome::Retry(f) | crate::delivery::Outcome::GiveUp(f) => {
+            (false, f.status, Some(f.error.clone()))
+        }
+    };
+    json!({
+        "delivered": delivered,
+        "status": status,
+        "error": error,
+        "duration_ms": result.duration.as_millis() as u64,
+    })
+}
+
+fn status_of(t: &Transport) -> Option<u16> {
+    match t {
+        Transport::Response { status, .. } => Some(*status),
+        _ => None,
+    }
+}
+
+async fn find(state: &AdminState, app: &str, id: &str) -> Result<Webhook, ApiError> {
+    state
+        .store
+        .get(app, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+async fn valid_url(state: &AdminState, url: &str) -> Result<String, ApiError> {
+    state
+        .policy
+        .validate(url)
+        .await
+        .map(|u| u.to_string())
+        .map_err(|reason| ApiError::invalid("url", "invalid_url", reason))
+}
+
+fn valid_name(name: Option<String>) -> Result<Option<String>, ApiError> {
+    match name {
+        Some(n) if n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) => {
+            Err(ApiError::invalid(
+                "name",
+                "invalid_name",
+                format!("must be at most {MAX_NAME_CHARS} printable characters"),
+            ))
+        }
+        Some(n) if n.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+fn valid_events(state: &AdminState, events: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            "invalid_events",
+            "must list at least one event type",
+        ));
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(events.len());
+    for e in events {
+        if !state.catalogue.is_subscribable(&e) {
+            let mut shown: String = e.chars().take(64).collect();
+            shown.retain(|c| !c.is_control());
+            return Err(ApiError::invalid(
+                "events",
+                "invalid_events",
+                format!("`{shown}` is not a subscribable event type (see GET /v1/event-types)"),
+            ));
+        }
+        if !unique.contains(&e) {
+            unique.push(e);
+        }
+    }
+    Ok(unique)
+}

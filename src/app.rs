@@ -1,0 +1,219 @@
+//! Wiring: builds every component from the settings, runs the broker session
+//! (reconnecting with backoff), the HTTP server and background tasks, and
+//! shuts down in order: not ready -> stop consuming -> drain in-flight work
+//! (bounded by `WF_SHUTDOWN_TIMEOUT`) -> close the broker -> stop HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::backoff::Backoff;
+use crate::broker::{self, ConfirmedPublisher, Names};
+use crate::config::Settings;
+use crate::consume;
+use crate::delivery::{self, DeliverContext, DeliveryClient, TargetPolicy};
+use crate::event::Catalogue;
+use crate::health::Health;
+use crate::ingest::{self, IngestContext};
+use crate::metrics::Metrics;
+use crate::subscription::{Store, SubscriptionCache};
+
+/// The components shared by every task of one process.
+struct Wiring {
+    settings: Settings,
+    catalogue: Arc<Catalogue>,
+    metrics: Arc<Metrics>,
+    store: Store,
+    cache: Arc<SubscriptionCache>,
+    health: Arc<Health>,
+    client: DeliveryClient,
+    names: Names,
+}
+
+/// Runs the service until `shutdown` is cancelled, serving HTTP on `listener`.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let w = Arc::new(wire(settings)?);
+    let work = CancellationToken::new();
+    let background = CancellationToken::new();
+
+    let cache_task = tokio::spawn(
+        w.cache
+            .clone()
+            .follow_changes(w.settings.redis_url.0.clone(), background.clone()),
+    );
+    let ping_task = tokio::spawn(watch_redis(w.clone(), background.clone()));
+    let http_task = tokio::spawn(admin::serve(listener, admin_state(&w), background.clone()));
+    let broker_task = tokio::spawn(broker_loop(w.clone(), work.clone()));
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    w.health.set_stopping();
+    work.cancel();
+    let _ = broker_task.await;
+    background.cancel();
+    let _ = tokio::join!(http_task, cache_task, ping_task);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn wire(settings: Settings) -> anyhow::Result<Wiring> {
+    let catalogue = match &settings.event_catalogue {
+        Some(path) => Catalogue::from_file(path)
+            .map_err(|e| anyhow::anyhow!("invalid WF_EVENT_CATALOGUE: {e}"))?,
+        None => Catalogue::embedded(),
+    };
+    let metrics = Arc::new(Metrics::new(
+        catalogue.entries().iter().map(|e| e.event_type.as_str()),
+        settings.delivery_timeout,
+    ));
+    let store = Store::connect(&settings.redis_url.0, &settings.namespace)
+        .context("invalid WF_REDIS_URL")?;
+    let policy = TargetPolicy {
+        allow_http: settings.allow_http,
+        allow_private: settings.allow_private_targets,
+    };
+    Ok(Wiring {
+        cache: SubscriptionCache::new(store.clone(), metrics.clone()),
+        client: DeliveryClient::new(settings.delivery_timeout, policy),
+        names: Names::new(&settings.namespace),
+        catalogue: Arc::new(catalogue),
+        health: Arc::new(Health::default()),
+        metrics,
+        store,
+        settings,
+    })
+}
+
+fn admin_state(w: &Wiring) -> Arc<AdminState> {
+    Arc::new(AdminState {
+        operator_token: w.settings.admin_token.clone(),
+        api_enabled: w.settings.roles.api,
+        store: w.store.clone(),
+        catalogue: w.catalogue.clone(),
+        client: w.client.clone(),
+        policy: TargetPolicy {
+            allow_http: w.settings.allow_http,
+            allow_private: w.settings.allow_private_targets,
+        },
+        metrics: w.metrics.clone(),
+        health: w.health.clone(),
+    })
+}
+
+async fn watch_redis(w: Arc<Wiring>, token: CancellationToken) {
+    loop {
+        let up = w.store.ping().await.is_ok();
+        w.health.set_redis(up);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(if up { 2 } else { 1 })) => {}
+        }
+    }
+}
+
+async fn broker_loop(w: Arc<Wiring>, token: CancellationToken) {
+    let mut backoff = Backoff::default();
+    while !token.is_cancelled() {
+        match session(&w, &token, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "RabbitMQ session lost; reconnecting"
+            ),
+        }
+        w.health.set_broker(false);
+        w.health.set_consumers(false);
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// One connection's life: declare, start this process's consumers, run them.
+async fn session(
+    w: &Arc<Wiring>,
+    token: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let s = &w.settings;
+    let conn = broker::connect(&s.amqp_url.0, &format!("webhook-fanout {}", s.namespace))
+        .await
+        .context("cannot connect to RabbitMQ")?;
+    let setup = conn.create_channel().await?;
+    broker::declare(&setup, &w.names, &s.retry_schedule)
+        .await
+        .context("cannot declare topology")?;
+    let _ = setup.close(200, "declared".into()).await;
+    w.health.set_broker(true);
+
+    let ingest = match s.roles.ingest {
+        true => Some(consume::start(&conn, w.names.ingest(), s.ingest_concurrency).await?),
+        false => None,
+    };
+    let deliver = match s.roles.deliver {
+        true => Some(consume::start(&conn, w.names.deliver(), s.delivery_concurrency).await?),
+        false => None,
+    };
+    w.health.set_consumers(true);
+    backoff.reset();
+    tracing::info!(namespace = %s.namespace, "consuming");
+
+    let ingest_run = async {
+        let Some(consuming) = ingest else {
+            return idle(token).await;
+        };
+        let ctx = Arc::new(IngestContext {
+            catalogue: w.catalogue.clone(),
+            cache: w.cache.clone(),
+            store: w.store.clone(),
+            publisher: ConfirmedPublisher::open(&conn).await?,
+            names: w.names.clone(),
+            metrics: w.metrics.clone(),
+        });
+        consuming
+            .run(token, s.shutdown_timeout, move |d| {
+                ingest::handle_event(ctx.clone(), d)
+            })
+            .await
+    };
+    let deliver_run = async {
+        let Some(consuming) = deliver else {
+            return idle(token).await;
+        };
+        let ctx = Arc::new(DeliverContext {
+            cache: w.cache.clone(),
+            client: w.client.clone(),
+            publisher: ConfirmedPublisher::open(&conn).await?,
+            names: w.names.clone(),
+            metrics: w.metrics.clone(),
+            schedule: s.retry_schedule.clone(),
+            max_age: s.max_event_age,
+        });
+        consuming
+            .run(token, s.shutdown_timeout, move |d| {
+                let ctx = ctx.clone();
+                async move {
+                    let settle = delivery::handle_job(&ctx, &d.data).await;
+                    (d, settle)
+                }
+            })
+            .await
+    };
+    let result = tokio::try_join!(ingest_run, deliver_run);
+    let _ = conn.close(200, "bye".into()).await;
+    result.map(|_| ()).map_err(Into::into)
+}
+
+async fn idle(token: &CancellationToken) -> lapin::Result<()> {
+    token.cancelled().await;
+    Ok(())
+}

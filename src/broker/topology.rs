@@ -1,0 +1,155 @@
+//! Every exchange and queue of the service, named from the namespace here and
+//! declared idempotently at start. Each flag says why it is set.
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::retry::RetrySchedule;
+
+/// Routing key of delivery jobs on `{ns}.deliveries`.
+pub const JOB_ROUTING_KEY: &str = "deliver";
+
+/// The names of the namespace's exchanges and queues.
+#[derive(Debug, Clone)]
+pub struct Names {
+    ns: String,
+}
+
+impl Names {
+    /// Names of namespace `ns`.
+    pub fn new(ns: &str) -> Self {
+        Names { ns: ns.to_string() }
+    }
+    /// Topic exchange producers publish events to (routing key = event type).
+    pub fn events(&self) -> String {
+        format!("{}.events", self.ns)
+    }
+    /// Queue of events waiting to be fanned out.
+    pub fn ingest(&self) -> String {
+        format!("{}.ingest", self.ns)
+    }
+    /// Direct exchange delivery jobs are published to.
+    pub fn deliveries(&self) -> String {
+        format!("{}.deliveries", self.ns)
+    }
+    /// Queue of delivery jobs ready to be attempted.
+    pub fn deliver(&self) -> String {
+        format!("{}.deliver", self.ns)
+    }
+    /// Queue of refused envelopes.
+    pub fn rejected(&self) -> String {
+        format!("{}.rejected", self.ns)
+    }
+    /// Delay tier queue for `label` (e.g. `30s`).
+    pub fn retry(&self, label: &str) -> String {
+        format!("{}.retry.{label}", self.ns)
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    // Durable: queues must survive a broker restart (nothing lost).
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+fn table(pairs: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert(ShortString::from(k), v);
+    }
+    t
+}
+
+fn text(s: String) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declares the whole topology; safe to repeat (same arguments every time).
+pub async fn declare(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    // Topic: routing key is the event type, so consumers may bind by pattern.
+    ch.exchange_declare(
+        names.events().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    // Direct: jobs and expired retries route to `{ns}.deliver` by one fixed key.
+    ch.exchange_declare(
+        names.deliveries().into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    for q in [names.ingest(), names.deliver(), names.rejected()] {
+        ch.queue_declare(q.into(), durable_queue(), FieldTable::default())
+            .await?;
+    }
+    // `#`: every event type is fanned out; unknown ones are rejected with a reason.
+    ch.queue_bind(
+        names.ingest().into(),
+        names.events().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        names.deliver().into(),
+        names.deliveries().into(),
+        JOB_ROUTING_KEY.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    for tier in schedule.distinct_tiers() {
+        let args = table(vec![
+            // Queue-level TTL: every job in a tier waits the same time, so expiry is FIFO.
+            (
+                "x-message-ttl",
+                AMQPValue::LongLongInt(tier.delay.as_millis() as i64),
+            ),
+            // Expired jobs go back to the deliveries exchange, hence `{ns}.deliver`.
+            ("x-dead-letter-exchange", text(names.deliveries())),
+            (
+                "x-dead-letter-routing-key",
+                text(JOB_ROUTING_KEY.to_string()),
+            ),
+        ]);
+        ch.queue_declare(names.retry(&tier.label).into(), durable_queue(), args)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the namespace's exchanges and queues, including retry tiers of
+/// `schedule` (tests clean up their namespace with this).
+pub async fn delete(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> lapin::Result<()> {
+    let mut queues = vec![names.ingest(), names.deliver(), names.rejected()];
+    queues.extend(
+        schedule
+            .distinct_tiers()
+            .iter()
+            .map(|t| names.retry(&t.label)),
+    );
+    for q in queues {
+        ch.queue_delete(q.into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for e in [names.events(), names.deliveries()] {
+        ch.exchange_delete(e.into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Subcommands besides `serve`, and signal handling.
+
+use anyhow::Context;
+use clap::Args;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Confirmation};
+use tokio_util::sync::CancellationToken;
+use webhook_fanout::Settings;
+use webhook_fanout::broker::{self, Names};
+
+/// `webhook-fanout publish`: publish one event, as a producer would.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// Application id.
+    #[arg(long)]
+    app: String,
+    /// Event type, e.g. item.refreshed.
+    #[arg(long = "type")]
+    event_type: String,
+    /// The `content` object, as JSON.
+    #[arg(long, default_value = "{}")]
+    content: String,
+    /// Event id (default: a new UUID).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// Publishes the envelope with confirms and prints its id.
+pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
+    let content: serde_json::Value =
+        serde_json::from_str(&args.content).context("--content is not valid JSON")?;
+    let id = args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let envelope = serde_json::json!({
+        "id": id,
+        "application_id": args.app,
+        "type": args.event_type,
+        "timestamp": webhook_fanout::clock::unix_secs(),
+        "content": content,
+    });
+    let conn = broker::connect(&settings.amqp_url.0, "webhook-fanout publish")
+        .await
+        .context("cannot connect to RabbitMQ (WF_AMQP_URL)")?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let exchange = Names::new(&settings.namespace).events();
+    let confirm = channel
+        .basic_publish(
+            exchange.as_str().into(),
+            args.event_type.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            envelope.to_string().as_bytes(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into()),
+        )
+        .await
+        .with_context(|| {
+            format!("cannot publish to {exchange} (is the service started once to declare it?)")
+        })?
+        .await?;
+    let _ = conn.close(200, "published".into()).await;
+    match confirm {
+        Confirmation::Ack(None) => {
+            println!("published event {id} to {exchange}");
+            Ok(())
+        }
+        Confirmation::Ack(Some(_)) => {
+            anyhow::bail!("{exchange} routed the event nowhere: start the service first")
+        }
+        _ => anyhow::bail!("RabbitMQ refused the event"),
+    }
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub async fn on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received");
+    token.cancel();
+}

@@ -1,0 +1,354 @@
+//! Typed configuration read from `WF_*` environment variables, validated at start.
+//! A bad value stops start-up with a one-line error naming the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::retry::RetrySchedule;
+
+/// A value that must never reach a log line: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted<T>(pub T);
+
+impl<T> fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Start-up configuration error: which variable, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault, e.g. `WF_DELIVERY_TIMEOUT`.
+    pub variable: &'static str,
+    /// What is wrong, without echoing secret values.
+    pub message: String,
+}
+
+/// Which consumers and servers this process runs (`WF_ROLES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Consume `{ns}.ingest` and fan events out.
+    pub ingest: bool,
+    /// Consume `{ns}.deliver` and deliver jobs.
+    pub deliver: bool,
+    /// Serve the `/v1` admin API (health and metrics are always served).
+    pub api: bool,
+}
+
+/// Log output format (`WF_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the service. See the README's configuration table.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `WF_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: Redacted<String>,
+    /// `WF_REDIS_URL`, default `redis://127.0.0.1:6379/0`.
+    pub redis_url: Redacted<String>,
+    /// `WF_HTTP_ADDR`, default `127.0.0.1:8080`.
+    pub http_addr: SocketAddr,
+    /// `WF_NAMESPACE`, default `webhooks`: prefix of every queue, exchange and Redis key.
+    pub namespace: String,
+    /// `WF_ADMIN_TOKEN`: the operator token; without it only health and metrics answer.
+    pub admin_token: Option<Redacted<String>>,
+    /// `WF_RETRY_SCHEDULE`, default `10s,30s,2m,10m,30m,1h,2h,4h,8h,12h`.
+    pub retry_schedule: RetrySchedule,
+    /// `WF_MAX_EVENT_AGE`, default 48 h.
+    pub max_event_age: Duration,
+    /// `WF_DELIVERY_TIMEOUT`, default 10 s.
+    pub delivery_timeout: Duration,
+    /// `WF_DEAD_LETTER_RETENTION`, default 14 days.
+    pub dead_letter_retention: Duration,
+    /// `WF_SHUTDOWN_TIMEOUT`, default 25 s.
+    pub shutdown_timeout: Duration,
+    /// `WF_ALLOW_HTTP`, default false: accept `http://` callback URLs.
+    pub allow_http: bool,
+    /// `WF_ALLOW_PRIVATE_TARGETS`, default false: accept loopback/private targets.
+    pub allow_private_targets: bool,
+    /// `WF_SECRET_KEY`: 32-byte base64 key encrypting webhook secrets at rest.
+    pub secret_key: Option<Redacted<[u8; 32]>>,
+    /// `WF_ROLES`, default `ingest,deliver,api`.
+    pub roles: Roles,
+    /// `WF_EVENT_CATALOGUE`: a JSON file replacing the embedded event catalogue.
+    pub event_catalogue: Option<PathBuf>,
+    /// `WF_DELIVERY_CONCURRENCY`, default 64: deliveries in flight per process.
+    pub delivery_concurrency: usize,
+    /// `WF_INGEST_CONCURRENCY`, default 32: events fanned out concurrently per process.
+    pub ingest_concurrency: usize,
+    /// `WF_LOG_FORMAT`, default `pretty`.
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings from a map (tests, embedding); missing keys take defaults.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Reads the settings through `lookup`, which returns a variable's value if set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str, default: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        Ok(Settings {
+            amqp_url: Redacted(url_with_scheme(
+                "WF_AMQP_URL",
+                get("WF_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                &["amqp", "amqps"],
+            )?),
+            redis_url: Redacted(url_with_scheme(
+                "WF_REDIS_URL",
+                get("WF_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                &["redis", "rediss", "redis+unix", "unix"],
+            )?),
+            http_addr: get("WF_HTTP_ADDR", "127.0.0.1:8080")
+                .parse()
+                .map_err(|_| err("WF_HTTP_ADDR", "expected host:port, e.g. 0.0.0.0:8080"))?,
+            namespace: namespace(get("WF_NAMESPACE", "webhooks"))?,
+            admin_token: optional("WF_ADMIN_TOKEN").map(admin_token).transpose()?,
+            retry_schedule: RetrySchedule::parse(&get(
+                "WF_RETRY_SCHEDULE",
+                crate::retry::DEFAULT_SCHEDULE,
+            ))
+            .map_err(|m| err("WF_RETRY_SCHEDULE", &m))?,
+            max_event_age: duration("WF_MAX_EVENT_AGE", &get("WF_MAX_EVENT_AGE", "48h"))?,
+            delivery_timeout: duration("WF_DELIVERY_TIMEOUT", &get("WF_DELIVERY_TIMEOUT", "10s"))?,
+            dead_letter_retention: duration(
+                "WF_DEAD_LETTER_RETENTION",
+                &get("WF_DEAD_LETTER_RETENTION", "14d"),
+            )?,
+            shutdown_timeout: duration("WF_SHUTDOWN_TIMEOUT", &get("WF_SHUTDOWN_TIMEOUT", "25s"))?,
+            allow_http: boolean("WF_ALLOW_HTTP", &get("WF_ALLOW_HTTP", "false"))?,
+            allow_private_targets: boolean(
+                "WF_ALLOW_PRIVATE_TARGETS",
+                &get("WF_ALLOW_PRIVATE_TARGETS", "false"),
+            )?,
+            secret_key: optional("WF_SECRET_KEY").map(secret_key).transpose()?,
+            roles: roles(&get("WF_ROLES", "ingest,deliver,api"))?,
+            event_catalogue: optional("WF_EVENT_CATALOGUE").map(PathBuf::from),
+            delivery_concurrency: count(
+                "WF_DELIVERY_CONCURRENCY",
+                &get("WF_DELIVERY_CONCURRENCY", "64"),
+            )?,
+            ingest_concurrency: count(
+                "WF_INGEST_CONCURRENCY",
+                &get("WF_INGEST_CONCURRENCY", "32"),
+            )?,
+            log_format: match get("WF_LOG_FORMAT", "pretty").as_str() {
+                "pretty" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                _ => return Err(err("WF_LOG_FORMAT", "expected `pretty` or `json`")),
+            },
+        })
+    }
+}
+
+fn err(variable: &'static str, message: &str) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.to_string(),
+    }
+}
+
+fn url_with_scheme(
+    variable: &'static str,
+    value: String,
+    schemes: &[&str],
+) -> Result<String, ConfigError> {
+    // The message never echoes the value: URLs carry passwords.
+    match url::Url::parse(&value) {
+        Ok(u) if schemes.contains(&u.scheme()) => Ok(value),
+        Ok(u) => Err(err(
+            variable,
+            &format!(
+                "scheme `{}` is not one of {}",
+                u.scheme(),
+                schemes.join(", ")
+            ),
+        )),
+        Err(e) => Err(err(variable, &format!("not a URL ({e})"))),
+    }
+}
+
+fn namespace(value: String) -> Result<String, ConfigError> {
+    let ok = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(value)
+    } else {
+        Err(err(
+            "WF_NAMESPACE",
+            "expected 1-64 characters of [A-Za-z0-9_-]",
+        ))
+    }
+}
+
+fn admin_token(value: String) -> Result<Redacted<String>, ConfigError> {
+    if value.len() < 16 {
+        return Err(err("WF_ADMIN_TOKEN", "must be at least 16 characters"));
+    }
+    Ok(Redacted(value))
+}
+
+fn secret_key(value: String) -> Result<Redacted<[u8; 32]>, ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| err("WF_SECRET_KEY", "not valid base64"))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| err("WF_SECRET_KEY", "must decode to exactly 32 bytes"))?;
+    Ok(Redacted(key))
+}
+
+fn roles(value: &str) -> Result<Roles, ConfigError> {
+    let mut roles = Roles {
+        ingest: false,
+        deliver: false,
+        api: false,
+    };
+    for role in value.split(',').map(str::trim) {
+        match role {
+            "ingest" => roles.ingest = true,
+            "deliver" => roles.deliver = true,
+            "api" => roles.api = true,
+            other => {
+                return Err(err(
+                    "WF_ROLES",
+                    &format!("unknown role `{other}` (expected ingest, deliver, api)"),
+                ));
+            }
+        }
+    }
+    Ok(roles)
+}
+
+fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(err(variable, "expected true or false")),
+    }
+}
+
+fn count(variable: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(err(variable, "expected an integer between 1 and 10000")),
+    }
+}
+
+fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match parse_duration(value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(err(
+            variable,
+            &format!("`{value}` is not a duration like 500ms, 10s, 2m, 1h or 14d"),
+        )),
+    }
+}
+
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(millis).map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.namespace, "webhooks");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.max_event_age, Duration::from_secs(48 * 3600));
+        assert_eq!(s.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(s.dead_letter_retention, Duration::from_secs(14 * 86400));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(25));
+        assert!(!s.allow_http && !s.allow_private_targets);
+        assert!(s.admin_token.is_none() && s.secret_key.is_none());
+        assert!(s.roles.ingest && s.roles.deliver && s.roles.api);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases = [
+            ("WF_DELIVERY_TIMEOUT", "ten seconds"),
+            ("WF_MAX_EVENT_AGE", "0s"),
+            ("WF_HTTP_ADDR", "nowhere"),
+            ("WF_NAMESPACE", "has space"),
+            ("WF_ROLES", "ingest,cook"),
+            ("WF_ALLOW_HTTP", "maybe"),
+            ("WF_SECRET_KEY", "c2hvcnQ="),
+            ("WF_AMQP_URL", "http://localhost"),
+            ("WF_RETRY_SCHEDULE", "10s,,30s"),
+            ("WF_DELIVERY_CONCURRENCY", "0"),
+        ];
+        for (var, value) in cases {
+            let e = settings(&[(var, value)]).unwrap_err();
+            assert_eq!(e.variable, var, "{value}");
+            assert!(e.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn durations_parse_every_unit() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("14d"), Some(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1w"), None);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let s = settings(&[("WF_ADMIN_TOKEN", "operator-token-very-secret")]).unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("operator-token-very-secret"));
+        assert!(!printed.contains("guest:guest"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The delivery HTTP client: hyper with a pooled, keep-alive connector that
+//! refuses non-public targets, no redirects, a whole-attempt timeout, and
+//! response bodies read up to a small cap and discarded.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::signing::Signer;
+use super::target::{PublicResolver, TargetPolicy};
+
+/// Response bytes read before the rest is dropped.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// `User-Agent` of every delivery.
+pub const USER_AGENT_VALUE: &str = concat!("webhook-fanout/", env!("CARGO_PKG_VERSION"));
+
+/// What came back from one attempt, before classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A response arrived; `retry_after` is its parsed `Retry-After` in seconds.
+    Response {
+        /// HTTP status code.
+        status: u16,
+        /// Parsed `Retry-After` (delta-seconds form).
+        retry_after: Option<Duration>,
+    },
+    /// Nothing within the delivery timeout.
+    Timeout(Duration),
+    /// DNS, TCP, TLS or protocol failure.
+    Connect(String),
+    /// The URL itself is not allowed (scheme, literal private address).
+    Refused(String),
+}
+
+/// One attempt's result and duration.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    /// What came back.
+    pub transport: Transport,
+    /// Wall time of the attempt.
+    pub duration: Duration,
+}
+
+/// What to send in one attempt.
+pub struct Attempt<'a> {
+    /// Callback URL.
+    pub url: &'a str,
+    /// `Webhook-Id`: the event id.
+    pub event_id: &'a str,
+    /// `Webhook-Attempt`, 1-based.
+    pub attempt: u32,
+    /// Exact body bytes.
+    pub body: &'a [u8],
+    /// Keys of the webhook's valid secrets.
+    pub signer: &'a Signer,
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
+
+/// Shared delivery client; clones share the connection pool.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    http: HttpsClient,
+    timeout: Duration,
+    policy: TargetPolicy,
+}
+
+impl DeliveryClient {
+    /// A client with the given whole-attempt timeout and target policy.
+    pub fn new(timeout: Duration, policy: TargetPolicy) -> Self {
+        let mut http = HttpConnector::new_with_resolver(PublicResolver {
+            allow_private: policy.allow_private,
+        });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .http1_title_case_headers(true)
+            .build(tls);
+        DeliveryClient {
+            http,
+            timeout,
+            policy,
+        }
+    }
+
+    /// Signs and POSTs one attempt; never panics, never follows redirects.
+    pub async fn deliver(&self, attempt: Attempt<'_>) -> AttemptResult {
+        let started = Instant::now();
+        let transport = match self.request(&attempt) {
+            Err(refused) => Transport::Refused(refused),
+            Ok(request) => match tokio::time::timeout(self.timeout, self.send(request)).await {
+                Ok(t) => t,
+                Err(_) => Transport::Timeout(self.timeout),
+            },
+        };
+        AttemptResult {
+            transport,
+            duration: started.elapsed(),
+        }
+    }
+
+    fn request(&self, a: &Attempt<'_>) -> Result<Request<Full<Bytes>>, String> {
+        let url = self.policy.parse(a.url)?;
+        let timestamp = crate::clock::unix_secs();
+        let body = Bytes::copy_from_slice(a.body);
+        let header =
+            |v: String| HeaderValue::from_str(&v).map_err(|_| "invalid header value".to_string());
+        Request::post(url.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header("BridgeApi-Signature", header(a.signer.bridge(a.body))?)
+            .header("Webhook-Id", header(a.event_id.to_string())?)
+            .header("Webhook-Timestamp", timestamp)
+            .header(
+                "Webhook-Signature",
+                header(a.signer.standard(a.event_id, timestamp, a.body))?,
+            )
+            .header("Webhook-Attempt", a.attempt)
+            .body(Full::new(body))
+            .map_err(|e| format!("cannot build request: {e}"))
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Transport {
+        let response = match self.http.request(request).await {
+            Ok(r) => r,
+            Err(e) => return Transport::Connect(error_chain(&e)),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read a bounded amount so the connection can be reused; past the cap
+        // the body is dropped and the connection closed.
+        let _ = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
+            .collect()
+            .await;
+        Transport::Response {
+            status,
+            retry_after,
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

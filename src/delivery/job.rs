@@ -1,0 +1,119 @@
+//! The delivery job: one event for one webhook, as it travels through
+//! `{ns}.deliver` and the retry tiers. Versioned (`v`) for rolling deploys.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The wire version this release writes.
+pub const JOB_VERSION: u32 = 1;
+
+/// One finished attempt, kept in the job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Unix milliseconds when the attempt started.
+    pub at_ms: i64,
+    /// HTTP status, if a response came back.
+    pub status: Option<u16>,
+    /// Error text when no 2xx came back (never contains secrets).
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub duration_ms: u64,
+}
+
+/// A delivery job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    /// Wire version; readers refuse versions they do not know.
+    pub v: u32,
+    /// Event id, sent as `Webhook-Id`.
+    pub event_id: String,
+    /// Owning application.
+    pub application_id: String,
+    /// Target webhook.
+    pub webhook_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The exact delivery body, the same bytes on every attempt.
+    pub body: Box<RawValue>,
+    /// Unix milliseconds when the service first received the event (or the replay).
+    pub received_at_ms: i64,
+    /// Attempts made so far, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Why a message on `{ns}.deliver` is not a job this release can run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Not the JSON of a job.
+    #[error("malformed job: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Written by a newer release.
+    #[error("unknown job version {0}")]
+    Version(u32),
+}
+
+impl DeliveryJob {
+    /// A first-attempt job for `webhook_id`.
+    pub fn new(event: &crate::event::Event, webhook_id: &str, received_at_ms: i64) -> DeliveryJob {
+        DeliveryJob {
+            v: JOB_VERSION,
+            event_id: event.id.clone(),
+            application_id: event.application_id.clone(),
+            webhook_id: webhook_id.to_string(),
+            event_type: event.event_type.clone(),
+            body: RawValue::from_string(event.body.clone()).expect("the body is valid JSON"),
+            received_at_ms,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Decodes a job, refusing unknown versions.
+    pub fn decode(bytes: &[u8]) -> Result<DeliveryJob, JobError> {
+        let job: DeliveryJob = serde_json::from_slice(bytes)?;
+        if job.v != JOB_VERSION {
+            return Err(JobError::Version(job.v));
+        }
+        Ok(job)
+    }
+
+    /// The wire bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a job serializes")
+    }
+
+    /// The 1-based number of the next attempt.
+    pub fn next_attempt(&self) -> u32 {
+        self.attempts.len() as u32 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Catalogue, Event};
+
+    #[test]
+    fn the_body_survives_encoding_byte_for_byte() {
+        let text = r#"{"id":"e","application_id":"a","type":"item.created","timestamp":1,"content":{"z":1,"a":"\u00e9"}}"#;
+        let event = Event::parse(text.as_bytes(), None, &Catalogue::embedded(), 0).unwrap();
+        let job = DeliveryJob::new(&event, "wh_1", 5);
+        let back = DeliveryJob::decode(&job.encode()).unwrap();
+        assert_eq!(back.body.get(), event.body);
+        assert_eq!(back.next_attempt(), 1);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused() {
+        assert!(matches!(
+            DeliveryJob::decode(b"nope"),
+            Err(JobError::Malformed(_))
+        ));
+        let future = br#"{"v":2,"event_id":"e","application_id":"a","webhook_id":"w","type":"t","body":{},"received_at_ms":0}"#;
+        assert!(matches!(
+            DeliveryJob::decode(future),
+            Err(JobError::Version(2))
+        ));
+    }
+}

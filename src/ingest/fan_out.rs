@@ -1,0 +1,149 @@
+//! Handling one event: validate (or park it in `{ns}.rejected`), skip
+//! duplicates by id, match subscriptions, publish jobs with confirms.
+
+use std::sync::Arc;
+
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, LongString};
+use tracing::Instrument;
+
+use crate::broker::{ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
+use crate::clock;
+use crate::consume::Settle;
+use crate::delivery::DeliveryJob;
+use crate::event::{Catalogue, Event, Rejection};
+use crate::metrics::Metrics;
+use crate::subscription::{Marker, Store, StoreError, SubscriptionCache, Webhook};
+
+/// Everything fan-out needs, shared by all in-flight events.
+pub struct IngestContext {
+    /// Event types.
+    pub catalogue: Arc<Catalogue>,
+    /// Subscriptions.
+    pub cache: Arc<SubscriptionCache>,
+    /// Event-id markers.
+    pub store: Store,
+    /// Confirmed publisher for jobs and rejects.
+    pub publisher: ConfirmedPublisher,
+    /// Exchange and queue names.
+    pub names: Names,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error("subscription store")]
+    Store(#[from] StoreError),
+    #[error("publish")]
+    Publish(#[from] PublishError),
+}
+
+/// One job per enabled webhook subscribed to the event's type.
+pub fn fan_out(event: &Event, webhooks: &[Webhook], received_at_ms: i64) -> Vec<DeliveryJob> {
+    webhooks
+        .iter()
+        .filter(|w| w.application_id == event.application_id && w.wants(&event.event_type))
+        .map(|w| DeliveryJob::new(event, &w.id, received_at_ms))
+        .collect()
+}
+
+/// Handles one message of `{ns}.ingest`; returns it with how to settle it.
+pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Delivery, Settle) {
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    let parsed = Event::parse(
+        &delivery.data,
+        message_id.as_deref(),
+        &ctx.catalogue,
+        clock::unix_secs(),
+    );
+    let settle = match parsed {
+        Err(rejection) => park(&ctx, &delivery, &rejection).await,
+        Ok(event) => {
+            let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
+            match accept(&ctx, &event, delivery.redelivered)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(()) => Settle::Ack,
+                Err(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, cause = %source(&e), "fan-out failed; event handed back"));
+                    Settle::Requeue
+                }
+            }
+        }
+    };
+    (delivery, settle)
+}
+
+async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result<(), IngestError> {
+    match ctx.store.claim_event(&event.id).await? {
+        Marker::New => {}
+        // A crash interrupted an earlier fan-out of this very message: redo it.
+        Marker::InProgress if redelivered => {}
+        Marker::InProgress | Marker::Done => {
+            tracing::info!("duplicate event id; not fanned out again");
+            ctx.metrics.event_duplicate();
+            return Ok(());
+        }
+    }
+    let webhooks = ctx.cache.webhooks(&event.application_id).await?;
+    let jobs = fan_out(event, &webhooks, clock::unix_millis());
+    let encoded: Vec<Vec<u8>> = jobs.iter().map(DeliveryJob::encode).collect();
+    let exchange = ctx.names.deliveries();
+    let outgoing: Vec<Outgoing> = encoded
+        .iter()
+        .map(|payload| Outgoing {
+            exchange: &exchange,
+            routing_key: JOB_ROUTING_KEY,
+            payload,
+            headers: None,
+            message_id: Some(&event.id),
+        })
+        .collect();
+    ctx.publisher.publish_all(&outgoing).await?;
+    ctx.store.complete_event(&event.id).await?;
+    ctx.metrics.event_consumed(&event.event_type);
+    ctx.metrics.jobs_enqueued(jobs.len());
+    tracing::debug!(jobs = jobs.len(), "fanned out");
+    Ok(())
+}
+
+async fn park(ctx: &IngestContext, delivery: &Delivery, rejection: &Rejection) -> Settle {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-reject-reason".into(),
+        AMQPValue::LongString(LongString::from(rejection.header())),
+    );
+    let queue = ctx.names.rejected();
+    let message = Outgoing {
+        exchange: "",
+        routing_key: &queue,
+        payload: &delivery.data,
+        headers: Some(headers),
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+    };
+    match ctx.publisher.publish(message).await {
+        Ok(()) => {
+            tracing::warn!(reason = rejection.reason.code(), "envelope rejected");
+            ctx.metrics.event_rejected(rejection.reason);
+            Settle::Ack
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot park rejected envelope; handed back");
+            Settle::Requeue
+        }
+    }
+}
+
+fn source(e: &dyn std::error::Error) -> String {
+    e.source().map(|s| s.to_string()).unwrap_or_default()
+}

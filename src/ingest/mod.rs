@@ -1,0 +1,6 @@
+//! Fan out: one event from `{ns}.ingest` becomes one delivery job per
+//! matching webhook, all confirmed by the broker before the event is acked.
+
+mod fan_out;
+
+pub use fan_out::{IngestContext, fan_out, handle_event};

@@ -1,0 +1,82 @@
+//! The `webhook-fanout` binary: parses the command line, loads the settings,
+//! starts telemetry, and calls into the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use webhook_fanout::config::{LogFormat, Settings};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "webhook-fanout",
+    version,
+    about = "Fans banking events out to signed webhooks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (roles from WF_ROLES).
+    Serve,
+    /// Publish one event envelope to {ns}.events, with publisher confirms.
+    Publish(cli::PublishArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("webhook-fanout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(settings).await,
+            Command::Publish(args) => cli::publish(&settings, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("webhook-fanout: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid WF_HTTP_ADDR: cannot listen on {}: {e}",
+                settings.http_addr
+            )
+        })?;
+    tracing::info!(addr = %settings.http_addr, namespace = %settings.namespace, "webhook-fanout starting");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cli::on_signal(shutdown.clone()));
+    webhook_fanout::run(settings, listener, shutdown).await
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

@@ -1,0 +1,306 @@
+//! Every Prometheus metric of the service, behind named methods so call sites
+//! never spell metric names and labels stay bounded (contract section 8).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::event::RejectReason;
+
+/// How one delivery attempt ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeLabel {
+    /// 2xx within the timeout.
+    Success,
+    /// Any other status.
+    HttpError,
+    /// No response within the timeout.
+    Timeout,
+    /// Connection, DNS, TLS or refused-target error.
+    ConnectError,
+}
+
+impl OutcomeLabel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::HttpError => "http_error",
+            Self::Timeout => "timeout",
+            Self::ConnectError => "connect_error",
+        }
+    }
+}
+
+/// The service's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    events_consumed: IntCounterVec,
+    events_rejected: IntCounterVec,
+    events_duplicate: IntCounter,
+    jobs_enqueued: IntCounter,
+    deliveries: IntCounterVec,
+    delivery_duration: Histogram,
+    end_to_end: Histogram,
+    retries_scheduled: IntCounterVec,
+    dead_lettered: IntCounter,
+    jobs_dropped: IntCounterVec,
+    inflight: IntGauge,
+    cache_lookups: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("webhooks"), &[label])
+        .expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace("webhooks")).expect("valid");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help)
+        .namespace("webhooks")
+        .buckets(buckets);
+    let h = Histogram::with_opts(opts).expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// Registers every metric; `event_types` and `timeout` bound labels and buckets.
+    pub fn new<'a>(event_types: impl IntoIterator<Item = &'a str>, timeout: Duration) -> Self {
+        let r = Registry::new();
+        let m = Metrics {
+            events_consumed: counter_vec(
+                &r,
+                "events_consumed_total",
+                "Valid events consumed from the ingest queue",
+                "type",
+            ),
+            events_rejected: counter_vec(
+                &r,
+                "events_rejected_total",
+                "Envelopes parked in the rejected queue",
+                "reason",
+            ),
+            events_duplicate: counter(
+                &r,
+                "events_duplicate_total",
+                "Events skipped because their id was already fanned out",
+            ),
+            jobs_enqueued: counter(
+                &r,
+                "jobs_enqueued_total",
+                "Delivery jobs published by fan-out (confirmed)",
+            ),
+            deliveries: counter_vec(
+                &r,
+                "deliveries_total",
+                "Delivery attempts by outcome",
+                "outcome",
+            ),
+            delivery_duration: histogram(
+                &r,
+                "delivery_duration_seconds",
+                "Duration of one delivery attempt",
+                delivery_buckets(timeout),
+            ),
+            end_to_end: histogram(
+                &r,
+                "end_to_end_seconds",
+                "From event received to successful delivery",
+                end_to_end_buckets(),
+            ),
+            retries_scheduled: counter_vec(
+                &r,
+                "retries_scheduled_total",
+                "Failed attempts scheduled into a delay tier",
+                "tier",
+            ),
+            dead_lettered: counter(&r, "dead_lettered_total", "Jobs moved to the dead letters"),
+            jobs_dropped: counter_vec(
+                &r,
+                "jobs_dropped_total",
+                "Jobs dropped without delivery",
+                "reason",
+            ),
+            inflight: IntGauge::with_opts(
+                Opts::new("inflight_deliveries", "Deliveries in flight").namespace("webhooks"),
+            )
+            .expect("valid"),
+            cache_lookups: counter_vec(
+                &r,
+                "subscription_cache_lookups_total",
+                "Subscription cache lookups",
+                "result",
+            ),
+            registry: r,
+        };
+        m.registry
+            .register(Box::new(m.inflight.clone()))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            m.registry.register(Box::new(pc)).expect("unique metric");
+        }
+        for t in event_types {
+            m.events_consumed.with_label_values(&[t]);
+        }
+        for r in RejectReason::ALL {
+            m.events_rejected.with_label_values(&[r.code()]);
+        }
+        for o in ["success", "http_error", "timeout", "connect_error"] {
+            m.deliveries.with_label_values(&[o]);
+        }
+        for r in ["hit", "miss"] {
+            m.cache_lookups.with_label_values(&[r]);
+        }
+        m
+    }
+
+    /// A valid event of `event_type` was consumed.
+    pub fn event_consumed(&self, event_type: &str) {
+        self.events_consumed.with_label_values(&[event_type]).inc();
+    }
+
+    /// An envelope was parked in `{ns}.rejected`.
+    pub fn event_rejected(&self, reason: RejectReason) {
+        self.events_rejected
+            .with_label_values(&[reason.code()])
+            .inc();
+    }
+
+    /// An event id seen before was skipped.
+    pub fn event_duplicate(&self) {
+        self.events_duplicate.inc();
+    }
+
+    /// `n` delivery jobs were published and confirmed.
+    pub fn jobs_enqueued(&self, n: usize) {
+        self.jobs_enqueued.inc_by(n as u64);
+    }
+
+    /// One delivery attempt finished.
+    pub fn delivery_finished(&self, outcome: OutcomeLabel, elapsed: Duration) {
+        self.deliveries.with_label_values(&[outcome.as_str()]).inc();
+        self.delivery_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A job was delivered `since_received` after its event first arrived.
+    pub fn delivered_end_to_end(&self, since_received: Duration) {
+        self.end_to_end.observe(since_received.as_secs_f64());
+    }
+
+    /// A failed attempt was scheduled into delay tier `tier`.
+    pub fn retry_scheduled(&self, tier: &str) {
+        self.retries_scheduled.with_label_values(&[tier]).inc();
+    }
+
+    /// A job became a dead letter.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+
+    /// A job was dropped for `reason` (e.g. `webhook_deleted`).
+    pub fn job_dropped(&self, reason: &'static str) {
+        self.jobs_dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a delivery in flight until the guard drops.
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// A subscription cache lookup: `hit` or `miss`.
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.cache_lookups.with_label_values(&[result]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InflightGuard(IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn delivery_buckets(timeout: Duration) -> Vec<f64> {
+    let top = timeout.as_secs_f64();
+    let mut b: Vec<f64> = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+        .into_iter()
+        .filter(|&x| x < top)
+        .collect();
+    b.push(top);
+    b
+}
+
+fn end_to_end_buckets() -> Vec<f64> {
+    vec![
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+        60.0,
+        300.0,
+        900.0,
+        3600.0,
+        4.0 * 3600.0,
+        12.0 * 3600.0,
+        24.0 * 3600.0,
+        48.0 * 3600.0,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_names_the_contract_metrics() {
+        let m = Metrics::new(["item.created"], Duration::from_secs(10));
+        m.event_consumed("item.created");
+        m.jobs_enqueued(3);
+        m.delivery_finished(OutcomeLabel::Timeout, Duration::from_millis(20));
+        let _g = m.inflight();
+        let text = m.render();
+        assert!(text.contains(r#"webhooks_events_consumed_total{type="item.created"} 1"#));
+        assert!(text.contains("webhooks_jobs_enqueued_total 3"));
+        assert!(text.contains(r#"webhooks_deliveries_total{outcome="timeout"} 1"#));
+        assert!(text.contains("webhooks_inflight_deliveries 1"));
+        assert!(text.contains(r#"webhooks_delivery_duration_seconds_bucket{le="10"}"#));
+        assert!(text.contains(r#"webhooks_events_rejected_total{reason="too_large"} 0"#));
+    }
+}

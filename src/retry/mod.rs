@@ -1,0 +1,6 @@
+//! Schedule retry: which delay tier a failed job waits in next, or whether it
+//! becomes a dead letter. Pure decisions only; the queues live in `broker::topology`.
+
+mod schedule;
+
+pub use schedule::{DEFAULT_SCHEDULE, Next, RetrySchedule, Tier};

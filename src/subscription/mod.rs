@@ -1,0 +1,10 @@
+//! Subscriptions: the webhook records in Redis, API tokens, the event-id
+//! marker, and the in-process cache the fan-out and delivery paths read from.
+
+mod cache;
+mod store;
+mod webhook;
+
+pub use cache::SubscriptionCache;
+pub use store::{Keys, Marker, Store, StoreError, TokenRecord};
+pub use webhook::{StoredSecret, Webhook, new_secret, rfc3339};

@@ -1,0 +1,262 @@
+//! The Redis store: webhooks (one hash per application), token hashes, and
+//! the event-id marker. Every write publishes the application id on
+//! `{ns}:changes` so every process's cache drops its copy.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands, Script};
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use serde::{Deserialize, Serialize};
+
+use super::webhook::Webhook;
+
+/// The event-id marker lives longer than the max event age (contract: 3 days).
+const MARKER_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// Redis key names, all under `{ns}:`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    /// Keys of namespace `ns`.
+    pub fn new(ns: &str) -> Self {
+        Keys { ns: ns.to_string() }
+    }
+    /// Hash of an application's webhooks: id -> JSON record.
+    pub fn webhooks(&self, app: &str) -> String {
+        format!("{}:webhooks:{app}", self.ns)
+    }
+    /// Hash of API tokens: SHA-256 hex -> JSON record.
+    pub fn tokens(&self) -> String {
+        format!("{}:tokens", self.ns)
+    }
+    /// Marker of an event id already fanned out.
+    pub fn event(&self, id: &str) -> String {
+        format!("{}:event:{id}", self.ns)
+    }
+    /// Pub/sub channel announcing changed applications.
+    pub fn changes(&self) -> String {
+        format!("{}:changes", self.ns)
+    }
+    /// Glob matching every key of the namespace.
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.ns)
+    }
+}
+
+/// Store failures callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis is unreachable or answered with an error.
+    #[error("redis unavailable")]
+    Redis(#[from] redis::RedisError),
+    /// No connection could be had from the pool.
+    #[error("redis unavailable")]
+    Pool(#[from] deadpool_redis::PoolError),
+    /// A stored record does not parse.
+    #[error("corrupt record in redis")]
+    Corrupt(#[from] serde_json::Error),
+    /// The application already has the maximum number of webhooks.
+    #[error("webhook limit reached")]
+    LimitReached,
+}
+
+/// What the event-id marker said when claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// First sight: this caller fans it out.
+    New,
+    /// Claimed before but not finished (a crash, or a concurrent copy).
+    InProgress,
+    /// Fanned out already.
+    Done,
+}
+
+/// An API token's grant; the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The application the token acts for.
+    pub application_id: String,
+    /// `admin` or `member`.
+    pub role: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Handle on the namespace's Redis data; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    keys: Keys,
+}
+
+const CREATE: &str = r#"
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1"#;
+
+const UPDATE: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1"#;
+
+impl Store {
+    /// Connects lazily to `url`; calls fail fast (2 s) while Redis is down.
+    pub fn connect(url: &str, namespace: &str) -> Result<Self, deadpool_redis::CreatePoolError> {
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        let timeout = Some(Duration::from_secs(2));
+        cfg.pool = Some(PoolConfig {
+            max_size: 32,
+            timeouts: Timeouts {
+                wait: timeout,
+                create: timeout,
+                recycle: timeout,
+            },
+            ..PoolConfig::default()
+        });
+        Ok(Store {
+            pool: cfg.create_pool(Some(Runtime::Tokio1))?,
+            keys: Keys::new(namespace),
+        })
+    }
+
+    /// The key names in use.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Whether Redis answers a PING.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every webhook of `app`, oldest first.
+    pub async fn list(&self, app: &str) -> Result<Vec<Webhook>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let raw: Vec<String> = conn.hvals(self.keys.webhooks(app)).await?;
+        let mut hooks = raw
+            .iter()
+            .map(|r| serde_json::from_str(r))
+            .collect::<Result<Vec<Webhook>, _>>()?;
+        hooks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(hooks)
+    }
+
+    /// One webhook of `app`.
+    pub async fn get(&self, app: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let raw: Option<String> = conn.hget(self.keys.webhooks(app), id).await?;
+        Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+
+    /// Adds a webhook unless the application already has `limit`.
+    pub async fn create(&self, hook: &Webhook, limit: usize) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let created: i32 = Script::new(CREATE)
+            .key(self.keys.webhooks(&hook.application_id))
+            .arg(&hook.id)
+            .arg(serde_json::to_string(hook)?)
+            .arg(limit)
+            .arg(self.keys.changes())
+            .arg(&hook.application_id)
+            .invoke_async(&mut conn)
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LimitReached)
+        }
+    }
+
+    /// Replaces an existing webhook; false if it no longer exists.
+    pub async fn update(&self, hook: &Webhook) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let updated: i32 = Script::new(UPDATE)
+            .key(self.keys.webhooks(&hook.application_id))
+            .arg(&hook.id)
+            .arg(serde_json::to_string(hook)?)
+            .arg(self.keys.changes())
+            .arg(&hook.application_id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
+    /// Deletes a webhook; false if it did not exist.
+    pub async fn delete(&self, app: &str, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let removed: i32 = conn.hdel(self.keys.webhooks(app), id).await?;
+        if removed > 0 {
+            let _: i64 = conn.publish(self.keys.changes(), app).await?;
+        }
+        Ok(removed > 0)
+    }
+
+    /// Records a token grant under the token's SHA-256 hex.
+    pub async fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: i64 = conn
+            .hset(self.keys.tokens(), hash, serde_json::to_string(record)?)
+            .await?;
+        Ok(())
+    }
+
+    /// The grant of the token whose SHA-256 hex is `hash`.
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let raw: Option<String> = conn.hget(self.keys.tokens(), hash).await?;
+        Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+
+    /// Claims an event id in one call (`SET NX GET`), reporting what was there.
+    pub async fn claim_event(&self, id: &str) -> Result<Marker, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(self.keys.event(id))
+            .arg("pending")
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(MARKER_TTL.as_secs())
+            .query_async(&mut conn)
+            .await?;
+        Ok(match previous.as_deref() {
+            None => Marker::New,
+            Some("done") => Marker::Done,
+            Some(_) => Marker::InProgress,
+        })
+    }
+
+    /// Marks an event id as fully fanned out.
+    pub async fn complete_event(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: () = conn
+            .set_ex(self.keys.event(id), "done", MARKER_TTL.as_secs())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every key of the namespace (tests and `namespace delete`).
+    pub async fn delete_namespace(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let keys: Vec<String> = {
+            let mut iter = conn.scan_match::<_, String>(self.keys.pattern()).await?;
+            let mut keys = Vec::new();
+            while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+                keys.push(k?);
+            }
+            keys
+        };
+        let mut conn = self.pool.get().await?;
+        for chunk in keys.chunks(500) {
+            let _: i64 = conn.del(chunk).await?;
+        }
+        Ok(keys.len() as u64)
+    }
+}

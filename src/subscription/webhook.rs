@@ -1,0 +1,199 @@
+//! The webhook record as stored in Redis, its public JSON view, and secrets.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::Redacted;
+
+/// How long a rotated-out secret keeps signing deliveries.
+pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
+
+/// One signing secret; `expires_at` is set once a newer secret replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    /// `whsec_` + base64 of 32 random bytes.
+    #[serde(with = "redacted_string")]
+    pub value: Redacted<String>,
+    /// Unix seconds after which the secret no longer signs; none for the current one.
+    pub expires_at: Option<i64>,
+}
+
+/// A webhook: where to deliver which event types of one application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// `wh_` + 32 hex chars.
+    pub id: String,
+    /// Owning application.
+    pub application_id: String,
+    /// Callback URL.
+    pub url: String,
+    /// Optional display name.
+    pub name: Option<String>,
+    /// Subscribed event types.
+    pub events: Vec<String>,
+    /// Disabled webhooks receive nothing new; their queued jobs are dead-lettered.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Newest first; at most two.
+    pub secrets: Vec<StoredSecret>,
+}
+
+impl Webhook {
+    /// Whether this webhook receives `event_type` now.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.enabled && self.events.iter().any(|e| e == event_type)
+    }
+
+    /// Secrets that still sign at `now` (Unix seconds), newest first.
+    pub fn valid_secrets(&self, now: i64) -> Vec<&str> {
+        self.secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|t| t > now))
+            .map(|s| s.value.0.as_str())
+            .collect()
+    }
+
+    /// Makes `secret` current; the previous one stays valid 24 h; older ones go.
+    pub fn rotate(&mut self, secret: String, now: i64) {
+        let mut previous: Vec<StoredSecret> = self
+            .secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|t| t > now))
+            .take(1)
+            .cloned()
+            .collect();
+        for s in &mut previous {
+            s.expires_at = Some(s.expires_at.unwrap_or(now + ROTATION_OVERLAP_SECS));
+        }
+        self.secrets = std::iter::once(StoredSecret {
+            value: Redacted(secret),
+            expires_at: None,
+        })
+        .chain(previous)
+        .collect();
+        self.updated_at = now;
+    }
+
+    /// The public JSON object (contract section 6), without secrets.
+    pub fn view(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "application_id": self.application_id,
+            "url": self.url,
+            "name": self.name,
+            "events": self.events,
+            "enabled": self.enabled,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        })
+    }
+
+    /// The public object plus the current `secret` (create and rotation only).
+    pub fn view_with_secret(&self) -> serde_json::Value {
+        let mut v = self.view();
+        v["secret"] = json!(self.secrets.first().map(|s| s.value.0.as_str()));
+        v
+    }
+}
+
+/// A new secret: `whsec_` + base64 of 32 bytes from the OS-seeded CSPRNG.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// Unix seconds as RFC 3339 UTC, e.g. `2026-11-26T16:21:26Z`.
+pub fn rfc3339(unix: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+mod redacted_string {
+    use super::Redacted;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Redacted<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Redacted<String>, D::Error> {
+        String::deserialize(d).map(Redacted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook() -> Webhook {
+        Webhook {
+            id: "wh_1".into(),
+            application_id: "app".into(),
+            url: "https://example.com/hook".into(),
+            name: None,
+            events: vec!["item.created".into()],
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+            secrets: vec![StoredSecret {
+                value: Redacted("whsec_first".into()),
+                expires_at: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn secrets_have_the_contract_format() {
+        let s = new_secret();
+        let b64 = s.strip_prefix("whsec_").expect("prefix");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(raw.len(), 32);
+        assert_ne!(new_secret(), s);
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_secret_for_a_day_and_never_more_than_two() {
+        let mut w = webhook();
+        w.rotate("whsec_second".into(), 1000);
+        assert_eq!(w.valid_secrets(1000), ["whsec_second", "whsec_first"]);
+        w.rotate("whsec_third".into(), 2000);
+        assert_eq!(w.secrets.len(), 2);
+        assert_eq!(w.valid_secrets(2000), ["whsec_third", "whsec_second"]);
+        // The second secret's overlap started at the second rotation.
+        assert_eq!(
+            w.valid_secrets(2000 + ROTATION_OVERLAP_SECS),
+            ["whsec_third"]
+        );
+    }
+
+    #[test]
+    fn view_hides_secrets_and_debug_too() {
+        let w = webhook();
+        assert!(w.view().get("secret").is_none());
+        assert_eq!(w.view_with_secret()["secret"], "whsec_first");
+        assert!(!format!("{w:?}").contains("whsec_first"));
+        assert_eq!(w.view()["created_at"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn disabled_or_unsubscribed_webhooks_want_nothing() {
+        let mut w = webhook();
+        assert!(w.wants("item.created"));
+        assert!(!w.wants("item.refreshed"));
+        w.enabled = false;
+        assert!(!w.wants("item.created"));
+    }
+}
