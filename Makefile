@@ -1,0 +1,20 @@
+# The two commands of the README, and their parts.
+.PHONY: run test services build lint unit integration
+
+CARGO ?= cargo
+
+run: services build
+	@scripts/dev-run.sh
+
+test: services lint
+	$(CARGO) test --all-targets --locked
+
+services:
+	@scripts/ensure-services.sh
+
+build:
+	$(CARGO) build --locked
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings

@@ -1,0 +1,342 @@
+//! Test harness: the whole service in-process on port 0 in a random namespace
+//! (deleted again afterwards), real RabbitMQ and Redis, local HTTP receivers.
+#![allow(dead_code)]
+
+pub mod receiver;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use webhook_fanout::Settings;
+use webhook_fanout::broker::{self, Names};
+use webhook_fanout::subscription::Store;
+
+pub const OPERATOR: &str = "operator-token-for-tests-0123456789";
+
+pub fn amqp_url() -> String {
+    std::env::var("WF_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("WF_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A fresh namespace name.
+pub fn namespace() -> String {
+    format!("wft-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Polls `check` every 20 ms until it yields `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One service instance running in this test process.
+pub struct TestService {
+    pub ns: String,
+    pub base: String,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    owns_namespace: bool,
+    http: reqwest::Client,
+}
+
+impl TestService {
+    /// A service in a new namespace with test defaults plus `extra` settings.
+    pub async fn start(extra: &[(&str, &str)]) -> TestService {
+        Self::launch(&namespace(), extra, true).await
+    }
+
+    /// Another instance on an existing namespace (it does not delete it).
+    pub async fn join(ns: &str, extra: &[(&str, &str)]) -> TestService {
+        Self::launch(ns, extra, false).await
+    }
+
+    async fn launch(ns: &str, extra: &[(&str, &str)], owns_namespace: bool) -> TestService {
+        let mut env: HashMap<String, String> = [
+            ("WF_NAMESPACE", ns),
+            ("WF_ADMIN_TOKEN", OPERATOR),
+            ("WF_ALLOW_HTTP", "true"),
+            ("WF_ALLOW_PRIVATE_TARGETS", "true"),
+            ("WF_DELIVERY_TIMEOUT", "2s"),
+            ("WF_SHUTDOWN_TIMEOUT", "3s"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.insert("WF_AMQP_URL".into(), amqp_url());
+        env.insert("WF_REDIS_URL".into(), redis_url());
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let settings = Settings::from_map(&env).expect("test settings are valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(webhook_fanout::run(
+            settings.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        let svc = TestService {
+            ns: ns.to_string(),
+            base,
+            settings,
+            shutdown,
+            task: Some(task),
+            owns_namespace,
+            http: reqwest::Client::new(),
+        };
+        svc.wait_ready().await;
+        svc
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.base);
+        eventually(
+            Duration::from_secs(20),
+            "the service to be ready",
+            || async {
+                let r = self.http.get(&url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub fn names(&self) -> Names {
+        Names::new(&self.ns)
+    }
+
+    /// Calls the admin API; returns status and JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.expect("the API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    /// Creates an application token with `role` through the operator API.
+    pub async fn token(&self, app: &str, role: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/applications/{app}/tokens"),
+                Some(OPERATOR),
+                Some(json!({"role": role})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a webhook as operator; returns the webhook object with its secret.
+    pub async fn webhook(&self, app: &str, url: &str, events: &[&str]) -> Value {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/applications/{app}/webhooks"),
+                Some(OPERATOR),
+                Some(json!({"url": url, "events": events})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// The value of one metric sample, e.g. `webhooks_jobs_enqueued_total` or
+    /// `webhooks_deliveries_total{outcome="success"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `sample` reaches at least `value`.
+    pub async fn metric_reaches(&self, sample: &str, value: f64) {
+        eventually(Duration::from_secs(15), sample, || async {
+            (self.metric(sample).await >= value).then_some(())
+        })
+        .await;
+    }
+
+    /// Graceful stop (as SIGTERM would), then deletes the namespace if owned.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("service task")
+                .expect("service ran cleanly");
+        }
+        if self.owns_namespace {
+            delete_namespace(&self.ns, &self.settings).await;
+        }
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        // A test that panicked before `stop`: still remove its namespace.
+        if let Some(task) = self.task.take() {
+            self.shutdown.cancel();
+            task.abort();
+            if self.owns_namespace {
+                let (ns, settings) = (self.ns.clone(), self.settings.clone());
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(delete_namespace(&ns, &settings));
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// Deletes the namespace's queues, exchanges and Redis keys.
+pub async fn delete_namespace(ns: &str, settings: &Settings) {
+    if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = broker::delete(&ch, &Names::new(ns), &settings.retry_schedule).await;
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
+    }
+    if let Ok(store) = Store::connect(&redis_url(), ns) {
+        let _ = store.delete_namespace().await;
+    }
+}
+
+/// A producer: a confirmed channel publishing to `{ns}.events`.
+pub struct Producer {
+    conn: Connection,
+    channel: lapin::Channel,
+    exchange: String,
+}
+
+impl Producer {
+    pub async fn connect(ns: &str) -> Producer {
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Producer {
+            conn,
+            channel,
+            exchange: Names::new(ns).events(),
+        }
+    }
+
+    /// Publishes raw bytes with routing key `key`, persistent, and awaits the confirm.
+    pub async fn raw(&self, key: &str, body: &[u8]) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            confirm.is_ack() && confirm.take_message().is_none(),
+            "event routed to the ingest queue"
+        );
+    }
+
+    /// Publishes a well-formed envelope.
+    pub async fn event(&self, id: &str, app: &str, event_type: &str, content: Value) {
+        let envelope = json!({
+            "id": id, "application_id": app, "type": event_type,
+            "timestamp": 1611681789, "content": content,
+        });
+        self.raw(event_type, envelope.to_string().as_bytes()).await;
+    }
+
+    /// Takes one message off `queue` (body, headers), if any.
+    pub async fn get(&self, queue: &str) -> Option<(Vec<u8>, FieldTable)> {
+        let msg = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()?;
+        let headers = msg
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        Some((msg.delivery.data.clone(), headers))
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+}
