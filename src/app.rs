@@ -15,6 +15,7 @@ use crate::backoff::Backoff;
 use crate::broker::{self, ConfirmedPublisher, Names};
 use crate::config::Settings;
 use crate::consume;
+use crate::dead_letter::DeadLetters;
 use crate::delivery::{self, DeliverContext, DeliveryClient, TargetPolicy};
 use crate::event::Catalogue;
 use crate::health::Health;
@@ -105,6 +106,12 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         },
         metrics: w.metrics.clone(),
         health: w.health.clone(),
+        dead_letters: Arc::new(DeadLetters::new(
+            &w.settings.amqp_url.0,
+            w.names.clone(),
+            w.store.clone(),
+            w.settings.dead_letter_retention,
+        )),
     })
 }
 
@@ -148,11 +155,9 @@ async fn session(
     let conn = broker::connect(&s.amqp_url.0, &format!("webhook-fanout {}", s.namespace))
         .await
         .context("cannot connect to RabbitMQ")?;
-    let setup = conn.create_channel().await?;
-    broker::declare(&setup, &w.names, &s.retry_schedule)
+    broker::declare(&conn, &w.names, &s.retry_schedule, s.dead_letter_retention)
         .await
         .context("cannot declare topology")?;
-    let _ = setup.close(200, "declared".into()).await;
     w.health.set_broker(true);
 
     let ingest = match s.roles.ingest {
@@ -163,6 +168,9 @@ async fn session(
         true => Some(consume::start(&conn, w.names.deliver(), s.delivery_concurrency).await?),
         false => None,
     };
+    // Publishing and consuming use separate channels.
+    let ingest_publisher = ConfirmedPublisher::open(&conn).await?;
+    let deliver_publisher = ConfirmedPublisher::open(&conn).await?;
     w.health.set_consumers(true);
     backoff.reset();
     tracing::info!(namespace = %s.namespace, "consuming");
@@ -175,7 +183,7 @@ async fn session(
             catalogue: w.catalogue.clone(),
             cache: w.cache.clone(),
             store: w.store.clone(),
-            publisher: ConfirmedPublisher::open(&conn).await?,
+            publisher: ingest_publisher.clone(),
             names: w.names.clone(),
             metrics: w.metrics.clone(),
         });
@@ -192,8 +200,9 @@ async fn session(
         let ctx = Arc::new(DeliverContext {
             cache: w.cache.clone(),
             client: w.client.clone(),
-            publisher: ConfirmedPublisher::open(&conn).await?,
+            publisher: deliver_publisher.clone(),
             names: w.names.clone(),
+            store: w.store.clone(),
             metrics: w.metrics.clone(),
             schedule: s.retry_schedule.clone(),
             max_age: s.max_event_age,
@@ -209,7 +218,11 @@ async fn session(
             .await
     };
     let result = tokio::try_join!(ingest_run, deliver_run);
-    let _ = conn.close(200, "bye".into()).await;
+    // Close our channels before the connection: a channel dropped while the
+    // connection closes races with it.
+    ingest_publisher.close().await;
+    deliver_publisher.close().await;
+    broker::close_connection(&conn, "bye").await;
     result.map(|_| ()).map_err(Into::into)
 }
 

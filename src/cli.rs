@@ -64,7 +64,7 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
             format!("cannot publish to {exchange} (is the service started once to declare it?)")
         })?
         .await?;
-    let _ = conn.close(200, "published".into()).await;
+    broker::close_connection(&conn, "published").await;
     match confirm {
         Confirmation::Ack(None) => {
             println!("published event {id} to {exchange}");

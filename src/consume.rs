@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::sync::Semaphore;
@@ -105,11 +107,17 @@ impl Consuming {
                 drop(permit);
             });
         };
+        if result.is_ok() {
+            // Stop the broker pushing more before draining; what was already
+            // pushed but not started stays unacked and returns to the queue.
+            let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+            let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await;
+        }
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!(queue = %queue, "in-flight work not finished in time; handed back unacked");
         }
-        close(&channel).await;
+        crate::broker::close_channel(&channel, "shutdown").await;
         result
     }
 }
@@ -130,11 +138,5 @@ async fn settle_message(delivery: &Delivery, settle: Settle) {
     if let Err(e) = outcome {
         // The channel is gone; the broker redelivers the message.
         tracing::warn!(error = %e, "could not settle message; the broker will redeliver it");
-    }
-}
-
-async fn close(channel: &Channel) {
-    if channel.status().connected() {
-        let _ = channel.close(200, "shutdown".into()).await;
     }
 }

@@ -27,6 +27,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod consume;
+pub mod dead_letter;
 pub mod delivery;
 pub mod event;
 pub mod health;

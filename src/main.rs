@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use webhook_fanout::config::{LogFormat, Settings};
 
 mod cli;
+mod cli_dead_letters;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,9 @@ enum Command {
     Serve,
     /// Publish one event envelope to {ns}.events, with publisher confirms.
     Publish(cli::PublishArgs),
+    /// Inspect, replay and discard dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(cli_dead_letters::DeadLetterCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(settings).await,
             Command::Publish(args) => cli::publish(&settings, args).await,
+            Command::DeadLetters(command) => cli_dead_letters::run(&settings, command).await,
         }
     });
     match result {

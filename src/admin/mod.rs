@@ -1,6 +1,7 @@
 //! The admin HTTP API (contract section 6), health and metrics, on hyper 1.x.
 
 mod auth;
+mod dead_letters;
 mod error;
 mod request;
 mod router;

@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
 use super::error::ApiError;
-use super::webhooks;
+use super::{dead_letters, webhooks};
 use crate::config::Redacted;
+use crate::dead_letter::DeadLetters;
 use crate::delivery::{DeliveryClient, TargetPolicy};
 use crate::event::Catalogue;
 use crate::health::Health;
@@ -38,6 +39,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub health: Arc<Health>,
+    /// Dead letters.
+    pub dead_letters: Arc<DeadLetters>,
 }
 
 /// A JSON response with `status`.
@@ -130,10 +133,14 @@ async fn api(
             | ["applications", _, "webhooks"]
             | ["applications", _, "webhooks", _]
             | ["applications", _, "webhooks", _, "rotate-secret" | "test"]
+            | ["dead-letters"]
+            | ["dead-letters", _]
+            | ["dead-letters", _, "replay"]
     );
     if !known {
         return Err(ApiError::not_found("route"));
     }
+    let query = req.uri().query().map(str::to_string);
     let principal =
         auth::authenticate(req.headers(), state.operator_token.as_ref(), &state.store).await?;
     let m = method.clone();
@@ -167,6 +174,23 @@ async fn api(
             } else {
                 webhooks::rotate(state, &principal, app, id).await
             }
+        }
+        ["dead-letters"] => {
+            only(&m, Method::GET, "GET")?;
+            dead_letters::list(state, &principal, query.as_deref()).await
+        }
+        ["dead-letters", "replay"] => {
+            only(&m, Method::POST, "POST")?;
+            dead_letters::replay_matching(state, &principal, req.into_body()).await
+        }
+        ["dead-letters", id] => match m {
+            Method::GET => dead_letters::show(state, &principal, id).await,
+            Method::DELETE => dead_letters::discard(state, &principal, id).await,
+            _ => Err(method_not_allowed("GET, DELETE")),
+        },
+        ["dead-letters", id, "replay"] => {
+            only(&m, Method::POST, "POST")?;
+            dead_letters::replay(state, &principal, id).await
         }
         _ => Err(ApiError::not_found("route")),
     }

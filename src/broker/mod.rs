@@ -7,10 +7,39 @@ mod topology;
 pub use publisher::{ConfirmedPublisher, Outgoing, PublishError};
 pub use topology::{JOB_ROUTING_KEY, Names, declare, delete};
 
-use lapin::{Connection, ConnectionProperties};
+use std::time::Duration;
 
-/// Opens an AMQP connection named after this process and role.
+use lapin::{Channel, Connection, ConnectionProperties};
+
+/// How long a connect or close may take before it counts as failed.
+const BROKER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens an AMQP connection named after this process and role; a broker that
+/// accepts TCP but never completes the handshake fails it after 5 s.
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props).await
+    match tokio::time::timeout(BROKER_RPC_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(result) => result,
+        Err(_) => Err(
+            lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "AMQP handshake timed out",
+            )))
+            .into(),
+        ),
+    }
+}
+
+/// Closes a channel, bounded: an unanswered close must not stall shutdown.
+pub async fn close_channel(channel: &Channel, why: &str) {
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(BROKER_RPC_TIMEOUT, channel.close(200, why.into())).await;
+    }
+}
+
+/// Closes a connection, bounded like `close_channel`.
+pub async fn close_connection(conn: &Connection, why: &str) {
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(BROKER_RPC_TIMEOUT, conn.close(200, why.into())).await;
+    }
 }

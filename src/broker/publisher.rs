@@ -92,6 +92,11 @@ impl ConfirmedPublisher {
         Ok(())
     }
 
+    /// Closes the channel (bounded).
+    pub async fn close(&self) {
+        super::close_channel(&self.channel, "closing").await;
+    }
+
     /// Publishes one message and awaits its confirm.
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), PublishError> {
         self.publish_all(std::slice::from_ref(&message)).await

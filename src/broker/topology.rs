@@ -6,7 +6,9 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::retry::RetrySchedule;
 
@@ -44,6 +46,10 @@ impl Names {
     pub fn rejected(&self) -> String {
         format!("{}.rejected", self.ns)
     }
+    /// Stream of dead letters.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.ns)
+    }
     /// Delay tier queue for `label` (e.g. `30s`).
     pub fn retry(&self, label: &str) -> String {
         format!("{}.retry.{label}", self.ns)
@@ -71,7 +77,14 @@ fn text(s: String) -> AMQPValue {
 }
 
 /// Declares the whole topology; safe to repeat (same arguments every time).
-pub async fn declare(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> lapin::Result<()> {
+/// `retention` is the dead-letter stream's max age, applied when it is created.
+pub async fn declare(
+    conn: &Connection,
+    names: &Names,
+    schedule: &RetrySchedule,
+    retention: Duration,
+) -> lapin::Result<()> {
+    let ch = &conn.create_channel().await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -130,13 +143,61 @@ pub async fn declare(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> l
         ch.queue_declare(names.retry(&tier.label).into(), durable_queue(), args)
             .await?;
     }
+    super::close_channel(ch, "declared").await;
+    declare_dead_letter_stream(conn, names, retention).await
+}
+
+/// The dead letters are a stream: consumers read from any offset without
+/// removing anything, and RabbitMQ drops segments older than `retention`.
+/// An existing stream is left as it is (a changed retention would otherwise
+/// fail the declaration); change it with a policy (`max-age`), see the README.
+async fn declare_dead_letter_stream(
+    conn: &Connection,
+    names: &Names,
+    retention: Duration,
+) -> lapin::Result<()> {
+    let ch = conn.create_channel().await?;
+    let args = table(vec![
+        ("x-queue-type", text("stream".into())),
+        (
+            "x-max-age",
+            text(format!("{}s", retention.as_secs().max(1))),
+        ),
+    ]);
+    let declared = ch
+        .queue_declare(names.dead().into(), durable_queue(), args)
+        .await;
+    super::close_channel(&ch, "declared").await;
+    if declared.is_ok() {
+        return Ok(());
+    }
+    // PRECONDITION_FAILED: the stream exists with another retention. Keep it
+    // (a policy changes retention) as long as it exists at all.
+    tracing::warn!(
+        queue = %names.dead(),
+        "dead letter stream exists with other arguments; WF_DEAD_LETTER_RETENTION applies only at creation"
+    );
+    let probe = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    probe
+        .queue_declare(names.dead().into(), passive, FieldTable::default())
+        .await?;
+    super::close_channel(&probe, "exists").await;
     Ok(())
 }
 
 /// Deletes the namespace's exchanges and queues, including retry tiers of
 /// `schedule` (tests clean up their namespace with this).
 pub async fn delete(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> lapin::Result<()> {
-    let mut queues = vec![names.ingest(), names.deliver(), names.rejected()];
+    let mut queues = vec![
+        names.ingest(),
+        names.deliver(),
+        names.rejected(),
+        names.dead(),
+    ];
     queues.extend(
         schedule
             .distinct_tiers()

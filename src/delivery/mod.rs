@@ -2,7 +2,7 @@
 //! classification of an attempt, and the worker consuming `{ns}.deliver`.
 
 mod client;
-mod job;
+pub mod job;
 mod outcome;
 mod signing;
 mod target;

@@ -10,12 +10,13 @@ use super::client::{Attempt, DeliveryClient};
 use super::job::{AttemptRecord, DeliveryJob};
 use super::outcome::{Failure, Outcome, classify};
 use super::signing::Signer;
-use crate::broker::{ConfirmedPublisher, Names};
+use crate::broker::{ConfirmedPublisher, Names, Outgoing};
 use crate::clock;
 use crate::consume::Settle;
 use crate::metrics::{Metrics, OutcomeLabel};
+use crate::retry::Next;
 use crate::retry::RetrySchedule;
-use crate::subscription::SubscriptionCache;
+use crate::subscription::{Store, SubscriptionCache};
 
 /// Everything the worker needs, shared by all in-flight jobs.
 pub struct DeliverContext {
@@ -27,6 +28,8 @@ pub struct DeliverContext {
     pub publisher: ConfirmedPublisher,
     /// Queue names.
     pub names: Names,
+    /// Dead letter count.
+    pub store: Store,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Retry tiers.
@@ -72,9 +75,8 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         }
     };
     if !webhook.enabled {
-        tracing::info!("webhook disabled; job dropped");
-        ctx.metrics.job_dropped("webhook_disabled");
-        return Settle::Ack;
+        tracing::info!("webhook disabled; job dead-lettered");
+        return dead_letter(ctx, job, "webhook_disabled").await;
     }
     let started_ms = clock::unix_millis();
     let signer = Signer::new(&webhook.valid_secrets(clock::unix_secs()));
@@ -116,10 +118,70 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             );
             Settle::Ack
         }
-        Outcome::Retry(f) | Outcome::GiveUp(f) => {
-            tracing::warn!(error = %f.error, "delivery failed; job dropped");
-            ctx.metrics.job_dropped("delivery_failed");
+        Outcome::Retry(f) => {
+            let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
+            let age = Duration::from_millis(age_ms);
+            let attempts = job.attempts.len() as u32;
+            let next = match f.retry_after {
+                Some(at_least) => ctx
+                    .schedule
+                    .next_at_least(attempts, at_least, age, ctx.max_age),
+                None => ctx.schedule.next(attempts, age, ctx.max_age),
+            };
+            match next {
+                Next::After(tier) => schedule_retry(ctx, &job, &tier.label, &f).await,
+                Next::DeadLetter => {
+                    tracing::warn!(error = %f.error, "delivery failed past the max age; dead-lettered");
+                    dead_letter(ctx, job, "max_age_exceeded").await
+                }
+            }
+        }
+        Outcome::GiveUp(f) => {
+            tracing::warn!(error = %f.error, "target refused; dead-lettered");
+            dead_letter(ctx, job, "target_refused").await
+        }
+    }
+}
+
+/// Puts the job (with its history) in delay tier `tier`; it comes back to
+/// `{ns}.deliver` when the tier's TTL expires.
+async fn schedule_retry(
+    ctx: &DeliverContext,
+    job: &DeliveryJob,
+    tier: &str,
+    f: &Failure,
+) -> Settle {
+    let queue = ctx.names.retry(tier);
+    let payload = job.encode();
+    let message = Outgoing {
+        exchange: "",
+        routing_key: &queue,
+        payload: &payload,
+        headers: None,
+        message_id: Some(&job.event_id),
+    };
+    match ctx.publisher.publish(message).await {
+        Ok(()) => {
+            ctx.metrics.retry_scheduled(tier);
+            tracing::info!(error = %f.error, tier, "delivery failed; retry scheduled");
             Settle::Ack
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, tier, "cannot schedule retry; job handed back");
+            Settle::Requeue
+        }
+    }
+}
+
+async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Settle {
+    match crate::dead_letter::park(&ctx.publisher, &ctx.names, &ctx.store, job, reason).await {
+        Ok(()) => {
+            ctx.metrics.dead_lettered();
+            Settle::Ack
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot dead-letter; job handed back");
+            Settle::Requeue
         }
     }
 }

@@ -40,6 +40,14 @@ impl Keys {
     pub fn changes(&self) -> String {
         format!("{}:changes", self.ns)
     }
+    /// Count of dead letters ever published (marks the stream's end).
+    pub fn dead_count(&self) -> String {
+        format!("{}:dead:count", self.ns)
+    }
+    /// Sorted set of replayed or discarded dead letter ids, scored by time.
+    pub fn dead_settled(&self) -> String {
+        format!("{}:dead:settled", self.ns)
+    }
     /// Glob matching every key of the namespace.
     pub fn pattern(&self) -> String {
         format!("{}:*", self.ns)
@@ -240,6 +248,53 @@ impl Store {
             .set_ex(self.keys.event(id), "done", MARKER_TTL.as_secs())
             .await?;
         Ok(())
+    }
+
+    /// Counts one more dead letter published.
+    pub async fn count_dead_letter(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: i64 = conn.incr(self.keys.dead_count(), 1).await?;
+        Ok(())
+    }
+
+    /// How many dead letters were ever published.
+    pub async fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let n: Option<u64> = conn.get(self.keys.dead_count()).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Records dead letter `id` as replayed or discarded; entries older than
+    /// `keep` are trimmed (their dead letters have expired from the stream).
+    pub async fn settle_dead_letter(
+        &self,
+        id: &str,
+        now_ms: i64,
+        keep: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let added: i64 = conn.zadd(self.keys.dead_settled(), id, now_ms).await?;
+        let horizon = now_ms - keep.as_millis() as i64;
+        let _: i64 = conn
+            .zrembyscore(self.keys.dead_settled(), "-inf", horizon)
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// Every settled dead letter id.
+    pub async fn settled_dead_letters(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let ids: Vec<String> = conn.zrange(self.keys.dead_settled(), 0, -1).await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Whether dead letter `id` was replayed or discarded.
+    pub async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let score: Option<f64> = conn.zscore(self.keys.dead_settled(), id).await?;
+        Ok(score.is_some())
     }
 
     /// Deletes every key of the namespace (tests and `namespace delete`).

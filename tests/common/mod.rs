@@ -75,6 +75,13 @@ impl TestService {
     }
 
     async fn launch(ns: &str, extra: &[(&str, &str)], owns_namespace: bool) -> TestService {
+        if let Ok(filter) = std::env::var("WF_TEST_LOG") {
+            // Opt-in service logs while debugging a test.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let mut env: HashMap<String, String> = [
             ("WF_NAMESPACE", ns),
             ("WF_ADMIN_TOKEN", OPERATOR),
@@ -107,7 +114,11 @@ impl TestService {
             shutdown,
             task: Some(task),
             owns_namespace,
-            http: reqwest::Client::new(),
+            // A hung call fails the test instead of hanging the suite.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
         };
         svc.wait_ready().await;
         svc
@@ -219,7 +230,9 @@ impl TestService {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            task.await
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the service stops within 30 s of the shutdown signal")
                 .expect("service task")
                 .expect("service ran cleanly");
         }
@@ -339,4 +352,16 @@ impl Producer {
     pub async fn close(self) {
         let _ = self.conn.close(200, "done".into()).await;
     }
+}
+
+/// Deletes one queue (for tier queues a test's schedules left behind).
+pub async fn delete_queue(name: &str) {
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let _ = ch
+        .queue_delete(name.into(), lapin::options::QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "cleanup".into()).await;
 }

@@ -1,11 +1,12 @@
 //! A real HTTP receiver that records every request and answers with a
 //! programmable status (or hangs).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,6 +18,7 @@ use hyper_util::rt::TokioIo;
 /// One recorded request.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: Instant,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -31,11 +33,19 @@ impl Received {
     }
 }
 
-/// Status 0 means: hang without answering.
+/// Answers: scripted statuses first, then the default status. Status 0 means:
+/// hang without answering.
+#[derive(Default)]
+struct Script {
+    next: VecDeque<u16>,
+    retry_after: Option<String>,
+}
+
 pub struct Receiver {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    script: Arc<Mutex<Script>>,
 }
 
 impl Receiver {
@@ -44,31 +54,44 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(status));
-        let (rec, st) = (received.clone(), status.clone());
+        let script = Arc::new(Mutex::new(Script::default()));
+        let (rec, st, sc) = (received.clone(), status.clone(), script.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (rec, st) = (rec.clone(), st.clone());
+                let (rec, st, sc) = (rec.clone(), st.clone(), sc.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (rec, st) = (rec.clone(), st.clone());
+                        let (rec, st, sc) = (rec.clone(), st.clone(), sc.clone());
                         async move {
                             let path = req.uri().path().to_string();
                             let headers = req.headers().clone();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             rec.lock().unwrap().push(Received {
+                                at: Instant::now(),
                                 path,
                                 headers,
                                 body,
                             });
-                            let code = st.load(Ordering::SeqCst);
+                            let (code, retry_after) = {
+                                let mut script = sc.lock().unwrap();
+                                let code = script
+                                    .next
+                                    .pop_front()
+                                    .unwrap_or_else(|| st.load(Ordering::SeqCst));
+                                (code, script.retry_after.clone())
+                            };
                             if code == 0 {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
                             }
                             let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                            if let (Some(after), 429 | 503) = (retry_after, code) {
+                                r.headers_mut()
+                                    .insert("retry-after", after.parse().unwrap());
+                            }
                             Ok::<_, Infallible>(r)
                         }
                     });
@@ -82,6 +105,7 @@ impl Receiver {
             addr,
             received,
             status,
+            script,
         }
     }
 
@@ -91,6 +115,16 @@ impl Receiver {
 
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The next responses, before falling back to the default status.
+    pub fn then(&self, statuses: &[u16]) {
+        self.script.lock().unwrap().next.extend(statuses);
+    }
+
+    /// `Retry-After` sent with 429 and 503 answers.
+    pub fn retry_after(&self, value: &str) {
+        self.script.lock().unwrap().retry_after = Some(value.to_string());
     }
 
     pub fn received(&self) -> Vec<Received> {

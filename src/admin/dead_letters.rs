@@ -1,0 +1,138 @@
+//! Dead-letter endpoints (operator only): list with filters and a cursor,
+//! show, replay one or all matching, discard.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::request::read_fields;
+use super::router::{AdminState, json_response, no_content};
+use crate::dead_letter::{DeadLetterError, Filter};
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+impl From<DeadLetterError> for ApiError {
+    fn from(e: DeadLetterError) -> Self {
+        match e {
+            DeadLetterError::NotFound => ApiError::not_found("dead letter"),
+            DeadLetterError::WebhookDeleted => {
+                ApiError::new(StatusCode::CONFLICT, "webhook_deleted", e.to_string())
+            }
+            DeadLetterError::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, cause = ?std::error::Error::source(&other).map(|s| s.to_string()), "dead letter operation failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    "RabbitMQ is unavailable; retry shortly",
+                )
+            }
+        }
+    }
+}
+
+/// `GET /v1/dead-letters?application_id=&webhook_id=&type=&limit=&cursor=`.
+pub async fn list(state: &AdminState, who: &Principal, query: Option<&str>) -> Reply {
+    who.operator_only()?;
+    let mut filter = Filter::default();
+    let (mut limit, mut cursor) = (DEFAULT_LIMIT, None);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = value.into_owned();
+        let keep = |v: String| (!v.is_empty()).then_some(v);
+        match key.as_ref() {
+            "application_id" => filter.application_id = keep(value),
+            "webhook_id" => filter.webhook_id = keep(value),
+            "type" => filter.event_type = keep(value),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "limit",
+                            "invalid_limit",
+                            format!("must be an integer from 1 to {MAX_LIMIT}"),
+                        )
+                    })?
+            }
+            "cursor" if value.is_empty() => {}
+            "cursor" => {
+                cursor = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::invalid(
+                        "cursor",
+                        "invalid_cursor",
+                        "must be a next_cursor returned by a previous page",
+                    )
+                })?)
+            }
+            other => {
+                let mut shown: String = other.chars().take(64).collect();
+                shown.retain(|c| !c.is_control());
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_parameter",
+                    format!(
+                        "unknown query parameter `{shown}`; allowed: application_id, webhook_id, type, limit, cursor"
+                    ),
+                ));
+            }
+        }
+    }
+    let page = state.dead_letters.page(&filter, cursor, limit).await?;
+    let items: Vec<_> = page.items.iter().map(|(id, d)| d.view(id)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"items": items, "next_cursor": page.next_cursor}),
+    ))
+}
+
+/// `GET /v1/dead-letters/{id}`.
+pub async fn show(state: &AdminState, who: &Principal, id: &str) -> Reply {
+    who.operator_only()?;
+    let letter = state.dead_letters.get(id).await?;
+    Ok(json_response(StatusCode::OK, &letter.view(id)))
+}
+
+/// `POST /v1/dead-letters/{id}/replay`.
+pub async fn replay(state: &AdminState, who: &Principal, id: &str) -> Reply {
+    who.operator_only()?;
+    state.dead_letters.replay(id).await?;
+    tracing::info!(dead_letter_id = id, "dead letter replayed");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "replayed": 1}),
+    ))
+}
+
+/// `DELETE /v1/dead-letters/{id}`.
+pub async fn discard(state: &AdminState, who: &Principal, id: &str) -> Reply {
+    who.operator_only()?;
+    state.dead_letters.discard(id).await?;
+    tracing::info!(dead_letter_id = id, "dead letter discarded");
+    Ok(no_content())
+}
+
+/// `POST /v1/dead-letters/replay` `{"application_id"?, "webhook_id"?, "type"?}`.
+pub async fn replay_matching(state: &AdminState, who: &Principal, body: Incoming) -> Reply {
+    who.operator_only()?;
+    let fields = read_fields(body, &["application_id", "webhook_id", "type"]).await?;
+    let filter = Filter {
+        application_id: fields.string("application_id", "invalid_application_id")?,
+        webhook_id: fields.string("webhook_id", "invalid_webhook_id")?,
+        event_type: fields.string("type", "invalid_type")?,
+    };
+    let result = state.dead_letters.replay_matching(&filter).await?;
+    tracing::info!(replayed = result.replayed, "dead letters replayed");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"replayed": result.replayed, "skipped_webhook_deleted": result.skipped_webhook_deleted}),
+    ))
+}

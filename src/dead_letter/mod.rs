@@ -1,0 +1,12 @@
+//! Dead letters: jobs that never got through, kept in the RabbitMQ stream
+//! `{ns}.dead` (non-destructive reads, age-based retention). Operators list,
+//! show, replay and discard them; replayed and discarded ids are recorded in
+//! Redis so listings hide them.
+
+mod park;
+mod record;
+mod stream;
+
+pub use park::park;
+pub use record::{DeadLetter, Filter, id_of, offset_of};
+pub use stream::{DeadLetterError, DeadLetters, Page, ReplayAll};

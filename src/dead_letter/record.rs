@@ -1,0 +1,198 @@
+//! The dead letter record: the job's event, its webhook, why it was given up,
+//! and its full attempt history. Versioned for rolling deploys.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::delivery::{AttemptRecord, DeliveryJob, job::JOB_VERSION};
+use crate::subscription::rfc3339;
+
+/// The wire version this release writes.
+pub const DEAD_LETTER_VERSION: u32 = 1;
+
+/// A dead letter as stored in `{ns}.dead`; its id is derived from its stream offset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Wire version.
+    pub v: u32,
+    /// Event id (`Webhook-Id`, kept by a replay).
+    pub event_id: String,
+    /// Owning application.
+    pub application_id: String,
+    /// Target webhook.
+    pub webhook_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The exact delivery body.
+    pub body: Box<RawValue>,
+    /// Why it was dead-lettered: `max_age_exceeded`, `webhook_disabled`, `target_refused`.
+    pub reason: String,
+    /// Unix ms when the event (or its last replay) was first received.
+    pub received_at_ms: i64,
+    /// Unix ms when it was dead-lettered.
+    pub dead_lettered_at_ms: i64,
+    /// Every attempt, oldest first.
+    pub history: Vec<AttemptRecord>,
+}
+
+/// Which dead letters an operator asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this application's.
+    pub application_id: Option<String>,
+    /// Only this webhook's.
+    pub webhook_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+}
+
+/// The public id of the dead letter at stream `offset`.
+pub fn id_of(offset: u64) -> String {
+    format!("dl_{offset}")
+}
+
+/// The stream offset of a dead letter id.
+pub fn offset_of(id: &str) -> Option<u64> {
+    id.strip_prefix("dl_")?.parse().ok()
+}
+
+fn seconds(ms: i64) -> String {
+    rfc3339(ms.div_euclid(1000))
+}
+
+impl DeadLetter {
+    /// A dead letter for `job`, given up for `reason` at `now_ms`.
+    pub fn from_job(job: DeliveryJob, reason: &str, now_ms: i64) -> DeadLetter {
+        DeadLetter {
+            v: DEAD_LETTER_VERSION,
+            event_id: job.event_id,
+            application_id: job.application_id,
+            webhook_id: job.webhook_id,
+            event_type: job.event_type,
+            body: job.body,
+            reason: reason.to_string(),
+            received_at_ms: job.received_at_ms,
+            dead_lettered_at_ms: now_ms,
+            history: job.attempts,
+        }
+    }
+
+    /// A new job for a replay: same event id and body, a fresh max-age window.
+    pub fn replay_job(&self, now_ms: i64) -> DeliveryJob {
+        DeliveryJob {
+            v: JOB_VERSION,
+            event_id: self.event_id.clone(),
+            application_id: self.application_id.clone(),
+            webhook_id: self.webhook_id.clone(),
+            event_type: self.event_type.clone(),
+            body: self.body.clone(),
+            received_at_ms: now_ms,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Whether it passes `filter`.
+    pub fn matches(&self, filter: &Filter) -> bool {
+        let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        ok(&filter.application_id, &self.application_id)
+            && ok(&filter.webhook_id, &self.webhook_id)
+            && ok(&filter.event_type, &self.event_type)
+    }
+
+    /// The API's JSON object.
+    pub fn view(&self, id: &str) -> Value {
+        let last = self.history.last();
+        let history: Vec<Value> = self
+            .history
+            .iter()
+            .map(|a| {
+                json!({
+                    "at": seconds(a.at_ms), "status": a.status,
+                    "error": a.error, "duration_ms": a.duration_ms,
+                })
+            })
+            .collect();
+        let body: Value = serde_json::from_str(self.body.get()).unwrap_or(Value::Null);
+        json!({
+            "id": id,
+            "event_id": self.event_id,
+            "application_id": self.application_id,
+            "webhook_id": self.webhook_id,
+            "type": self.event_type,
+            "reason": self.reason,
+            "body": body,
+            "attempts": self.history.len(),
+            "first_attempt_at": self.history.first().map(|a| seconds(a.at_ms)),
+            "last_attempt_at": last.map(|a| seconds(a.at_ms)),
+            "last_status": last.and_then(|a| a.status),
+            "last_error": last.and_then(|a| a.error.clone()),
+            "received_at": seconds(self.received_at_ms),
+            "dead_lettered_at": seconds(self.dead_lettered_at_ms),
+            "history": history,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter() -> DeadLetter {
+        let job: DeliveryJob = serde_json::from_str(
+            r#"{"v":1,"event_id":"e1","application_id":"a","webhook_id":"wh_1","type":"item.created",
+                "body":{"content":{},"timestamp":1,"type":"item.created"},"received_at_ms":1000,
+                "attempts":[{"at_ms":1000,"status":500,"error":"HTTP 500","duration_ms":3},
+                            {"at_ms":5000,"status":null,"error":"timeout","duration_ms":2000}]}"#,
+        )
+        .unwrap();
+        DeadLetter::from_job(job, "max_age_exceeded", 9000)
+    }
+
+    #[test]
+    fn ids_round_trip_through_offsets() {
+        assert_eq!(offset_of(&id_of(42)), Some(42));
+        assert_eq!(offset_of("dl_x"), None);
+        assert_eq!(offset_of("42"), None);
+    }
+
+    #[test]
+    fn the_view_carries_what_operators_need() {
+        let v = letter().view("dl_7");
+        assert_eq!(v["id"], "dl_7");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["last_error"], "timeout");
+        assert_eq!(v["last_status"], Value::Null);
+        assert_eq!(v["first_attempt_at"], "1970-01-01T00:00:01Z");
+        assert_eq!(v["history"][0]["status"], 500);
+        assert_eq!(v["body"]["type"], "item.created");
+    }
+
+    #[test]
+    fn a_replay_keeps_the_event_id_and_body_with_a_fresh_window() {
+        let d = letter();
+        let job = d.replay_job(50_000);
+        assert_eq!(job.event_id, "e1");
+        assert_eq!(job.body.get(), d.body.get());
+        assert_eq!(job.received_at_ms, 50_000);
+        assert!(job.attempts.is_empty());
+    }
+
+    #[test]
+    fn filters_combine() {
+        let d = letter();
+        assert!(d.matches(&Filter::default()));
+        let f = Filter {
+            application_id: Some("a".into()),
+            event_type: Some("item.created".into()),
+            ..Filter::default()
+        };
+        assert!(d.matches(&f));
+        let g = Filter {
+            webhook_id: Some("wh_2".into()),
+            ..Filter::default()
+        };
+        assert!(!d.matches(&g));
+    }
+}

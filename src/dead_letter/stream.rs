@@ -1,0 +1,308 @@
+//! Reading and settling dead letters: a scan of the `{ns}.dead` stream from an
+//! offset (nothing is consumed away), filtered, minus the ids settled in Redis.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::Connection;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use tokio::sync::Mutex;
+
+use super::record::{DeadLetter, Filter, id_of, offset_of};
+use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
+use crate::clock;
+use crate::subscription::{Store, StoreError};
+
+/// Stream credit: how many dead letters the broker sends ahead of our acks.
+const READ_AHEAD: u16 = 2000;
+/// How far past the counted end an offset may still exist (increments lost
+/// while Redis was down).
+const COUNT_SLACK: u64 = 100;
+/// Past the known end of the stream, this much silence means the end.
+const TAIL_IDLE: Duration = Duration::from_millis(30);
+/// Before the known end (or with no count), wait this long for more.
+const BODY_IDLE: Duration = Duration::from_millis(1500);
+
+/// Why a dead-letter operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// RabbitMQ is unreachable or failed.
+    #[error("RabbitMQ unavailable")]
+    Broker(#[from] lapin::Error),
+    /// A replay's job was not confirmed.
+    #[error("replay not confirmed by RabbitMQ")]
+    Publish(#[from] PublishError),
+    /// Redis is unreachable or failed.
+    #[error("Redis unavailable")]
+    Store(#[from] StoreError),
+    /// No such dead letter (or already replayed or discarded).
+    #[error("dead letter not found")]
+    NotFound,
+    /// Its webhook was deleted: nowhere to replay it to.
+    #[error("the webhook of this dead letter was deleted; it cannot be replayed")]
+    WebhookDeleted,
+}
+
+/// One page of a listing.
+pub struct Page {
+    /// (id, dead letter), oldest first.
+    pub items: Vec<(String, DeadLetter)>,
+    /// Where the next page starts, if there may be more.
+    pub next_cursor: Option<String>,
+}
+
+/// The result of replaying every match of a filter.
+pub struct ReplayAll {
+    /// Jobs published again.
+    pub replayed: usize,
+    /// Left alone because their webhook was deleted.
+    pub skipped_webhook_deleted: usize,
+}
+
+/// Operator access to the dead letters of one namespace.
+pub struct DeadLetters {
+    amqp_url: String,
+    names: Names,
+    store: Store,
+    retention: Duration,
+    // One lazily opened connection, reopened after a failure.
+    conn: Mutex<Option<(Arc<Connection>, ConfirmedPublisher)>>,
+}
+
+impl DeadLetters {
+    /// Dead letters of `names`' namespace, kept `retention`.
+    pub fn new(amqp_url: &str, names: Names, store: Store, retention: Duration) -> Self {
+        DeadLetters {
+            amqp_url: amqp_url.to_string(),
+            names,
+            store,
+            retention,
+            conn: Mutex::new(None),
+        }
+    }
+
+    async fn connection(&self) -> Result<(Arc<Connection>, ConfirmedPublisher), DeadLetterError> {
+        let mut slot = self.conn.lock().await;
+        if let Some((conn, publisher)) = slot.as_ref()
+            && conn.status().connected()
+        {
+            return Ok((conn.clone(), publisher.clone()));
+        }
+        let conn = Arc::new(broker::connect(&self.amqp_url, "webhook-fanout dead-letters").await?);
+        let publisher = ConfirmedPublisher::open(&conn).await?;
+        *slot = Some((conn.clone(), publisher.clone()));
+        Ok((conn, publisher))
+    }
+
+    /// Up to `limit` unsettled dead letters matching `filter`, from `cursor` on.
+    pub async fn page(
+        &self,
+        filter: &Filter,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, DeadLetterError> {
+        let settled = self.store.settled_dead_letters().await?;
+        let mut items = Vec::new();
+        let mut next_cursor = None;
+        // Unfiltered pages need few messages: ask for little more than a page.
+        let credit = match filter == &Filter::default() {
+            true => (limit as u16).saturating_add(10).min(READ_AHEAD),
+            false => READ_AHEAD,
+        };
+        self.scan(cursor, credit, |offset, letter| {
+            let id = id_of(offset);
+            if settled.contains(&id) || !letter.matches(filter) {
+                return ControlFlow::Continue(());
+            }
+            if items.len() == limit {
+                next_cursor = Some(offset.to_string());
+                return ControlFlow::Break(());
+            }
+            items.push((id, letter));
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(Page { items, next_cursor })
+    }
+
+    /// One unsettled dead letter.
+    pub async fn get(&self, id: &str) -> Result<DeadLetter, DeadLetterError> {
+        let offset = offset_of(id).ok_or(DeadLetterError::NotFound)?;
+        if self.store.is_settled(id).await? {
+            return Err(DeadLetterError::NotFound);
+        }
+        let mut found = None;
+        self.scan(Some(offset), 10, |at, letter| {
+            if at == offset {
+                found = Some(letter);
+            }
+            ControlFlow::Break(())
+        })
+        .await?;
+        found.ok_or(DeadLetterError::NotFound)
+    }
+
+    /// Replays one dead letter: a new job with a fresh max-age window and the
+    /// same `Webhook-Id`; the dead letter is then settled.
+    pub async fn replay(&self, id: &str) -> Result<(), DeadLetterError> {
+        let letter = self.get(id).await?;
+        if self
+            .store
+            .get(&letter.application_id, &letter.webhook_id)
+            .await?
+            .is_none()
+        {
+            return Err(DeadLetterError::WebhookDeleted);
+        }
+        self.publish_replay(&letter).await?;
+        self.store
+            .settle_dead_letter(
+                id,
+                clock::unix_millis(),
+                self.retention + Duration::from_secs(86_400),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Replays every unsettled dead letter matching `filter`.
+    pub async fn replay_matching(&self, filter: &Filter) -> Result<ReplayAll, DeadLetterError> {
+        let mut result = ReplayAll {
+            replayed: 0,
+            skipped_webhook_deleted: 0,
+        };
+        let mut cursor = None;
+        loop {
+            let page = self.page(filter, cursor, 500).await?;
+            for (id, _) in &page.items {
+                match self.replay(id).await {
+                    Ok(()) => result.replayed += 1,
+                    Err(DeadLetterError::WebhookDeleted) => result.skipped_webhook_deleted += 1,
+                    Err(DeadLetterError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.next_cursor.and_then(|c| c.parse().ok()) {
+                Some(next) => cursor = Some(next),
+                None => return Ok(result),
+            }
+        }
+    }
+
+    /// Discards one dead letter (it disappears from listings).
+    pub async fn discard(&self, id: &str) -> Result<(), DeadLetterError> {
+        self.get(id).await?;
+        self.store
+            .settle_dead_letter(
+                id,
+                clock::unix_millis(),
+                self.retention + Duration::from_secs(86_400),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn publish_replay(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
+        let (_, publisher) = self.connection().await?;
+        let job = letter.replay_job(clock::unix_millis()).encode();
+        let exchange = self.names.deliveries();
+        publisher
+            .publish(Outgoing {
+                exchange: &exchange,
+                routing_key: JOB_ROUTING_KEY,
+                payload: &job,
+                headers: None,
+                message_id: Some(&letter.event_id),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the stream from `from` (or its first offset), calling `visit`
+    /// for each dead letter until it breaks or the stream's end is reached.
+    /// `credit` bounds how many messages the broker sends ahead; acks renew it
+    /// a quarter at a time.
+    async fn scan(
+        &self,
+        from: Option<u64>,
+        credit: u16,
+        mut visit: impl FnMut(u64, DeadLetter) -> ControlFlow<()>,
+    ) -> Result<(), DeadLetterError> {
+        let known_end = self.store.dead_letter_count().await?;
+        if known_end == 0 || from.is_some_and(|f| f >= known_end + COUNT_SLACK) {
+            // Nothing was ever dead-lettered here (or the offset is far past the end).
+            return Ok(());
+        }
+        let (conn, _) = self.connection().await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .basic_qos(credit, BasicQosOptions::default())
+            .await?;
+        let ack_every = (credit / 4).max(1);
+        let mut args = FieldTable::default();
+        let start = match from {
+            Some(offset) => AMQPValue::LongLongInt(offset as i64),
+            None => AMQPValue::LongString(LongString::from("first")),
+        };
+        args.insert(ShortString::from("x-stream-offset"), start);
+        let mut consumer = channel
+            .basic_consume(
+                self.names.dead().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await?;
+        let mut last_seen = None;
+        let mut unacked = 0u16;
+        loop {
+            let idle = match last_seen {
+                Some(o) if o + 1 >= known_end => TAIL_IDLE,
+                _ => BODY_IDLE,
+            };
+            let Ok(Some(delivery)) = tokio::time::timeout(idle, consumer.next()).await else {
+                break;
+            };
+            let delivery = delivery?;
+            unacked += 1;
+            // Acks only grant the stream credit; one per batch is enough.
+            if unacked >= ack_every {
+                delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await?;
+                unacked = 0;
+            }
+            let Some(offset) = stream_offset(delivery.properties.headers()) else {
+                continue;
+            };
+            last_seen = Some(offset);
+            // Reads start at a chunk boundary: skip what precedes `from`.
+            if from.is_some_and(|f| offset < f) {
+                continue;
+            }
+            match serde_json::from_slice::<DeadLetter>(&delivery.data) {
+                Ok(letter) => {
+                    if visit(offset, letter).is_break() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(offset, error = %e, "unreadable dead letter skipped"),
+            }
+        }
+        broker::close_channel(&channel, "scanned").await;
+        Ok(())
+    }
+}
+
+fn stream_offset(headers: &Option<FieldTable>) -> Option<u64> {
+    match headers.as_ref()?.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
