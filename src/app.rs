@@ -16,7 +16,9 @@ use crate::broker::{self, ConfirmedPublisher, Names};
 use crate::config::Settings;
 use crate::consume;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::{self, DeliverContext, DeliveryClient, TargetPolicy};
+use crate::delivery::{
+    self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints, TargetPolicy,
+};
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::ingest::{self, IngestContext};
@@ -32,6 +34,7 @@ struct Wiring {
     cache: Arc<SubscriptionCache>,
     health: Arc<Health>,
     client: DeliveryClient,
+    endpoints: Arc<Endpoints>,
     names: Names,
 }
 
@@ -84,6 +87,16 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     Ok(Wiring {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, policy),
+        // An origin may hold at most a quarter of the prefetch window (in
+        // flight plus waiting); beyond that its jobs wait in a delay tier.
+        endpoints: Arc::new(Endpoints::new(
+            settings.endpoint_concurrency,
+            (settings.delivery_concurrency / 4).saturating_sub(settings.endpoint_concurrency),
+            BreakerConfig {
+                threshold: settings.breaker_threshold,
+                cooldown: settings.breaker_cooldown,
+            },
+        )),
         names: Names::new(&settings.namespace),
         catalogue: Arc::new(catalogue),
         health: Arc::new(Health::default()),
@@ -200,6 +213,7 @@ async fn session(
         let ctx = Arc::new(DeliverContext {
             cache: w.cache.clone(),
             client: w.client.clone(),
+            endpoints: w.endpoints.clone(),
             publisher: deliver_publisher.clone(),
             names: w.names.clone(),
             store: w.store.clone(),

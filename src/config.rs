@@ -90,6 +90,12 @@ pub struct Settings {
     pub ingest_concurrency: usize,
     /// `WF_LOG_FORMAT`, default `pretty`.
     pub log_format: LogFormat,
+    /// `WF_ENDPOINT_CONCURRENCY`, default 8: deliveries in flight per callback origin.
+    pub endpoint_concurrency: usize,
+    /// `WF_CIRCUIT_BREAKER_THRESHOLD`, default 5: consecutive failures opening an origin's circuit.
+    pub breaker_threshold: u32,
+    /// `WF_CIRCUIT_BREAKER_COOLDOWN`, default 30s: how long it stays open before a probe.
+    pub breaker_cooldown: Duration,
 }
 
 impl Settings {
@@ -154,6 +160,18 @@ impl Settings {
             ingest_concurrency: count(
                 "WF_INGEST_CONCURRENCY",
                 &get("WF_INGEST_CONCURRENCY", "32"),
+            )?,
+            endpoint_concurrency: count(
+                "WF_ENDPOINT_CONCURRENCY",
+                &get("WF_ENDPOINT_CONCURRENCY", "8"),
+            )?,
+            breaker_threshold: count(
+                "WF_CIRCUIT_BREAKER_THRESHOLD",
+                &get("WF_CIRCUIT_BREAKER_THRESHOLD", "5"),
+            )? as u32,
+            breaker_cooldown: duration(
+                "WF_CIRCUIT_BREAKER_COOLDOWN",
+                &get("WF_CIRCUIT_BREAKER_COOLDOWN", "30s"),
             )?,
             log_format: match get("WF_LOG_FORMAT", "pretty").as_str() {
                 "pretty" => LogFormat::Pretty,

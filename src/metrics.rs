@@ -49,6 +49,8 @@ pub struct Metrics {
     jobs_dropped: IntCounterVec,
     inflight: IntGauge,
     cache_lookups: IntCounterVec,
+    jobs_deferred: IntCounterVec,
+    circuits_open: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -147,10 +149,27 @@ impl Metrics {
                 "Subscription cache lookups",
                 "result",
             ),
+            jobs_deferred: counter_vec(
+                &r,
+                "jobs_deferred_total",
+                "Jobs sent to a delay tier without a request (endpoint saturated or circuit open)",
+                "reason",
+            ),
+            circuits_open: IntGauge::with_opts(
+                Opts::new(
+                    "circuit_breakers_open",
+                    "Callback origins whose circuit is open",
+                )
+                .namespace("webhooks"),
+            )
+            .expect("valid"),
             registry: r,
         };
         m.registry
             .register(Box::new(m.inflight.clone()))
+            .expect("unique metric");
+        m.registry
+            .register(Box::new(m.circuits_open.clone()))
             .expect("unique metric");
         #[cfg(target_os = "linux")]
         {
@@ -231,6 +250,17 @@ impl Metrics {
         self.cache_lookups.with_label_values(&[result]).inc();
     }
 
+    /// A job went to a delay tier without a request, for `reason`
+    /// (`endpoint_saturated`, `circuit_open`).
+    pub fn job_deferred(&self, reason: &'static str) {
+        self.jobs_deferred.with_label_values(&[reason]).inc();
+    }
+
+    /// How many callback origins have an open circuit.
+    pub fn set_open_circuits(&self, n: usize) {
+        self.circuits_open.set(n as i64);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -302,5 +332,25 @@ mod tests {
         assert!(text.contains("webhooks_inflight_deliveries 1"));
         assert!(text.contains(r#"webhooks_delivery_duration_seconds_bucket{le="10"}"#));
         assert!(text.contains(r#"webhooks_events_rejected_total{reason="too_large"} 0"#));
+        m.retry_scheduled("10s");
+        m.dead_lettered();
+        m.job_dropped("webhook_deleted");
+        m.job_deferred("circuit_open");
+        m.cache_lookup("hit");
+        m.set_open_circuits(2);
+        m.delivered_end_to_end(Duration::from_secs(1));
+        let text = m.render();
+        for name in [
+            "webhooks_retries_scheduled_total{",
+            "webhooks_dead_lettered_total ",
+            "webhooks_jobs_dropped_total{",
+            "webhooks_jobs_deferred_total{",
+            "webhooks_subscription_cache_lookups_total{",
+            "webhooks_circuit_breakers_open 2",
+            "webhooks_end_to_end_seconds_bucket{",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
     }
 }

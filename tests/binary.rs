@@ -23,6 +23,7 @@ fn env(ns: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("WF_ALLOW_PRIVATE_TARGETS", "true"),
         ("WF_SHUTDOWN_TIMEOUT", "5s"),
         ("RUST_LOG", "warn"),
+        ("WF_CIRCUIT_BREAKER_THRESHOLD", "10000"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -2,6 +2,8 @@
 //! classification of an attempt, and the worker consuming `{ns}.deliver`.
 
 mod client;
+mod endpoint;
+mod hand_on;
 pub mod job;
 mod outcome;
 mod signing;
@@ -9,6 +11,7 @@ mod target;
 mod worker;
 
 pub use client::{Attempt, AttemptResult, DeliveryClient, Transport, USER_AGENT_VALUE};
+pub use endpoint::{Admit, BreakerConfig, Endpoints};
 pub use job::{AttemptRecord, DeliveryJob};
 pub use outcome::{Failure, Outcome, classify};
 pub use signing::{Signer, bridge_signature, standard_signature};

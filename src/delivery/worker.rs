@@ -1,20 +1,22 @@
 //! The delivery worker's handling of one job from `{ns}.deliver`: re-read the
-//! webhook, attempt, then ack, or hand the failure on.
+//! webhook, pass the endpoint's breaker and concurrency cap, attempt, then ack
+//! or hand the failure on (`hand_on`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::client::{Attempt, DeliveryClient};
+use super::client::{Attempt, DeliveryClient, Transport};
+use super::endpoint::{Admit, Endpoints};
+use super::hand_on::{dead_letter, defer, fail};
 use super::job::{AttemptRecord, DeliveryJob};
 use super::outcome::{Failure, Outcome, classify};
 use super::signing::Signer;
-use crate::broker::{ConfirmedPublisher, Names, Outgoing};
+use crate::broker::{ConfirmedPublisher, Names};
 use crate::clock;
 use crate::consume::Settle;
 use crate::metrics::{Metrics, OutcomeLabel};
-use crate::retry::Next;
 use crate::retry::RetrySchedule;
 use crate::subscription::{Store, SubscriptionCache};
 
@@ -24,6 +26,8 @@ pub struct DeliverContext {
     pub cache: Arc<SubscriptionCache>,
     /// HTTP client.
     pub client: DeliveryClient,
+    /// Per-origin caps and circuit breakers.
+    pub endpoints: Arc<Endpoints>,
     /// Confirmed publisher for retries and dead letters.
     pub publisher: ConfirmedPublisher,
     /// Queue names.
@@ -78,6 +82,32 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         tracing::info!("webhook disabled; job dead-lettered");
         return dead_letter(ctx, job, "webhook_disabled").await;
     }
+    let endpoint = ctx.endpoints.of(&webhook.url);
+    let admit = endpoint.admit();
+    if admit == Admit::ShortCircuit {
+        // No request and no timeout spent: the attempt fails at once.
+        ctx.metrics.job_deferred("circuit_open");
+        let failure = Failure {
+            label: OutcomeLabel::ConnectError,
+            status: None,
+            error: "circuit open: the endpoint keeps failing; request not sent".into(),
+            retry_after: None,
+        };
+        job.attempts.push(AttemptRecord {
+            at_ms: clock::unix_millis(),
+            status: None,
+            error: Some(failure.error.clone()),
+            duration_ms: 0,
+        });
+        return fail(ctx, job, failure).await;
+    }
+    // Bounded per origin so a slow receiver cannot fill the prefetch window.
+    let Some(_slot) = endpoint.slot().await else {
+        if admit == Admit::Probe {
+            endpoint.release_probe();
+        }
+        return defer(ctx, job, "endpoint_saturated").await;
+    };
     let started_ms = clock::unix_millis();
     let signer = Signer::new(&webhook.valid_secrets(clock::unix_secs()));
     let result = {
@@ -93,6 +123,9 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             .await
     };
     let outcome = classify(&result.transport);
+    if endpoint.record(outcome == Outcome::Delivered) {
+        ctx.metrics.set_open_circuits(ctx.endpoints.open_circuits());
+    }
     let failure = match &outcome {
         Outcome::Delivered => None,
         Outcome::Retry(f) | Outcome::GiveUp(f) => Some(f),
@@ -118,24 +151,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             );
             Settle::Ack
         }
-        Outcome::Retry(f) => {
-            let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
-            let age = Duration::from_millis(age_ms);
-            let attempts = job.attempts.len() as u32;
-            let next = match f.retry_after {
-                Some(at_least) => ctx
-                    .schedule
-                    .next_at_least(attempts, at_least, age, ctx.max_age),
-                None => ctx.schedule.next(attempts, age, ctx.max_age),
-            };
-            match next {
-                Next::After(tier) => schedule_retry(ctx, &job, &tier.label, &f).await,
-                Next::DeadLetter => {
-                    tracing::warn!(error = %f.error, "delivery failed past the max age; dead-lettered");
-                    dead_letter(ctx, job, "max_age_exceeded").await
-                }
-            }
-        }
+        Outcome::Retry(f) => fail(ctx, job, f).await,
         Outcome::GiveUp(f) => {
             tracing::warn!(error = %f.error, "target refused; dead-lettered");
             dead_letter(ctx, job, "target_refused").await
@@ -143,57 +159,14 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     }
 }
 
-/// Puts the job (with its history) in delay tier `tier`; it comes back to
-/// `{ns}.deliver` when the tier's TTL expires.
-async fn schedule_retry(
-    ctx: &DeliverContext,
-    job: &DeliveryJob,
-    tier: &str,
-    f: &Failure,
-) -> Settle {
-    let queue = ctx.names.retry(tier);
-    let payload = job.encode();
-    let message = Outgoing {
-        exchange: "",
-        routing_key: &queue,
-        payload: &payload,
-        headers: None,
-        message_id: Some(&job.event_id),
-    };
-    match ctx.publisher.publish(message).await {
-        Ok(()) => {
-            ctx.metrics.retry_scheduled(tier);
-            tracing::info!(error = %f.error, tier, "delivery failed; retry scheduled");
-            Settle::Ack
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, tier, "cannot schedule retry; job handed back");
-            Settle::Requeue
-        }
-    }
-}
-
-async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Settle {
-    match crate::dead_letter::park(&ctx.publisher, &ctx.names, &ctx.store, job, reason).await {
-        Ok(()) => {
-            ctx.metrics.dead_lettered();
-            Settle::Ack
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot dead-letter; job handed back");
-            Settle::Requeue
-        }
-    }
-}
-
 fn record(
     at_ms: i64,
-    transport: &super::client::Transport,
+    transport: &Transport,
     failure: Option<&Failure>,
     duration: Duration,
 ) -> AttemptRecord {
     let status = match transport {
-        super::client::Transport::Response { status, .. } => Some(*status),
+        Transport::Response { status, .. } => Some(*status),
         _ => None,
     };
     AttemptRecord {

@@ -81,15 +81,24 @@ pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Deliv
 }
 
 async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result<(), IngestError> {
-    match ctx.store.claim_event(&event.id).await? {
-        Marker::New => {}
+    // Without Redis the id check is skipped rather than stopping the flow:
+    // delivery is at-least-once and receivers deduplicate on `Webhook-Id`.
+    let claimed = match ctx.store.claim_event(&event.id).await {
+        Ok(marker) => Some(marker),
+        Err(e) => {
+            tracing::warn!(error = %e, "event-id check unavailable; fanning out without it");
+            None
+        }
+    };
+    match claimed {
         // A crash interrupted an earlier fan-out of this very message: redo it.
-        Marker::InProgress if redelivered => {}
-        Marker::InProgress | Marker::Done => {
+        Some(Marker::InProgress) if redelivered => {}
+        Some(Marker::InProgress | Marker::Done) => {
             tracing::info!("duplicate event id; not fanned out again");
             ctx.metrics.event_duplicate();
             return Ok(());
         }
+        Some(Marker::New) | None => {}
     }
     let webhooks = ctx.cache.webhooks(&event.application_id).await?;
     let jobs = fan_out(event, &webhooks, clock::unix_millis());
@@ -106,7 +115,12 @@ async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result
         })
         .collect();
     ctx.publisher.publish_all(&outgoing).await?;
-    ctx.store.complete_event(&event.id).await?;
+    if claimed.is_some()
+        && let Err(e) = ctx.store.complete_event(&event.id).await
+    {
+        // The marker stays "pending": a later copy of this id is still skipped.
+        tracing::warn!(error = %e, "event-id marker not completed");
+    }
     ctx.metrics.event_consumed(&event.event_type);
     ctx.metrics.jobs_enqueued(jobs.len());
     tracing::debug!(jobs = jobs.len(), "fanned out");

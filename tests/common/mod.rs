@@ -2,6 +2,7 @@
 //! (deleted again afterwards), real RabbitMQ and Redis, local HTTP receivers.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod receiver;
 
 use std::collections::HashMap;
@@ -89,6 +90,9 @@ impl TestService {
             ("WF_ALLOW_PRIVATE_TARGETS", "true"),
             ("WF_DELIVERY_TIMEOUT", "2s"),
             ("WF_SHUTDOWN_TIMEOUT", "3s"),
+            // Breakers get their own tests (isolation.rs); elsewhere a test's
+            // failing receiver must not trip one.
+            ("WF_CIRCUIT_BREAKER_THRESHOLD", "10000"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,0 +1,96 @@
+//! Isolation: a hanging endpoint holds at most its share of the window, and a
+//! failing one is short-circuited until a probe succeeds.
+
+mod common;
+
+use std::time::Duration;
+
+use common::receiver::Receiver;
+use common::{Producer, TestService, eventually};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_is_capped_and_the_others_keep_flowing() {
+    let svc = TestService::start(&[
+        ("WF_ENDPOINT_CONCURRENCY", "2"),
+        ("WF_DELIVERY_CONCURRENCY", "16"),
+        ("WF_DELIVERY_TIMEOUT", "20s"),
+        ("WF_SHUTDOWN_TIMEOUT", "1s"),
+    ])
+    .await;
+    let hang = Receiver::start(0).await;
+    let ok = Receiver::start(200).await;
+    svc.webhook("app_i", &hang.url("/hang"), &["item.created"])
+        .await;
+    svc.webhook("app_i", &ok.url("/ok"), &["item.created"])
+        .await;
+    let producer = Producer::connect(&svc.ns).await;
+    for i in 0..30 {
+        producer
+            .event(&format!("ev-i-{i}"), "app_i", "item.created", json!({}))
+            .await;
+    }
+    let got = ok.wait_for("/ok", 30).await;
+    assert_eq!(got.len(), 30, "every event reached the healthy endpoint");
+    assert!(
+        hang.received().len() <= 2,
+        "at most the cap in flight: {}",
+        hang.received().len()
+    );
+    svc.metric_reaches(
+        r#"webhooks_jobs_deferred_total{reason="endpoint_saturated"}"#,
+        1.0,
+    )
+    .await;
+
+    producer.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_short_circuited_until_a_probe_succeeds() {
+    let svc = TestService::start(&[
+        ("WF_CIRCUIT_BREAKER_THRESHOLD", "3"),
+        ("WF_CIRCUIT_BREAKER_COOLDOWN", "1s"),
+        ("WF_RETRY_SCHEDULE", "100ms"),
+        ("WF_MAX_EVENT_AGE", "1h"),
+    ])
+    .await;
+    let rx = Receiver::start(500).await;
+    svc.webhook("app_cb", &rx.url("/cb"), &["item.created"])
+        .await;
+    let producer = Producer::connect(&svc.ns).await;
+    for i in 0..10 {
+        producer
+            .event(&format!("ev-cb-{i}"), "app_cb", "item.created", json!({}))
+            .await;
+    }
+    svc.metric_reaches(
+        r#"webhooks_jobs_deferred_total{reason="circuit_open"}"#,
+        30.0,
+    )
+    .await;
+    assert_eq!(svc.metric("webhooks_circuit_breakers_open").await, 1.0);
+    let requests = rx.received().len();
+    assert!(
+        requests < 20,
+        "short-circuited jobs send no request: {requests} requests for 30+ attempts"
+    );
+
+    rx.set_status(200);
+    eventually(
+        Duration::from_secs(20),
+        "all ten delivered after a good probe",
+        || async {
+            (svc.metric(r#"webhooks_deliveries_total{outcome="success"}"#)
+                .await
+                >= 10.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(svc.metric("webhooks_circuit_breakers_open").await, 0.0);
+
+    producer.close().await;
+    svc.stop().await;
+}
