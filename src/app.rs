@@ -23,7 +23,7 @@ use crate::event::Catalogue;
 use crate::health::Health;
 use crate::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
-use crate::subscription::{Store, SubscriptionCache};
+use crate::subscription::{SecretCipher, Store, SubscriptionCache};
 
 /// The components shared by every task of one process.
 struct Wiring {
@@ -79,7 +79,10 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         settings.delivery_timeout,
     ));
     let store = Store::connect(&settings.redis_url.0, &settings.namespace)
-        .context("invalid WF_REDIS_URL")?;
+        .context("invalid WF_REDIS_URL")?
+        .with_cipher(SecretCipher::new(
+            settings.secret_key.as_ref().map(|k| &k.0),
+        ));
     let policy = TargetPolicy {
         allow_http: settings.allow_http,
         allow_private: settings.allow_private_targets,

@@ -2,9 +2,11 @@
 //! marker, and the in-process cache the fan-out and delivery paths read from.
 
 mod cache;
+mod cipher;
 mod store;
 mod webhook;
 
 pub use cache::SubscriptionCache;
+pub use cipher::{CipherError, SecretCipher};
 pub use store::{Keys, Marker, Store, StoreError, TokenRecord};
 pub use webhook::{StoredSecret, Webhook, new_secret, rfc3339};

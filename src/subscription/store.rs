@@ -8,6 +8,7 @@ use deadpool_redis::redis::{self, AsyncCommands, Script};
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use serde::{Deserialize, Serialize};
 
+use super::cipher::SecretCipher;
 use super::webhook::Webhook;
 
 /// The event-id marker lives longer than the max event age (contract: 3 days).
@@ -66,6 +67,9 @@ pub enum StoreError {
     /// A stored record does not parse.
     #[error("corrupt record in redis")]
     Corrupt(#[from] serde_json::Error),
+    /// A stored secret cannot be decrypted (missing or wrong `WF_SECRET_KEY`).
+    #[error("stored secret unreadable")]
+    Secret(#[from] super::cipher::CipherError),
     /// The application already has the maximum number of webhooks.
     #[error("webhook limit reached")]
     LimitReached,
@@ -98,6 +102,7 @@ pub struct TokenRecord {
 pub struct Store {
     pool: Pool,
     keys: Keys,
+    cipher: SecretCipher,
 }
 
 const CREATE: &str = r#"
@@ -129,7 +134,30 @@ impl Store {
         Ok(Store {
             pool: cfg.create_pool(Some(Runtime::Tokio1))?,
             keys: Keys::new(namespace),
+            cipher: SecretCipher::new(None),
         })
+    }
+
+    /// Seals webhook secrets with `cipher` from now on (`WF_SECRET_KEY`).
+    pub fn with_cipher(mut self, cipher: SecretCipher) -> Self {
+        self.cipher = cipher;
+        self
+    }
+
+    fn encode(&self, hook: &Webhook) -> Result<String, StoreError> {
+        let mut sealed = hook.clone();
+        for s in &mut sealed.secrets {
+            s.value.0 = self.cipher.seal(&s.value.0);
+        }
+        Ok(serde_json::to_string(&sealed)?)
+    }
+
+    fn decode(&self, raw: &str) -> Result<Webhook, StoreError> {
+        let mut hook: Webhook = serde_json::from_str(raw)?;
+        for s in &mut hook.secrets {
+            s.value.0 = self.cipher.open(&s.value.0)?;
+        }
+        Ok(hook)
     }
 
     /// The key names in use.
@@ -150,7 +178,7 @@ impl Store {
         let raw: Vec<String> = conn.hvals(self.keys.webhooks(app)).await?;
         let mut hooks = raw
             .iter()
-            .map(|r| serde_json::from_str(r))
+            .map(|r| self.decode(r))
             .collect::<Result<Vec<Webhook>, _>>()?;
         hooks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(hooks)
@@ -160,7 +188,7 @@ impl Store {
     pub async fn get(&self, app: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
         let mut conn = self.pool.get().await?;
         let raw: Option<String> = conn.hget(self.keys.webhooks(app), id).await?;
-        Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
+        raw.map(|r| self.decode(&r)).transpose()
     }
 
     /// Adds a webhook unless the application already has `limit`.
@@ -169,7 +197,7 @@ impl Store {
         let created: i32 = Script::new(CREATE)
             .key(self.keys.webhooks(&hook.application_id))
             .arg(&hook.id)
-            .arg(serde_json::to_string(hook)?)
+            .arg(self.encode(hook)?)
             .arg(limit)
             .arg(self.keys.changes())
             .arg(&hook.application_id)
@@ -188,7 +216,7 @@ impl Store {
         let updated: i32 = Script::new(UPDATE)
             .key(self.keys.webhooks(&hook.application_id))
             .arg(&hook.id)
-            .arg(serde_json::to_string(hook)?)
+            .arg(self.encode(hook)?)
             .arg(self.keys.changes())
             .arg(&hook.application_id)
             .invoke_async(&mut conn)

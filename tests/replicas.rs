@@ -1,0 +1,179 @@
+//! Several replicas on one namespace share the work, and survive SIGKILL at
+//! random moments under load without losing an event.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::receiver::Receiver;
+use common::{OPERATOR, Producer, TestService, eventually, namespace};
+use rand::Rng;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_work_and_fan_out_each_event_once() {
+    let a = TestService::start(&[]).await;
+    let b = TestService::join(&a.ns, &[]).await;
+    let (rx1, rx2) = (Receiver::start(200).await, Receiver::start(200).await);
+    a.webhook("app_2", &rx1.url("/1"), &["item.created"]).await;
+    a.webhook("app_2", &rx2.url("/2"), &["item.created"]).await;
+    let producer = Producer::connect(&a.ns).await;
+    for i in 0..100 {
+        producer
+            .event(
+                &format!("ev-2-{i}"),
+                "app_2",
+                "item.created",
+                json!({"i": i}),
+            )
+            .await;
+    }
+    rx1.wait_for("/1", 100).await;
+    rx2.wait_for("/2", 100).await;
+    let (ea, eb) = (
+        a.metric("webhooks_jobs_enqueued_total").await,
+        b.metric("webhooks_jobs_enqueued_total").await,
+    );
+    assert_eq!(ea + eb, 200.0, "each event fanned out once");
+    assert!(
+        ea > 0.0 && eb > 0.0,
+        "both replicas fanned out: {ea} + {eb}"
+    );
+    assert_eq!(
+        rx1.received().len() + rx2.received().len(),
+        200,
+        "each job delivered once"
+    );
+
+    producer.close().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+fn spawn(ns: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
+        .arg("serve")
+        .env("WF_NAMESPACE", ns)
+        .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("WF_ADMIN_TOKEN", OPERATOR)
+        .env("WF_ALLOW_HTTP", "true")
+        .env("WF_ALLOW_PRIVATE_TARGETS", "true")
+        .env("WF_RETRY_SCHEDULE", "500ms")
+        .env("WF_AMQP_URL", common::amqp_url())
+        .env("WF_REDIS_URL", common::redis_url())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_under_load_loses_nothing() {
+    let seed: u64 = rand::rng().random();
+    println!("seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let ns = namespace();
+    let ports = [free_port(), free_port()];
+    let mut procs = [spawn(&ns, ports[0]), spawn(&ns, ports[1])];
+    let http = reqwest::Client::new();
+    let ready = |port: u16| {
+        let http = http.clone();
+        async move {
+            eventually(Duration::from_secs(20), "replica ready", || async {
+                let r = http
+                    .get(format!("http://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await
+        }
+    };
+    ready(ports[0]).await;
+    ready(ports[1]).await;
+    let receivers = [
+        Receiver::start(200).await,
+        Receiver::start(200).await,
+        Receiver::start(200).await,
+    ];
+    for (i, rx) in receivers.iter().enumerate() {
+        let r = http
+            .post(format!(
+                "http://127.0.0.1:{}/v1/applications/app_k/webhooks",
+                ports[0]
+            ))
+            .bearer_auth(OPERATOR)
+            .body(
+                json!({"url": rx.url(&format!("/{i}")), "events": ["transfer.updated"]})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+
+    let producer = Producer::connect(&ns).await;
+    let ids: Vec<String> = (0..300).map(|i| format!("ev-k-{i}")).collect();
+    let kills: Vec<usize> = {
+        let mut k: Vec<usize> = (0..4).map(|_| rng.random_range(10..290)).collect();
+        k.sort();
+        k
+    };
+    println!("SIGKILL after events {kills:?}");
+    for (n, id) in ids.iter().enumerate() {
+        producer
+            .event(id, "app_k", "transfer.updated", json!({"n": n}))
+            .await;
+        if kills.contains(&n) {
+            let which = rng.random_range(0..2);
+            procs[which].kill().unwrap(); // SIGKILL
+            procs[which].wait().unwrap();
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+            procs[which] = spawn(&ns, ports[which]);
+        }
+    }
+    for (i, rx) in receivers.iter().enumerate() {
+        let path = format!("/{i}");
+        eventually(
+            Duration::from_secs(60),
+            "every event at every webhook",
+            || async {
+                let got: HashSet<String> = rx
+                    .at(&path)
+                    .iter()
+                    .map(|r| r.header("webhook-id"))
+                    .collect();
+                ids.iter().all(|id| got.contains(id)).then_some(())
+            },
+        )
+        .await;
+    }
+
+    for p in &mut procs {
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+    producer.close().await;
+    let settings = webhook_fanout::Settings::from_map(
+        &[
+            ("WF_NAMESPACE".to_string(), ns.clone()),
+            ("WF_RETRY_SCHEDULE".to_string(), "500ms".to_string()),
+        ]
+        .into(),
+    )
+    .unwrap();
+    common::delete_namespace(&ns, &settings).await;
+}

@@ -1,0 +1,230 @@
+//! Secrets: encrypted at rest with WF_SECRET_KEY (plaintext from before still
+//! works), and no secret, token or payload in logs or metrics.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::receiver::Receiver;
+use common::{OPERATOR, Producer, TestService, eventually, namespace};
+use hmac::{Hmac, Mac};
+use redis::AsyncCommands;
+use serde_json::json;
+use sha2::Sha256;
+
+fn bridge(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!(
+        "v1={}",
+        hex::encode(mac.finalize().into_bytes()).to_uppercase()
+    )
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
+    let key = STANDARD.encode([42u8; 32]);
+    let svc = TestService::start(&[("WF_SECRET_KEY", &key)]).await;
+    let rx = Receiver::start(200).await;
+    let hook = svc.webhook("app_e", &rx.url("/e"), &["item.created"]).await;
+    let secret = hook["secret"].as_str().unwrap();
+    let raw: String = redis()
+        .await
+        .hget(
+            format!("{}:webhooks:app_e", svc.ns),
+            hook["id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(raw.contains("enc:v1:"), "{raw}");
+    assert!(
+        !raw.contains("whsec_") && !raw.contains(secret),
+        "no plaintext secret in Redis"
+    );
+
+    // A record written before encryption was turned on.
+    let legacy = json!({
+        "id": "wh_legacy", "application_id": "app_e", "url": rx.url("/legacy"), "name": null,
+        "events": ["item.created"], "enabled": true, "created_at": 0, "updated_at": 0,
+        "secrets": [{"value": "whsec_bGVnYWN5LXNlY3JldC1mb3ItdGVzdHMtMDEyMzQ1Njc=", "expires_at": null}],
+    });
+    let _: i64 = redis()
+        .await
+        .hset(
+            format!("{}:webhooks:app_e", svc.ns),
+            "wh_legacy",
+            legacy.to_string(),
+        )
+        .await
+        .unwrap();
+    let _: i64 = redis()
+        .await
+        .publish(format!("{}:changes", svc.ns), "app_e")
+        .await
+        .unwrap();
+
+    let producer = Producer::connect(&svc.ns).await;
+    producer
+        .event("ev-e", "app_e", "item.created", json!({}))
+        .await;
+    let new = rx.wait_for("/e", 1).await.remove(0);
+    assert_eq!(new.header("bridgeapi-signature"), bridge(secret, &new.body));
+    let old = rx.wait_for("/legacy", 1).await.remove(0);
+    assert_eq!(
+        old.header("bridgeapi-signature"),
+        bridge(
+            "whsec_bGVnYWN5LXNlY3JldC1mb3ItdGVzdHMtMDEyMzQ1Njc=",
+            &old.body
+        )
+    );
+
+    producer.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
+    let ns = namespace();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = std::env::temp_dir().join(format!("{ns}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
+        .arg("serve")
+        .env("WF_NAMESPACE", &ns)
+        .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("WF_ADMIN_TOKEN", OPERATOR)
+        .env("WF_ALLOW_HTTP", "true")
+        .env("WF_ALLOW_PRIVATE_TARGETS", "true")
+        .env("WF_SECRET_KEY", STANDARD.encode([5u8; 32]))
+        .env("WF_RETRY_SCHEDULE", "100ms")
+        .env("WF_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .env("WF_AMQP_URL", common::amqp_url())
+        .env("WF_REDIS_URL", common::redis_url())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(20), "ready", || async {
+        let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let call = |method: &str, path: &str, token: &str, body: Option<serde_json::Value>| {
+        let mut req = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        req.send()
+    };
+    let token: serde_json::Value = call(
+        "POST",
+        "/v1/applications/app_s/tokens",
+        OPERATOR,
+        Some(json!({"role": "admin"})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let rx = Receiver::start(200).await;
+    let hook: serde_json::Value = call(
+        "POST",
+        "/v1/applications/app_s/webhooks",
+        &token,
+        Some(json!({"url": rx.url("/s"), "events": ["item.created"]})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let path = format!(
+        "/v1/applications/app_s/webhooks/{}",
+        hook["id"].as_str().unwrap()
+    );
+    let rotated: serde_json::Value = call("POST", &format!("{path}/rotate-secret"), &token, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    call("POST", &format!("{path}/test"), &token, None)
+        .await
+        .unwrap();
+    call("GET", &path, "wft_wrong-token-in-a-failed-call", None)
+        .await
+        .unwrap();
+    rx.then(&[500]); // the event's first attempt fails, the retry succeeds
+
+    let producer = Producer::connect(&ns).await;
+    producer
+        .event(
+            "ev-s",
+            "app_s",
+            "item.created",
+            json!({"note": "PAYLOAD-CANARY-7f3a"}),
+        )
+        .await;
+    producer.raw("item.created", br#"{"application_id":"bad id","type":"item.created","content":{"x":"PAYLOAD-CANARY-7f3a"}}"#).await;
+    rx.wait_for("/s", 3).await; // test call, failed attempt, retried attempt
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("delivered") && logs.contains("retry scheduled"),
+        "the run was logged"
+    );
+    for (what, needle) in [
+        ("first secret", hook["secret"].as_str().unwrap()),
+        ("rotated secret", rotated["secret"].as_str().unwrap()),
+        ("application token", token.as_str()),
+        ("operator token", OPERATOR),
+        ("a wrong token", "wft_wrong-token-in-a-failed-call"),
+        ("payload", "PAYLOAD-CANARY-7f3a"),
+        ("any secret prefix", "whsec_"),
+    ] {
+        assert!(!logs.contains(needle), "{what} found in the logs");
+        assert!(!metrics.contains(needle), "{what} found in the metrics");
+    }
+
+    producer.close().await;
+    let _ = std::fs::remove_file(&log_path);
+    let settings =
+        webhook_fanout::Settings::from_map(&[("WF_NAMESPACE".to_string(), ns.clone())].into())
+            .unwrap();
+    common::delete_namespace(&ns, &settings).await;
+}
