@@ -4,34 +4,12 @@
 
 mod common;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use common::receiver::Receiver;
+use common::sign::{bridge, standard};
 use common::{OPERATOR, Producer, TestService};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const TEST_BODY: &str = r#"{"content":{"item_id":1234567890,"status":0,"user_uuid":"9a95b38f-f98b-417a-988b-9d0d584893e7"},"timestamp":1611681789,"type":"TEST_EVENT"}"#;
-
-fn bridge(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "v1={}",
-        hex::encode(mac.finalize().into_bytes()).to_uppercase()
-    )
-}
-
-fn standard(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
 
 fn hooks(app: &str) -> String {
     format!("/v1/applications/{app}/webhooks")

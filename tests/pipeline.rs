@@ -2,35 +2,10 @@
 
 mod common;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use common::receiver::{Received, Receiver};
+use common::sign::{bridge, standard};
 use common::{Producer, TestService};
-use hmac::{Hmac, Mac};
 use serde_json::json;
-use sha2::Sha256;
-
-/// Bridge API: uppercase hex HMAC-SHA256 of the body, keyed with the secret string.
-fn bridge(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "v1={}",
-        hex::encode(mac.finalize().into_bytes()).to_uppercase()
-    )
-}
-
-/// Standard Webhooks: base64 HMAC-SHA256 of `id.timestamp.body`, keyed with
-/// the decoded part after `whsec_`.
-fn standard(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
 
 fn secret(webhook: &serde_json::Value) -> String {
     webhook["secret"].as_str().unwrap().to_string()

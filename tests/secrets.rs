@@ -9,20 +9,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::receiver::Receiver;
+use common::sign::bridge;
 use common::{OPERATOR, Producer, TestService, eventually, namespace};
-use hmac::{Hmac, Mac};
 use redis::AsyncCommands;
 use serde_json::json;
-use sha2::Sha256;
-
-fn bridge(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "v1={}",
-        hex::encode(mac.finalize().into_bytes()).to_uppercase()
-    )
-}
 
 async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(common::redis_url())

@@ -158,12 +158,15 @@ impl DeadLetters {
             return Err(DeadLetterError::WebhookDeleted);
         }
         self.publish_replay(&letter).await?;
+        self.settle(id).await
+    }
+
+    /// Hides `id` from listings from now on. The record outlives the stream's
+    /// retention by a day, then is trimmed.
+    async fn settle(&self, id: &str) -> Result<(), DeadLetterError> {
+        let keep = self.retention + Duration::from_secs(86_400);
         self.store
-            .settle_dead_letter(
-                id,
-                clock::unix_millis(),
-                self.retention + Duration::from_secs(86_400),
-            )
+            .settle_dead_letter(id, clock::unix_millis(), keep)
             .await?;
         Ok(())
     }
@@ -195,14 +198,7 @@ impl DeadLetters {
     /// Discards one dead letter (it disappears from listings).
     pub async fn discard(&self, id: &str) -> Result<(), DeadLetterError> {
         self.get(id).await?;
-        self.store
-            .settle_dead_letter(
-                id,
-                clock::unix_millis(),
-                self.retention + Duration::from_secs(86_400),
-            )
-            .await?;
-        Ok(())
+        self.settle(id).await
     }
 
     async fn publish_replay(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {

@@ -4,6 +4,7 @@
 
 pub mod proxy;
 pub mod receiver;
+pub mod sign;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,106 @@
+//! SSRF: a target that turned private after validation (DNS rebinding, or a
+//! record written before the rules) is refused at connect time.
+
+mod common;
+
+use common::receiver::Receiver;
+use common::{Producer, TestService};
+use redis::AsyncCommands;
+use serde_json::json;
+
+async fn plant(svc: &TestService, id: &str, url: &str) {
+    let record = json!({
+        "id": id, "application_id": "app_x", "url": url, "name": null,
+        "events": ["item.created"], "enabled": true, "created_at": 0, "updated_at": 0,
+        "secrets": [{"value": "whsec_c3NyZi10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm", "expires_at": null}],
+    });
+    let mut redis = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis
+        .hset(format!("{}:webhooks:app_x", svc.ns), id, record.to_string())
+        .await
+        .unwrap();
+    let _: i64 = redis
+        .publish(format!("{}:changes", svc.ns), "app_x")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_targets_are_refused_at_connect_time() {
+    let svc = TestService::start(&[
+        ("WF_ALLOW_PRIVATE_TARGETS", "false"),
+        ("WF_RETRY_SCHEDULE", "100ms"),
+        ("WF_MAX_EVENT_AGE", "1s"),
+    ])
+    .await;
+    let rx = Receiver::start(200).await;
+    // Refused when saved...
+    let (s, b) = svc
+        .call(
+            "POST",
+            "/v1/applications/app_x/webhooks",
+            Some(common::OPERATOR),
+            Some(json!({"url": rx.url("/x"), "events": ["item.created"]})),
+        )
+        .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_url")));
+    // ...and at connect time, for a name that resolves to loopback and for a literal address.
+    let port = rx.addr.port();
+    plant(&svc, "wh_name", &format!("http://localhost:{port}/name")).await;
+    plant(
+        &svc,
+        "wh_literal",
+        &format!("http://127.0.0.1:{port}/literal"),
+    )
+    .await;
+
+    let producer = Producer::connect(&svc.ns).await;
+    producer
+        .event("ev-x", "app_x", "item.created", json!({}))
+        .await;
+    svc.metric_reaches("webhooks_dead_lettered_total", 2.0)
+        .await;
+    assert!(
+        rx.received().is_empty(),
+        "no request reached the private target"
+    );
+    let (_, page) = svc
+        .call("GET", "/v1/dead-letters", Some(common::OPERATOR), None)
+        .await;
+    let reasons: Vec<(String, String)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["webhook_id"].as_str().unwrap().to_string(),
+                d["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&("wh_literal".into(), "target_refused".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("wh_name".into(), "max_age_exceeded".into())),
+        "{reasons:?}"
+    );
+    let named = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["webhook_id"] == "wh_name")
+        .unwrap();
+    assert!(
+        named["last_error"].as_str().unwrap().contains("non-public"),
+        "{named}"
+    );
+
+    producer.close().await;
+    svc.stop().await;
+}
