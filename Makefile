@@ -8,6 +8,7 @@ run: services build
 
 test: services lint
 	$(CARGO) test --all-targets --locked
+	scripts/api-fuzz.sh
 
 services:
 	@scripts/ensure-services.sh

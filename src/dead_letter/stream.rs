@@ -255,9 +255,12 @@ impl DeadLetters {
         let mut last_seen = None;
         let mut unacked = 0u16;
         loop {
-            let idle = match last_seen {
-                Some(o) if o + 1 >= known_end => TAIL_IDLE,
-                _ => BODY_IDLE,
+            // Next offset expected: past the counted end, silence means the end.
+            let next = last_seen.map_or(from.unwrap_or(0), |o| o + 1);
+            let idle = if next >= known_end {
+                TAIL_IDLE
+            } else {
+                BODY_IDLE
             };
             let Ok(Some(delivery)) = tokio::time::timeout(idle, consumer.next()).await else {
                 break;
