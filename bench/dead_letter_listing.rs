@@ -63,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
     let names = Names::new(&ns);
     let schedule = RetrySchedule::default();
     let conn = broker::connect(AMQP, "bench").await?;
-    broker::declare(&conn, &names, &schedule, Duration::from_secs(86_400)).await?;
+    let spec = broker::TopologySpec {
+        schedule: schedule.clone(),
+        dead_letter_retention: Duration::from_secs(86_400),
+        queue_type: broker::QueueType::Classic,
+    };
+    broker::declare(&conn, &names, &spec).await?;
     let store = Store::connect(REDIS, &ns)?;
 
     let ch = conn.create_channel().await?;

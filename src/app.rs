@@ -171,7 +171,7 @@ async fn session(
     let conn = broker::connect(&s.amqp_url.0, &format!("webhook-fanout {}", s.namespace))
         .await
         .context("cannot connect to RabbitMQ")?;
-    broker::declare(&conn, &w.names, &s.retry_schedule, s.dead_letter_retention)
+    broker::declare(&conn, &w.names, &s.topology())
         .await
         .context("cannot declare topology")?;
     w.health.set_broker(true);
@@ -234,13 +234,31 @@ async fn session(
             })
             .await
     };
-    let result = tokio::try_join!(ingest_run, deliver_run);
+    let depths = async {
+        broker::depth::watch(&conn, depth_queues(w), w.metrics.clone(), token).await;
+        Ok(())
+    };
+    let result = tokio::try_join!(ingest_run, deliver_run, depths);
     // Close our channels before the connection: a channel dropped while the
     // connection closes races with it.
     ingest_publisher.close().await;
     deliver_publisher.close().await;
     broker::close_connection(&conn, "bye").await;
     result.map(|_| ()).map_err(Into::into)
+}
+
+/// (metric label, queue name) of every queue whose depth is reported.
+fn depth_queues(w: &Wiring) -> Vec<(String, String)> {
+    let n = &w.names;
+    let mut queues = vec![
+        ("ingest".to_string(), n.ingest()),
+        ("deliver".to_string(), n.deliver()),
+        ("rejected".to_string(), n.rejected()),
+    ];
+    for tier in w.settings.retry_schedule.distinct_tiers() {
+        queues.push((format!("retry.{}", tier.label), n.retry(&tier.label)));
+    }
+    queues
 }
 
 async fn idle(token: &CancellationToken) -> lapin::Result<()> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use crate::broker::{QueueType, TopologySpec};
 use crate::retry::RetrySchedule;
 
 /// A value that must never reach a log line: `Debug` prints a placeholder.
@@ -96,9 +97,20 @@ pub struct Settings {
     pub breaker_threshold: u32,
     /// `WF_CIRCUIT_BREAKER_COOLDOWN`, default 30s: how long it stays open before a probe.
     pub breaker_cooldown: Duration,
+    /// `WF_QUEUE_TYPE`, default `classic`; `quorum` for RabbitMQ clusters.
+    pub queue_type: QueueType,
 }
 
 impl Settings {
+    /// What the broker topology is declared with.
+    pub fn topology(&self) -> TopologySpec {
+        TopologySpec {
+            schedule: self.retry_schedule.clone(),
+            dead_letter_retention: self.dead_letter_retention,
+            queue_type: self.queue_type,
+        }
+    }
+
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -173,6 +185,11 @@ impl Settings {
                 "WF_CIRCUIT_BREAKER_COOLDOWN",
                 &get("WF_CIRCUIT_BREAKER_COOLDOWN", "30s"),
             )?,
+            queue_type: match get("WF_QUEUE_TYPE", "classic").as_str() {
+                "classic" => QueueType::Classic,
+                "quorum" => QueueType::Quorum,
+                _ => return Err(err("WF_QUEUE_TYPE", "expected `classic` or `quorum`")),
+            },
             log_format: match get("WF_LOG_FORMAT", "pretty").as_str() {
                 "pretty" => LogFormat::Pretty,
                 "json" => LogFormat::Json,
@@ -344,6 +361,7 @@ mod tests {
             ("WF_AMQP_URL", "http://localhost"),
             ("WF_RETRY_SCHEDULE", "10s,,30s"),
             ("WF_DELIVERY_CONCURRENCY", "0"),
+            ("WF_QUEUE_TYPE", "mirrored"),
         ];
         for (var, value) in cases {
             let e = settings(&[(var, value)]).unwrap_err();

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::event::RejectReason;
@@ -51,6 +51,7 @@ pub struct Metrics {
     cache_lookups: IntCounterVec,
     jobs_deferred: IntCounterVec,
     circuits_open: IntGauge,
+    queue_depth: IntGaugeVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -163,8 +164,20 @@ impl Metrics {
                 .namespace("webhooks"),
             )
             .expect("valid"),
+            queue_depth: IntGaugeVec::new(
+                Opts::new(
+                    "queue_depth",
+                    "Messages waiting in each queue (refreshed every 5 s)",
+                )
+                .namespace("webhooks"),
+                &["queue"],
+            )
+            .expect("valid"),
             registry: r,
         };
+        m.registry
+            .register(Box::new(m.queue_depth.clone()))
+            .expect("unique metric");
         m.registry
             .register(Box::new(m.inflight.clone()))
             .expect("unique metric");
@@ -259,6 +272,11 @@ impl Metrics {
     /// How many callback origins have an open circuit.
     pub fn set_open_circuits(&self, n: usize) {
         self.circuits_open.set(n as i64);
+    }
+
+    /// `queue` (`ingest`, `deliver`, `rejected`, `dead`, `retry.<delay>`) holds `n` messages.
+    pub fn set_queue_depth(&self, queue: &str, n: i64) {
+        self.queue_depth.with_label_values(&[queue]).set(n);
     }
 
     /// The Prometheus text exposition of every metric.

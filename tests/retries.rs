@@ -421,3 +421,38 @@ async fn a_tier_dropped_from_the_schedule_still_returns_its_jobs() {
     common::delete_namespace(&ns, &old_settings).await;
     common::delete_namespace(&ns, &new_settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_carry_retries_and_dead_letters_too() {
+    let svc = TestService::start(&[
+        ("WF_QUEUE_TYPE", "quorum"),
+        ("WF_RETRY_SCHEDULE", "200ms"),
+        ("WF_MAX_EVENT_AGE", "1s"),
+    ])
+    .await;
+    let ok = Receiver::start(200).await;
+    ok.then(&[500, 500]);
+    let bad = Receiver::start(500).await;
+    svc.webhook("app_q", &ok.url("/ok"), &["item.created"])
+        .await;
+    svc.webhook("app_q", &bad.url("/bad"), &["item.created"])
+        .await;
+    let producer = Producer::connect(&svc.ns).await;
+    producer
+        .event("ev-q", "app_q", "item.created", json!({}))
+        .await;
+
+    let got = ok.wait_for("/ok", 3).await;
+    assert_eq!(got[2].header("webhook-attempt"), "3");
+    let items = wait_dead_letters(&svc, 1).await;
+    assert_eq!(
+        items[0]["webhook_id"]
+            .as_str()
+            .map(|s| s.starts_with("wh_")),
+        Some(true)
+    );
+    assert_eq!(items[0]["reason"], "max_age_exceeded");
+
+    producer.close().await;
+    svc.stop().await;
+}

@@ -1,11 +1,12 @@
 //! RabbitMQ: the connection, the topology (every exchange and queue, declared
 //! in one place), and the confirmed publisher every hop goes through.
 
+pub mod depth;
 mod publisher;
 mod topology;
 
 pub use publisher::{ConfirmedPublisher, Outgoing, PublishError};
-pub use topology::{JOB_ROUTING_KEY, Names, declare, delete};
+pub use topology::{JOB_ROUTING_KEY, Names, QueueType, TopologySpec, declare, delete};
 
 use std::time::Duration;
 

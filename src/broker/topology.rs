@@ -76,14 +76,62 @@ fn text(s: String) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
+/// The queue type of the work queues (`WF_QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Single-node classic queues.
+    Classic,
+    /// Replicated Raft queues, for RabbitMQ clusters.
+    Quorum,
+}
+
+/// What the declared topology depends on besides the names.
+#[derive(Debug, Clone)]
+pub struct TopologySpec {
+    /// Retry tiers to declare.
+    pub schedule: RetrySchedule,
+    /// Max age of the dead-letter stream, applied when it is created.
+    pub dead_letter_retention: Duration,
+    /// Queue type of ingest, deliver, rejected and the delay tiers.
+    pub queue_type: QueueType,
+}
+
+impl TopologySpec {
+    fn queue_args(&self, mut pairs: Vec<(&str, AMQPValue)>) -> FieldTable {
+        if self.queue_type == QueueType::Quorum {
+            // Replicated across the cluster: a node loss loses no message.
+            pairs.push(("x-queue-type", text("quorum".into())));
+        }
+        table(pairs)
+    }
+
+    fn tier_args(&self, names: &Names, delay: Duration) -> FieldTable {
+        let mut pairs = vec![
+            // Queue-level TTL: every job in a tier waits the same time, so expiry is FIFO.
+            (
+                "x-message-ttl",
+                AMQPValue::LongLongInt(delay.as_millis() as i64),
+            ),
+            // Expired jobs go back to the deliveries exchange, hence `{ns}.deliver`.
+            ("x-dead-letter-exchange", text(names.deliveries())),
+            (
+                "x-dead-letter-routing-key",
+                text(JOB_ROUTING_KEY.to_string()),
+            ),
+        ];
+        if self.queue_type == QueueType::Quorum {
+            // Quorum queues dead-letter at-most-once by default; at-least-once
+            // keeps an expired job until `{ns}.deliver` has confirmed it, and
+            // requires reject-publish overflow.
+            pairs.push(("x-dead-letter-strategy", text("at-least-once".into())));
+            pairs.push(("x-overflow", text("reject-publish".into())));
+        }
+        self.queue_args(pairs)
+    }
+}
+
 /// Declares the whole topology; safe to repeat (same arguments every time).
-/// `retention` is the dead-letter stream's max age, applied when it is created.
-pub async fn declare(
-    conn: &Connection,
-    names: &Names,
-    schedule: &RetrySchedule,
-    retention: Duration,
-) -> lapin::Result<()> {
+pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> lapin::Result<()> {
     let ch = &conn.create_channel().await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -106,7 +154,7 @@ pub async fn declare(
     )
     .await?;
     for q in [names.ingest(), names.deliver(), names.rejected()] {
-        ch.queue_declare(q.into(), durable_queue(), FieldTable::default())
+        ch.queue_declare(q.into(), durable_queue(), spec.queue_args(Vec::new()))
             .await?;
     }
     // `#`: every event type is fanned out; unknown ones are rejected with a reason.
@@ -126,25 +174,13 @@ pub async fn declare(
         FieldTable::default(),
     )
     .await?;
-    for tier in schedule.distinct_tiers() {
-        let args = table(vec![
-            // Queue-level TTL: every job in a tier waits the same time, so expiry is FIFO.
-            (
-                "x-message-ttl",
-                AMQPValue::LongLongInt(tier.delay.as_millis() as i64),
-            ),
-            // Expired jobs go back to the deliveries exchange, hence `{ns}.deliver`.
-            ("x-dead-letter-exchange", text(names.deliveries())),
-            (
-                "x-dead-letter-routing-key",
-                text(JOB_ROUTING_KEY.to_string()),
-            ),
-        ]);
+    for tier in spec.schedule.distinct_tiers() {
+        let args = spec.tier_args(names, tier.delay);
         ch.queue_declare(names.retry(&tier.label).into(), durable_queue(), args)
             .await?;
     }
     super::close_channel(ch, "declared").await;
-    declare_dead_letter_stream(conn, names, retention).await
+    declare_dead_letter_stream(conn, names, spec.dead_letter_retention).await
 }
 
 /// The dead letters are a stream: consumers read from any offset without
