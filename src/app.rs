@@ -168,9 +168,12 @@ async fn session(
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let s = &w.settings;
-    let conn = broker::connect(&s.amqp_url.0, &format!("webhook-fanout {}", s.namespace))
-        .await
-        .context("cannot connect to RabbitMQ")?;
+    let name = format!("webhook-fanout {}", s.namespace);
+    // Shutdown must not wait for a broker that does not answer.
+    let conn = tokio::select! {
+        conn = broker::connect(&s.amqp_url.0, &name) => conn.context("cannot connect to RabbitMQ")?,
+        _ = token.cancelled() => return Ok(()),
+    };
     broker::declare(&conn, &w.names, &s.topology())
         .await
         .context("cannot declare topology")?;

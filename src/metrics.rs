@@ -24,7 +24,8 @@ pub enum OutcomeLabel {
 }
 
 impl OutcomeLabel {
-    fn as_str(self) -> &'static str {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::HttpError => "http_error",
@@ -274,7 +275,7 @@ impl Metrics {
         self.circuits_open.set(n as i64);
     }
 
-    /// `queue` (`ingest`, `deliver`, `rejected`, `dead`, `retry.<delay>`) holds `n` messages.
+    /// `queue` (`ingest`, `deliver`, `rejected`, `retry.<delay>`) holds `n` ready messages.
     pub fn set_queue_depth(&self, queue: &str, n: i64) {
         self.queue_depth.with_label_values(&[queue]).set(n);
     }

@@ -57,6 +57,8 @@ pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
         event_id = %job.event_id,
         webhook_id = %job.webhook_id,
         attempt = job.next_attempt(),
+        outcome = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
     );
     attempt(ctx, job).instrument(span).await
 }
@@ -123,6 +125,9 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             .await
     };
     let outcome = classify(&result.transport);
+    let span = tracing::Span::current();
+    span.record("duration_ms", result.duration.as_millis() as u64);
+    span.record("outcome", failure_label(&outcome));
     if endpoint.record(outcome == Outcome::Delivered) {
         ctx.metrics.set_open_circuits(ctx.endpoints.open_circuits());
     }
@@ -156,6 +161,13 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             tracing::warn!(error = %f.error, "target refused; dead-lettered");
             dead_letter(ctx, job, "target_refused").await
         }
+    }
+}
+
+fn failure_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Delivered => "success",
+        Outcome::Retry(f) | Outcome::GiveUp(f) => f.label.as_str(),
     }
 }
 

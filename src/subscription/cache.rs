@@ -116,7 +116,13 @@ impl SubscriptionCache {
         let channel = self.store.keys().changes();
         let mut backoff = crate::backoff::Backoff::default();
         while !token.is_cancelled() {
-            match self.subscribe(&redis_url, &channel).await {
+            let subscribed = tokio::select! {
+                _ = token.cancelled() => break,
+                r = tokio::time::timeout(Duration::from_secs(5), self.subscribe(&redis_url, &channel)) => {
+                    r.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))))
+                }
+            };
+            match subscribed {
                 Ok(mut pubsub) => {
                     backoff.reset();
                     self.clear();
