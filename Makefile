@@ -9,6 +9,7 @@ run: services build
 test: services lint
 	$(CARGO) test --all-targets --locked
 	scripts/api-fuzz.sh
+	scripts/check-deploy.sh
 
 services:
 	@scripts/ensure-services.sh

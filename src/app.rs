@@ -78,6 +78,8 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         catalogue.entries().iter().map(|e| e.event_type.as_str()),
         settings.delivery_timeout,
     ));
+    let tiers = settings.retry_schedule.distinct_tiers();
+    metrics.register_tiers(tiers.iter().map(|t| t.label.as_str()));
     let store = Store::connect(&settings.redis_url.0, &settings.namespace)
         .context("invalid WF_REDIS_URL")?
         .with_cipher(SecretCipher::new(

@@ -10,15 +10,19 @@
 //!             {ns}.deliveries ─► {ns}.deliver ─► delivery::handle_job
 //!                    ▲                            │ delivery::Signer, delivery::DeliveryClient
 //!                    │ TTL expiry                 │ delivery::classify ─► Delivered | Retry | GiveUp
-//!             {ns}.retry.<delay> ◄── retry::RetrySchedule::next ──┘ (or dead letter past max age)
+//!             {ns}.retry.<delay> ◄── retry::RetrySchedule::next ──┤
+//!                                                                 ▼ past max age, disabled webhook
+//!                                            dead_letter::park ─► {ns}.dead (stream) ─► list, replay, discard
 //! ```
 //!
 //! Modules, following the data: [`event`] (envelope, catalogue),
-//! [`subscription`] (Redis store, cache), [`broker`] (connection, topology,
-//! confirmed publisher), [`consume`] (the shared consumer loop), [`ingest`]
-//! (fan out), [`delivery`] (deliver: client, signing, outcome), [`retry`]
-//! (schedule retry), [`admin`] (HTTP API), [`metrics`], [`health`],
-//! [`config`], and [`app`] (wiring and shutdown order).
+//! [`subscription`] (Redis store, secret cipher, cache), [`broker`]
+//! (connection, topology, confirmed publisher, queue depths), [`consume`]
+//! (the shared consumer loop), [`ingest`] (fan out), [`delivery`] (deliver:
+//! client, signing, SSRF policy, endpoint caps and breakers, outcome, hand
+//! on), [`retry`] (the schedule), [`dead_letter`] (park, list, replay,
+//! discard), [`admin`] (HTTP API), [`metrics`], [`health`], [`backoff`],
+//! [`clock`], [`config`], and [`app`] (wiring and shutdown order).
 
 pub mod admin;
 pub mod app;

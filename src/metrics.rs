@@ -202,6 +202,13 @@ impl Metrics {
         for r in ["hit", "miss"] {
             m.cache_lookups.with_label_values(&[r]);
         }
+        // Series exist from the start, so rate() and alerts see zeros, not gaps.
+        for r in ["endpoint_saturated", "circuit_open"] {
+            m.jobs_deferred.with_label_values(&[r]);
+        }
+        for r in ["webhook_deleted", "invalid_job"] {
+            m.jobs_dropped.with_label_values(&[r]);
+        }
         m
     }
 
@@ -236,6 +243,13 @@ impl Metrics {
     /// A job was delivered `since_received` after its event first arrived.
     pub fn delivered_end_to_end(&self, since_received: Duration) {
         self.end_to_end.observe(since_received.as_secs_f64());
+    }
+
+    /// Creates the per-tier series at zero (tiers come from the schedule).
+    pub fn register_tiers<'a>(&self, tiers: impl IntoIterator<Item = &'a str>) {
+        for t in tiers {
+            self.retries_scheduled.with_label_values(&[t]);
+        }
     }
 
     /// A failed attempt was scheduled into delay tier `tier`.

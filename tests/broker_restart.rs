@@ -1,26 +1,31 @@
-//! RabbitMQ itself restarted under load (`rabbitmqctl stop_app` /
-//! `start_app`): durable queues and persistent messages come back, the
-//! service reconnects on its own, and every event is delivered.
+//! RabbitMQ faults during a stream of events: every connection forcibly
+//! closed (`rabbitmqctl close_all_connections`), then the broker app restarted
+//! (`stop_app` / `start_app`). Durable queues and persistent messages come
+//! back, the service reconnects on its own, and every event is delivered.
 //!
-//! Alone in its test binary because it stops the broker every test shares;
-//! cargo runs test binaries one after another.
+//! Alone in its test binary because it disturbs the broker every test shares
+//! (cargo runs test binaries one after another), and one test so its two
+//! faults do not overlap.
 
 mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::receiver::Receiver;
 use common::{Producer, TestService, eventually};
-use serde_json::json;
+
+const EVENTS: usize = 3_000;
 
 /// `rabbitmqctl` on this machine, or inside the Compose service.
 fn rabbitmqctl(args: &[&str]) {
     let local = ["/usr/sbin/rabbitmqctl", "rabbitmqctl"]
         .into_iter()
         .find(|c| Command::new(c).arg("--help").output().is_ok());
-    let status = match local {
+    let out = match local {
         Some(ctl) => Command::new(ctl).args(args).output(),
         None => Command::new("docker")
             .args(["compose", "exec", "-T", "rabbitmq", "rabbitmqctl"])
@@ -29,28 +34,62 @@ fn rabbitmqctl(args: &[&str]) {
     }
     .expect("rabbitmqctl (local or in the Compose service) is needed for this test");
     assert!(
-        status.status.success(),
+        out.status.success(),
         "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
+/// A producer that keeps publishing through broker faults: an unconfirmed
+/// event is published again on a new connection (at-least-once, as a real
+/// producer would).
+fn stream(ns: String, published: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut producer = None;
+        for n in 0..EVENTS {
+            loop {
+                if producer.is_none() {
+                    producer = Producer::try_connect(&ns).await.ok();
+                }
+                match &producer {
+                    Some(p)
+                        if p.try_event(&format!("ev-rr-{n}"), "app_rr", "item.refreshed")
+                            .await =>
+                    {
+                        break;
+                    }
+                    _ => {
+                        producer = None;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            published.store(n + 1, Ordering::SeqCst);
+        }
+    })
+}
+
+async fn reach(published: &AtomicUsize, n: usize) {
+    eventually(
+        Duration::from_secs(120),
+        "the stream to progress",
+        || async { (published.load(Ordering::SeqCst) >= n).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_restart_under_load_loses_nothing() {
+async fn connections_killed_and_the_broker_restarted_during_a_stream_lose_nothing() {
     let svc = TestService::start(&[("WF_RETRY_SCHEDULE", "200ms")]).await;
     let rx = Receiver::start(200).await;
     svc.webhook("app_rr", &rx.url("/rr"), &["item.refreshed"])
         .await;
-    let ids: Vec<String> = (0..200).map(|i| format!("ev-rr-{i}")).collect();
+    let published = Arc::new(AtomicUsize::new(0));
+    let producer = stream(svc.ns.clone(), published.clone());
 
-    let producer = Producer::connect(&svc.ns).await;
-    for id in &ids[..150] {
-        producer
-            .event(id, "app_rr", "item.refreshed", json!({}))
-            .await;
-    }
-    producer.close().await;
-    rx.wait_for("/rr", 1).await;
+    reach(&published, EVENTS / 4).await;
+    rabbitmqctl(&["close_all_connections", "fault test"]);
+    reach(&published, EVENTS / 2).await;
     rabbitmqctl(&["stop_app"]);
     eventually(
         Duration::from_secs(20),
@@ -61,23 +100,26 @@ async fn a_broker_restart_under_load_loses_nothing() {
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
     svc.wait_ready().await;
+    producer.await.unwrap();
 
-    let producer = Producer::connect(&svc.ns).await;
-    for id in &ids[150..] {
-        producer
-            .event(id, "app_rr", "item.refreshed", json!({}))
-            .await;
-    }
-    eventually(Duration::from_secs(60), "every event delivered", || async {
-        let got: HashSet<String> = rx
-            .at("/rr")
-            .iter()
-            .map(|r| r.header("webhook-id"))
-            .collect();
-        ids.iter().all(|id| got.contains(id)).then_some(())
-    })
+    let ids: Vec<String> = (0..EVENTS).map(|n| format!("ev-rr-{n}")).collect();
+    eventually(
+        Duration::from_secs(120),
+        "every event delivered",
+        || async {
+            let got: HashSet<String> = rx
+                .at("/rr")
+                .iter()
+                .map(|r| r.header("webhook-id"))
+                .collect();
+            ids.iter().all(|id| got.contains(id)).then_some(())
+        },
+    )
     .await;
-
-    producer.close().await;
+    let received = rx.at("/rr").len();
+    println!(
+        "{EVENTS} events through a connection kill and a broker restart: {received} deliveries, {} duplicates",
+        received - EVENTS
+    );
     svc.stop().await;
 }

@@ -63,7 +63,7 @@ async fn a_lost_broker_connection_is_reestablished_and_nothing_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_unreachable_deliveries_continue_and_writes_are_refused() {
+async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() {
     let proxy = Proxy::start(REDIS).await;
     let svc = TestService::start(&[("WF_REDIS_URL", &proxy.redis_url())]).await;
     let rx = Receiver::start(200).await;
@@ -75,12 +75,17 @@ async fn with_redis_unreachable_deliveries_continue_and_writes_are_refused() {
     rx.wait_for("/r", 1).await; // the subscription is now cached
 
     proxy.cut();
+    let outage = std::time::Instant::now();
     wait_readiness(&svc, false).await;
     let ids: Vec<String> = (1..=10).map(|i| format!("ev-r-{i}")).collect();
     for id in &ids {
         producer.event(id, "app_r", "item.created", json!({})).await;
     }
     all_delivered(&rx, "/r", &ids).await;
+    println!(
+        "10 events delivered {:?} into a Redis outage",
+        outage.elapsed()
+    );
     let create = json!({"url": rx.url("/new"), "events": ["item.created"]});
     let (s, b) = svc
         .call(
@@ -96,6 +101,12 @@ async fn with_redis_unreachable_deliveries_continue_and_writes_are_refused() {
         "{b}"
     );
 
+    // Hold the outage for 10 s in all (a fault's length, not a wait for a condition).
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
+    assert!(
+        !ready(&svc).await,
+        "still not ready at the end of the outage"
+    );
     proxy.restore();
     wait_readiness(&svc, true).await;
     let (s, list) = svc

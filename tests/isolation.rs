@@ -94,3 +94,50 @@ async fn a_failing_endpoint_is_short_circuited_until_a_probe_succeeds() {
     producer.close().await;
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_endpoint_keeps_its_latency_beside_one_hanging_30s() {
+    let svc = TestService::start(&[
+        ("WF_DELIVERY_TIMEOUT", "30s"),
+        ("WF_SHUTDOWN_TIMEOUT", "1s"),
+    ])
+    .await;
+    let hang = Receiver::start(0).await;
+    let ok = Receiver::start(200).await;
+    svc.webhook("app_l", &hang.url("/hang"), &["item.created"])
+        .await;
+    svc.webhook("app_l", &ok.url("/ok"), &["item.created"])
+        .await;
+    let producer = Producer::connect(&svc.ns).await;
+    let mut published = Vec::new();
+    for i in 0..200 {
+        producer
+            .event(&format!("ev-l-{i}"), "app_l", "item.created", json!({}))
+            .await;
+        published.push((format!("ev-l-{i}"), std::time::Instant::now()));
+        tokio::time::sleep(Duration::from_millis(10)).await; // a steady stream, ~100 events/s
+    }
+    let got = ok.wait_for("/ok", 200).await;
+    let mut latencies: Vec<Duration> = published
+        .iter()
+        .map(|(id, at)| {
+            got.iter()
+                .find(|r| &r.header("webhook-id") == id)
+                .unwrap()
+                .at
+                - *at
+        })
+        .collect();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    println!(
+        "healthy endpoint beside one hanging 30 s: publish-to-delivery p50 {:?}, p99 {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        p99,
+        latencies.last().unwrap()
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+
+    producer.close().await;
+    svc.stop().await;
+}

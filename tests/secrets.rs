@@ -79,6 +79,34 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
         )
     );
 
+    // Its next write seals it: the plaintext leaves Redis, the secret stays the same.
+    let (s, _) = svc
+        .call(
+            "PATCH",
+            "/v1/applications/app_e/webhooks/wh_legacy",
+            Some(common::OPERATOR),
+            Some(json!({"name": "migrated"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let raw: String = redis()
+        .await
+        .hget(format!("{}:webhooks:app_e", svc.ns), "wh_legacy")
+        .await
+        .unwrap();
+    assert!(raw.contains("enc:v1:") && !raw.contains("whsec_"), "{raw}");
+    producer
+        .event("ev-e2", "app_e", "item.created", json!({}))
+        .await;
+    let again = rx.wait_for("/legacy", 2).await.remove(1);
+    assert_eq!(
+        again.header("bridgeapi-signature"),
+        bridge(
+            "whsec_bGVnYWN5LXNlY3JldC1mb3ItdGVzdHMtMDEyMzQ1Njc=",
+            &again.body
+        )
+    );
+
     producer.close().await;
     svc.stop().await;
 }

@@ -57,12 +57,13 @@ async fn private_targets_are_refused_at_connect_time() {
         &format!("http://127.0.0.1:{port}/literal"),
     )
     .await;
+    plant(&svc, "wh_v6", &format!("http://[::1]:{port}/v6")).await;
 
     let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-x", "app_x", "item.created", json!({}))
         .await;
-    svc.metric_reaches("webhooks_dead_lettered_total", 2.0)
+    svc.metric_reaches("webhooks_dead_lettered_total", 3.0)
         .await;
     assert!(
         rx.received().is_empty(),
@@ -87,6 +88,10 @@ async fn private_targets_are_refused_at_connect_time() {
         "{reasons:?}"
     );
     assert!(
+        reasons.contains(&("wh_v6".into(), "target_refused".into())),
+        "{reasons:?}"
+    );
+    assert!(
         reasons.contains(&("wh_name".into(), "max_age_exceeded".into())),
         "{reasons:?}"
     );
@@ -102,5 +107,67 @@ async fn private_targets_are_refused_at_connect_time() {
     );
 
     producer.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_of_non_public_targets_is_refused_at_create() {
+    let svc = TestService::start(&[
+        ("WF_ALLOW_HTTP", "false"),
+        ("WF_ALLOW_PRIVATE_TARGETS", "false"),
+    ])
+    .await;
+    let refused = [
+        "https://127.0.0.1/",
+        "https://127.8.9.10/",
+        "https://10.0.0.1/",
+        "https://172.16.5.4/",
+        "https://192.168.1.1/",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://100.64.0.1/",
+        "https://0.0.0.0/",
+        "https://224.0.0.1/",
+        "https://255.255.255.255/",
+        "https://[::1]/",
+        "https://[::]/",
+        "https://[fd00::1]/",
+        "https://[fe80::1]/",
+        "https://[ff02::1]/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[::ffff:a9fe:a9fe]/",
+        "https://[64:ff9b::a00:1]/",
+        "https://localhost/",
+        "https://user:pw@1.1.1.1/",
+        "http://1.1.1.1/",
+    ];
+    for url in refused {
+        let body = json!({"url": url, "events": ["item.created"]});
+        let (s, b) = svc
+            .call(
+                "POST",
+                "/v1/applications/app_t/webhooks",
+                Some(common::OPERATOR),
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("invalid_url")),
+            "{url}: {b}"
+        );
+    }
+    let public = json!({"url": "https://1.1.1.1/hook", "events": ["item.created"]});
+    let (s, _) = svc
+        .call(
+            "POST",
+            "/v1/applications/app_t/webhooks",
+            Some(common::OPERATOR),
+            Some(public),
+        )
+        .await;
+    assert_eq!(
+        s, 201,
+        "a public address is accepted (nothing is sent to it)"
+    );
     svc.stop().await;
 }

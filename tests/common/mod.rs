@@ -305,6 +305,45 @@ impl Producer {
         }
     }
 
+    /// Connects, or says why not (the broker may be restarting).
+    pub async fn try_connect(ns: &str) -> Result<Producer, lapin::Error> {
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Producer {
+            conn,
+            channel,
+            exchange: Names::new(ns).events(),
+        })
+    }
+
+    /// Publishes an envelope and awaits the confirm; false if it was not confirmed.
+    pub async fn try_event(&self, id: &str, app: &str, event_type: &str) -> bool {
+        let envelope = json!({"id": id, "application_id": app, "type": event_type, "content": {}});
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let body = envelope.to_string();
+        let Ok(confirm) = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                event_type.into(),
+                options,
+                body.as_bytes(),
+                props,
+            )
+            .await
+        else {
+            return false;
+        };
+        matches!(confirm.await, Ok(lapin::Confirmation::Ack(None)))
+    }
+
     /// Publishes raw bytes with routing key `key`, persistent, and awaits the confirm.
     pub async fn raw(&self, key: &str, body: &[u8]) {
         let confirm = self
