@@ -35,6 +35,7 @@ struct Wiring {
     health: Arc<Health>,
     client: DeliveryClient,
     endpoints: Arc<Endpoints>,
+    dead_letters: Arc<DeadLetters>,
     names: Names,
 }
 
@@ -54,6 +55,7 @@ pub async fn run(
             .follow_changes(w.settings.redis_url.0.clone(), background.clone()),
     );
     let ping_task = tokio::spawn(watch_redis(w.clone(), background.clone()));
+    let dead_task = tokio::spawn(watch_dead_letters(w.clone(), background.clone()));
     let http_task = tokio::spawn(admin::serve(listener, admin_state(&w), background.clone()));
     let broker_task = tokio::spawn(broker_loop(w.clone(), work.clone()));
 
@@ -63,7 +65,7 @@ pub async fn run(
     work.cancel();
     let _ = broker_task.await;
     background.cancel();
-    let _ = tokio::join!(http_task, cache_task, ping_task);
+    let _ = tokio::join!(http_task, cache_task, ping_task, dead_task);
     tracing::info!("stopped");
     Ok(())
 }
@@ -103,6 +105,12 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
             },
         )),
         names: Names::new(&settings.namespace),
+        dead_letters: Arc::new(DeadLetters::new(
+            &settings.amqp_url.0,
+            Names::new(&settings.namespace),
+            store.clone(),
+            settings.dead_letter_retention,
+        )),
         catalogue: Arc::new(catalogue),
         health: Arc::new(Health::default()),
         metrics,
@@ -124,12 +132,7 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         },
         metrics: w.metrics.clone(),
         health: w.health.clone(),
-        dead_letters: Arc::new(DeadLetters::new(
-            &w.settings.amqp_url.0,
-            w.names.clone(),
-            w.store.clone(),
-            w.settings.dead_letter_retention,
-        )),
+        dead_letters: w.dead_letters.clone(),
     })
 }
 
@@ -140,6 +143,24 @@ async fn watch_redis(w: Arc<Wiring>, token: CancellationToken) {
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(if up { 2 } else { 1 })) => {}
+        }
+    }
+}
+
+/// `webhooks_queue_depth{queue="dead"}`, from api-role processes only (one
+/// stream read per refresh; the other roles need no extra connection for it).
+async fn watch_dead_letters(w: Arc<Wiring>, token: CancellationToken) {
+    if !w.settings.roles.api {
+        return;
+    }
+    loop {
+        match w.dead_letters.backlog().await {
+            Ok(n) => w.metrics.set_queue_depth("dead", n as i64),
+            Err(e) => tracing::debug!(error = %e, "dead letter backlog unavailable"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(broker::depth::DEPTH_INTERVAL) => {}
         }
     }
 }

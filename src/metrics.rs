@@ -289,7 +289,7 @@ impl Metrics {
         self.circuits_open.set(n as i64);
     }
 
-    /// `queue` (`ingest`, `deliver`, `rejected`, `retry.<delay>`) holds `n` ready messages.
+    /// `queue` (`ingest`, `deliver`, `rejected`, `retry.<delay>`, `dead`) holds `n` messages.
     pub fn set_queue_depth(&self, queue: &str, n: i64) {
         self.queue_depth.with_label_values(&[queue]).set(n);
     }

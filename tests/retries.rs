@@ -145,6 +145,8 @@ async fn listing_is_stable_then_replay_and_discard() {
         .await;
     let first = wait_dead_letters(&svc, 4).await;
     assert_eq!(first.len(), 4);
+    svc.metric_reaches(r#"webhooks_queue_depth{queue="dead"}"#, 4.0)
+        .await;
     let again = dead_letters(&svc, "").await["items"].clone();
     assert_eq!(json!(first), again, "listing twice shows the same items");
 

@@ -318,6 +318,12 @@ impl Store {
         Ok(ids.into_iter().collect())
     }
 
+    /// How many dead letter ids are recorded as settled.
+    pub async fn settled_dead_letter_count(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(conn.zcard(self.keys.dead_settled()).await?)
+    }
+
     /// Whether dead letter `id` was replayed or discarded.
     pub async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.pool.get().await?;
