@@ -1,0 +1,503 @@
+//! Shared parts of the benchmark programs: receivers that check deliveries,
+//! the service as child processes, publishers, and figures.
+#![allow(dead_code)]
+
+pub mod ceiling;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sha2::Sha256;
+
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS: &str = "redis://127.0.0.1:6379/0";
+const OPERATOR: &str = "bench-operator-token-0123456789";
+const TYPES: [&str; 4] = [
+    "item.refreshed",
+    "item.account.updated",
+    "payment.transaction.updated",
+    "transfer.updated",
+];
+
+/// One delivery as a receiver saw it.
+struct Receipt {
+    id: String,
+    at: Instant,
+}
+
+/// Local HTTP receivers that verify `BridgeApi-Signature` and record receipts.
+#[derive(Clone)]
+pub struct Receivers {
+    pub urls: Vec<String>,
+    pub secrets: Arc<Vec<OnceLock<String>>>,
+    receipts: Arc<Mutex<Vec<Receipt>>>,
+    count: Arc<AtomicUsize>,
+    bad: Arc<AtomicUsize>,
+}
+
+pub fn bridge(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(body);
+    format!("v1={}", hex::encode_upper(mac.finalize().into_bytes()))
+}
+
+impl Receivers {
+    pub async fn start(n: usize) -> Receivers {
+        let mut urls = Vec::new();
+        let secrets: Arc<Vec<OnceLock<String>>> =
+            Arc::new((0..n).map(|_| OnceLock::new()).collect());
+        let receipts = Arc::new(Mutex::new(Vec::new()));
+        let (count, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for i in 0..n {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            urls.push(format!(
+                "http://{}/hook",
+                listener.local_addr().expect("addr")
+            ));
+            let (secrets, receipts, count, bad) = (
+                secrets.clone(),
+                receipts.clone(),
+                count.clone(),
+                bad.clone(),
+            );
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (secrets, receipts, count, bad) = (
+                        secrets.clone(),
+                        receipts.clone(),
+                        count.clone(),
+                        bad.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let (secrets, receipts, count, bad) = (
+                                secrets.clone(),
+                                receipts.clone(),
+                                count.clone(),
+                                bad.clone(),
+                            );
+                            async move {
+                                let id = header(&req, "webhook-id");
+                                let signature = header(&req, "bridgeapi-signature");
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let at = Instant::now();
+                                let good = secrets[i]
+                                    .get()
+                                    .is_some_and(|s| bridge(s, &body) == signature);
+                                if !good {
+                                    bad.fetch_add(1, Ordering::Relaxed);
+                                }
+                                receipts.lock().expect("lock").push(Receipt { id, at });
+                                count.fetch_add(1, Ordering::Release);
+                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                            }
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        }
+        Receivers {
+            urls,
+            secrets,
+            receipts,
+            count,
+            bad,
+        }
+    }
+
+    pub fn bad(&self) -> usize {
+        self.bad.load(Ordering::Relaxed)
+    }
+
+    async fn wait_for(&self, n: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.count.load(Ordering::Acquire) < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} deliveries arrived",
+                self.count.load(Ordering::Acquire)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    fn take(&self) -> Vec<Receipt> {
+        self.count.store(0, Ordering::Release);
+        std::mem::take(&mut *self.receipts.lock().expect("lock"))
+    }
+}
+
+fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// One measured phase.
+pub struct Figures {
+    pub events: usize,
+    pub deliveries: usize,
+    pub elapsed: Duration,
+    latencies_ms: Vec<f64>,
+}
+
+impl Figures {
+    fn from(
+        published: &HashMap<String, Instant>,
+        receipts: Vec<Receipt>,
+        bad: &AtomicUsize,
+    ) -> Figures {
+        let first = published
+            .values()
+            .min()
+            .copied()
+            .unwrap_or_else(Instant::now);
+        let last = receipts.iter().map(|r| r.at).max().unwrap_or(first);
+        let mut latencies_ms: Vec<f64> = receipts
+            .iter()
+            .filter_map(|r| match published.get(&r.id) {
+                Some(t) => Some((r.at - *t).as_secs_f64() * 1000.0),
+                None => {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect();
+        latencies_ms.sort_by(f64::total_cmp);
+        Figures {
+            events: published.len(),
+            deliveries: receipts.len(),
+            elapsed: last - first,
+            latencies_ms,
+        }
+    }
+
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn deliveries_per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Latency percentile in ms (1.0 = max).
+    pub fn p(&self, q: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_ms.len() as f64 * q).ceil() as usize)
+            .clamp(1, self.latencies_ms.len());
+        self.latencies_ms[i - 1]
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{:>7.0} deliveries/s {:>6.0} events/s  latency p50 {:>6.1} ms p99 {:>7.1} ms max {:>7.1} ms",
+            self.deliveries_per_sec(),
+            self.events_per_sec(),
+            self.p(0.5),
+            self.p(0.99),
+            self.p(1.0)
+        )
+    }
+}
+
+/// Prints the median and the spread (min-max) of a figure over rounds.
+pub fn summary(what: &str, values: impl Iterator<Item = f64>) {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return;
+    }
+    let median = v[v.len() / 2];
+    let spread = (v[v.len() - 1] - v[0]) / median * 100.0;
+    println!(
+        "{what:<30} median {median:>9.1}  min {:>9.1}  max {:>9.1}  spread {spread:>5.1}%",
+        v[0],
+        v[v.len() - 1]
+    );
+}
+
+/// A ~400-byte envelope.
+pub fn envelope(id: &str, n: usize) -> (String, Vec<u8>) {
+    let t = TYPES[n % TYPES.len()];
+    let body = serde_json::json!({
+        "id": id, "application_id": "bench_app", "type": t, "timestamp": 1611681789,
+        "content": {"item_id": n, "status": 0, "user_uuid": "9a95b38f-f98b-417a-988b-9d0d584893e7",
+                    "account_id": 4_200_000 + n, "iban": "FR7630006000011234567890189", "currency": "EUR",
+                    "amount": "1234.56", "label": "Monthly subscription payment for services rendered",
+                    "reference": format!("REF-{n:012}")},
+    });
+    (t.to_string(), serde_json::to_vec(&body).expect("json"))
+}
+
+/// A confirmed publisher to an exchange (or queue via the default exchange).
+pub struct Publisher {
+    conn: Connection,
+    channel: lapin::Channel,
+    exchange: String,
+    routing: Option<String>,
+}
+
+impl Publisher {
+    pub async fn new(exchange: &str, routing: Option<&str>) -> anyhow::Result<Publisher> {
+        let conn = Connection::connect(AMQP, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Publisher {
+            conn,
+            channel,
+            exchange: exchange.to_string(),
+            routing: routing.map(str::to_string),
+        })
+    }
+
+    async fn send(&self, key: &str, body: &[u8]) -> anyhow::Result<lapin::PublisherConfirm> {
+        let routing = self.routing.as_deref().unwrap_or(key);
+        Ok(self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?)
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+}
+
+/// Publishes `n` events as fast as confirms allow; waits for 3 deliveries each.
+pub async fn publish_burst(ns: &str, receivers: &Receivers, n: usize) -> anyhow::Result<Figures> {
+    burst(
+        &Publisher::new(&format!("{ns}.events"), None).await?,
+        receivers,
+        n,
+    )
+    .await
+}
+
+/// Publishes through `publisher` (an exchange or a queue) as fast as confirms allow.
+pub async fn burst(
+    publisher: &Publisher,
+    receivers: &Receivers,
+    n: usize,
+) -> anyhow::Result<Figures> {
+    receivers.take();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut published = HashMap::with_capacity(n);
+    let mut confirms = Vec::with_capacity(1000);
+    for i in 0..n {
+        let id = format!("{run}-{i}");
+        let (key, body) = envelope(&id, i);
+        published.insert(id, Instant::now());
+        confirms.push(publisher.send(&key, &body).await?);
+        if confirms.len() == 1000 {
+            for c in futures_util::future::join_all(confirms.drain(..)).await {
+                anyhow::ensure!(c?.is_ack(), "nacked");
+            }
+        }
+    }
+    for c in futures_util::future::join_all(confirms.drain(..)).await {
+        anyhow::ensure!(c?.is_ack(), "nacked");
+    }
+    receivers.wait_for(n * receivers.urls.len()).await?;
+    Ok(Figures::from(&published, receivers.take(), &receivers.bad))
+}
+
+/// Publishes `n` events at `rate` per second (in 10 ms steps).
+pub async fn publish_paced(
+    ns: &str,
+    receivers: &Receivers,
+    n: usize,
+    rate: f64,
+) -> anyhow::Result<Figures> {
+    receivers.take();
+    let publisher = Publisher::new(&format!("{ns}.events"), None).await?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut published = HashMap::with_capacity(n);
+    let mut confirms = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let (mut sent, mut owed) = (0usize, 0f64);
+    while sent < n {
+        tick.tick().await;
+        owed += rate / 100.0;
+        while owed >= 1.0 && sent < n {
+            let id = format!("{run}-{sent}");
+            let (key, body) = envelope(&id, sent);
+            published.insert(id, Instant::now());
+            confirms.push(publisher.send(&key, &body).await?);
+            sent += 1;
+            owed -= 1.0;
+        }
+    }
+    for c in futures_util::future::join_all(confirms).await {
+        anyhow::ensure!(c?.is_ack(), "nacked");
+    }
+    receivers.wait_for(n * receivers.urls.len()).await?;
+    publisher.close().await;
+    Ok(Figures::from(&published, receivers.take(), &receivers.bad))
+}
+
+/// The service, as release-build child processes on one fresh namespace.
+pub struct ServiceProcess {
+    pub namespace: String,
+    children: Vec<Child>,
+    peak_rss: Vec<u64>,
+}
+
+impl ServiceProcess {
+    pub async fn start(processes: usize, receivers: &Receivers) -> anyhow::Result<ServiceProcess> {
+        let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/webhook-fanout");
+        anyhow::ensure!(
+            std::path::Path::new(bin).exists(),
+            "build it first: cargo build --release"
+        );
+        let namespace = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut children = Vec::new();
+        let mut api = String::new();
+        for _ in 0..processes {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            api = format!("http://127.0.0.1:{port}");
+            children.push(
+                Command::new(bin)
+                    .arg("serve")
+                    .env("WF_NAMESPACE", &namespace)
+                    .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                    .env("WF_ADMIN_TOKEN", OPERATOR)
+                    .env("WF_ALLOW_HTTP", "true")
+                    .env("WF_ALLOW_PRIVATE_TARGETS", "true")
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()?,
+            );
+            wait_ready(&api).await?;
+        }
+        let http = reqwest::Client::new();
+        for (i, url) in receivers.urls.iter().enumerate() {
+            let created: serde_json::Value = http
+                .post(format!("{api}/v1/applications/bench_app/webhooks"))
+                .bearer_auth(OPERATOR)
+                .body(serde_json::json!({"url": url, "events": TYPES}).to_string())
+                .send()
+                .await?
+                .json()
+                .await?;
+            let secret = created["secret"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("no secret: {created}"))?;
+            receivers.secrets[i]
+                .set(secret.to_string())
+                .expect("set once");
+        }
+        let peak_rss = vec![0; children.len()];
+        Ok(ServiceProcess {
+            namespace,
+            children,
+            peak_rss,
+        })
+    }
+
+    /// (peak RSS in bytes of the largest process, CPU seconds of all).
+    pub fn usage(&self) -> (u64, f64) {
+        let mut rss = 0;
+        let mut cpu = 0.0;
+        for c in &self.children {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap_or_default();
+            let hwm = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            rss = rss.max(hwm * 1024);
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+                + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            cpu += ticks / 100.0; // USER_HZ
+        }
+        let _ = &self.peak_rss;
+        (rss, cpu)
+    }
+
+    pub async fn stop(mut self) {
+        for c in &mut self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+        cleanup(&self.namespace).await;
+    }
+}
+
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            && r.status() == 200
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "service not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes a benchmark namespace's queues, exchanges and Redis keys.
+pub async fn cleanup(ns: &str) {
+    let names = webhook_fanout::broker::Names::new(ns);
+    if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = webhook_fanout::broker::delete(
+                &ch,
+                &names,
+                &webhook_fanout::retry::RetrySchedule::default(),
+            )
+            .await;
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
+    }
+    if let Ok(store) = webhook_fanout::subscription::Store::connect(REDIS, ns) {
+        let _ = store.delete_namespace().await;
+    }
+}

@@ -1,0 +1,94 @@
+//! Benchmark: end-to-end throughput and publish-to-receipt latency of the
+//! service (release binary, its own process) against the local RabbitMQ and
+//! Redis, with 3 webhooks on local hyper receivers that check every
+//! delivery's `Webhook-Id` and signature. `--ceiling` also measures, in the
+//! same run, a bare pipeline (producer -> queue -> consumer publishing 3 jobs
+//! with confirms -> consumer that signs and POSTs -> ack) and prints the
+//! service's figures as a ratio of it.
+//!
+//! cargo build --release && cargo run --release --example throughput -- --ceiling
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use clap::Parser;
+use support::{Figures, Receivers, ServiceProcess, ceiling, publish_burst, publish_paced, summary};
+
+#[derive(Parser)]
+struct Args {
+    /// Events per round (each goes to 3 webhooks).
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+    /// Rounds; the median and spread are printed.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Also measure the bare pipeline and print the ratio.
+    #[arg(long)]
+    ceiling: bool,
+    /// Service processes on the namespace.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let receivers = Receivers::start(3).await;
+    let service = ServiceProcess::start(args.processes, &receivers).await?;
+    let mut saturated = Vec::new();
+    let mut paced = Vec::new();
+    let mut bare = Vec::new();
+    for round in 1..=args.rounds {
+        let sat = publish_burst(&service.namespace, &receivers, args.events).await?;
+        println!("round {round}: saturation  {}", sat.line());
+        let rate = sat.events_per_sec() * 0.5;
+        let half = publish_paced(&service.namespace, &receivers, args.events / 2, rate).await?;
+        println!("round {round}: at {rate:.0} ev/s {}", half.line());
+        saturated.push(sat);
+        paced.push(half);
+        if args.ceiling {
+            let c = ceiling::run(&receivers, args.events).await?;
+            println!("round {round}: ceiling     {}", c.line());
+            bare.push(c);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (rss, cpu) = service.usage();
+    let deliveries: usize = saturated.iter().chain(&paced).map(|f| f.deliveries).sum();
+    println!();
+    println!("service processes: {}", args.processes);
+    summary(
+        "deliveries/s at saturation",
+        saturated.iter().map(Figures::deliveries_per_sec),
+    );
+    summary(
+        "events/s at saturation",
+        saturated.iter().map(Figures::events_per_sec),
+    );
+    summary("p50 ms at saturation", saturated.iter().map(|f| f.p(0.50)));
+    summary("p99 ms at saturation", saturated.iter().map(|f| f.p(0.99)));
+    summary("p50 ms at 50% rate", paced.iter().map(|f| f.p(0.50)));
+    summary("p99 ms at 50% rate", paced.iter().map(|f| f.p(0.99)));
+    summary("max ms at 50% rate", paced.iter().map(|f| f.p(1.0)));
+    if args.ceiling {
+        summary(
+            "ceiling deliveries/s",
+            bare.iter().map(Figures::deliveries_per_sec),
+        );
+        let ratios = saturated
+            .iter()
+            .zip(&bare)
+            .map(|(s, c)| s.deliveries_per_sec() / c.deliveries_per_sec());
+        summary("service / ceiling", ratios);
+    }
+    println!("service peak RSS: {:.1} MiB", rss as f64 / 1024.0 / 1024.0);
+    println!(
+        "service CPU: {:.2} s per 1,000 deliveries ({deliveries} deliveries)",
+        cpu / deliveries as f64 * 1000.0
+    );
+    println!("bad signatures or unknown ids: {}", receivers.bad());
+    service.stop().await;
+    Ok(())
+}
