@@ -89,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
         cpu / deliveries as f64 * 1000.0
     );
     println!("bad signatures or unknown ids: {}", receivers.bad());
+    for line in service.detours().await {
+        println!("detour (last process): {line}");
+    }
     service.stop().await;
     Ok(())
 }

@@ -94,11 +94,12 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     Ok(Wiring {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, policy),
-        // An origin may hold at most a quarter of the prefetch window (in
-        // flight plus waiting); beyond that its jobs wait in a delay tier.
+        // An origin may hold at most three quarters of the prefetch window
+        // (in flight plus waiting, each wait bounded), so a quarter always
+        // stays free for the others; beyond that its jobs are parked.
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,
-            (settings.delivery_concurrency / 4).saturating_sub(settings.endpoint_concurrency),
+            (settings.delivery_concurrency * 3 / 4).saturating_sub(settings.endpoint_concurrency),
             BreakerConfig {
                 threshold: settings.breaker_threshold,
                 cooldown: settings.breaker_cooldown,

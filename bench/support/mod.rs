@@ -237,8 +237,9 @@ pub fn summary(what: &str, values: impl Iterator<Item = f64>) {
     }
     let median = v[v.len() / 2];
     let spread = (v[v.len() - 1] - v[0]) / median * 100.0;
+    let digits = if median.abs() < 10.0 { 3 } else { 1 };
     println!(
-        "{what:<30} median {median:>9.1}  min {:>9.1}  max {:>9.1}  spread {spread:>5.1}%",
+        "{what:<30} median {median:>9.digits$}  min {:>9.digits$}  max {:>9.digits$}  spread {spread:>5.1}%",
         v[0],
         v[v.len() - 1]
     );
@@ -374,6 +375,7 @@ pub async fn publish_paced(
 /// The service, as release-build child processes on one fresh namespace.
 pub struct ServiceProcess {
     pub namespace: String,
+    api: String,
     children: Vec<Child>,
     peak_rss: Vec<u64>,
 }
@@ -427,6 +429,7 @@ impl ServiceProcess {
         let peak_rss = vec![0; children.len()];
         Ok(ServiceProcess {
             namespace,
+            api,
             children,
             peak_rss,
         })
@@ -457,6 +460,24 @@ impl ServiceProcess {
         }
         let _ = &self.peak_rss;
         (rss, cpu)
+    }
+
+    /// The non-zero deferral, retry and drop counters of the last process.
+    pub async fn detours(&self) -> Vec<String> {
+        let text = match reqwest::get(format!("{}/metrics", self.api)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return Vec::new(),
+        };
+        let wanted = [
+            "webhooks_jobs_deferred_total{",
+            "webhooks_retries_scheduled_total{",
+            "webhooks_jobs_dropped_total{",
+            "webhooks_events_duplicate_total ",
+        ];
+        text.lines()
+            .filter(|l| wanted.iter().any(|p| l.starts_with(p)) && !l.ends_with(" 0"))
+            .map(str::to_string)
+            .collect()
     }
 
     pub async fn stop(mut self) {

@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// A job waiting for its origin's slot gives up (and is parked) when the
+/// origin finished no delivery for this long: a hanging receiver does not
+/// hold the window, a busy but answering one keeps its queue.
+pub const SLOT_WAIT: Duration = Duration::from_millis(250);
+/// The longest any job waits for a slot, however busy the origin.
+pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(5);
+
 /// Circuit breaker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerConfig {
@@ -86,6 +93,8 @@ impl Breaker {
 /// One callback origin's limits.
 pub struct Endpoint {
     permits: Arc<Semaphore>,
+    // When this origin last finished an attempt, for `slot`'s progress check.
+    last_done: Mutex<Instant>,
     queued: AtomicUsize,
     max_queued: usize,
     breaker: Mutex<Breaker>,
@@ -103,6 +112,7 @@ impl Endpoint {
 
     /// Records an attempt's result; true when the circuit opened or closed.
     pub fn record(&self, success: bool) -> bool {
+        *self.last_done.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         b.record(success, Instant::now(), self.config)
     }
@@ -125,9 +135,12 @@ impl Endpoint {
             .is_open()
     }
 
-    /// A delivery slot for this origin. Waits while the origin has few jobs
-    /// queued; `None` when it already holds its share of the prefetch window
-    /// (the caller parks the job in a delay tier so the window stays free).
+    /// A delivery slot for this origin. A job waits for one while the origin
+    /// keeps finishing attempts: at most `max_queued` jobs wait, each until
+    /// the origin stalls for `SLOT_WAIT` or `MAX_SLOT_WAIT` passes.
+    /// `None` means the origin is saturated: the caller parks the job in a
+    /// delay tier, so a slow origin never holds more than its share of the
+    /// prefetch window for long, while a fast one absorbs bursts in memory.
     pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Some(p);
@@ -136,7 +149,22 @@ impl Endpoint {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let permit = self.permits.clone().acquire_owned().await.ok();
+        let started = Instant::now();
+        let permit = loop {
+            let wait = tokio::time::timeout(SLOT_WAIT, self.permits.clone().acquire_owned()).await;
+            if let Ok(p) = wait {
+                break p.ok();
+            }
+            let stalled = self
+                .last_done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                >= SLOT_WAIT;
+            if stalled || started.elapsed() >= MAX_SLOT_WAIT {
+                break None;
+            }
+        };
         self.queued.fetch_sub(1, Ordering::AcqRel);
         permit
     }
@@ -170,6 +198,7 @@ impl Endpoints {
             .or_insert_with(|| {
                 Arc::new(Endpoint {
                     permits: Arc::new(Semaphore::new(self.concurrency)),
+                    last_done: Mutex::new(Instant::now()),
                     queued: AtomicUsize::new(0),
                     max_queued: self.max_queued,
                     breaker: Mutex::new(Breaker::Closed { failures: 0 }),
