@@ -37,23 +37,12 @@ async fn alerts_and_dashboards_use_only_exported_metrics() {
         "queue depths",
         || async {
             (svc.metric(r#"webhooks_queue_depth{queue="ingest"}"#).await == 0.0
-                && reqwest::get(format!("{}/metrics", svc.base))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?
-                    .contains("webhooks_queue_depth"))
+                && svc.metrics_text().await.contains("webhooks_queue_depth"))
             .then_some(())
         },
     )
     .await;
-    let text = reqwest::get(format!("{}/metrics", svc.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.metrics_text().await;
     let exported: BTreeSet<String> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -85,24 +85,14 @@ async fn counters_match_a_scripted_run() {
         "one lookup per event and per attempt: {lookups}"
     );
     eventually(Duration::from_secs(15), "queue depths reported", || async {
-        let text = reqwest::get(format!("{}/metrics", svc.base))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = svc.metrics_text().await;
         (text.contains(r#"webhooks_queue_depth{queue="ingest"} 0"#)
             && text.contains(r#"webhooks_queue_depth{queue="retry.200ms"}"#))
         .then_some(())
     })
     .await;
 
-    let text = reqwest::get(format!("{}/metrics", svc.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.metrics_text().await;
     for unbounded in ["app_metrics_7f", "127.0.0.1", "ev-m-", "wh_"] {
         assert!(!text.contains(unbounded), "`{unbounded}` in a metric label");
     }

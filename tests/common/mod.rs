@@ -205,22 +205,21 @@ impl TestService {
     /// The value of one metric sample, e.g. `webhooks_jobs_enqueued_total` or
     /// `webhooks_deliveries_total{outcome="success"}`; 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
+        self.metrics_text()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| {
                 l.strip_prefix(sample)
                     .and_then(|rest| rest.strip_prefix(' '))
             })
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0.0)
+    }
+
+    /// The whole `/metrics` exposition.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.base)).send().await;
+        response.unwrap().text().await.unwrap()
     }
 
     /// Waits until `sample` reaches at least `value`.
