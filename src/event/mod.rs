@@ -3,8 +3,8 @@
 
 mod catalogue;
 mod envelope;
+mod minify;
 
 pub use catalogue::{Catalogue, CatalogueEntry, TEST_EVENT, TEST_EVENT_BODY};
-pub use envelope::{
-    Event, MAX_ENVELOPE_BYTES, RejectReason, Rejection, is_valid_application_id, minify_json,
-};
+pub use envelope::{Event, MAX_ENVELOPE_BYTES, RejectReason, Rejection, is_valid_application_id};
+pub use minify::minify_json;
