@@ -16,14 +16,12 @@ use crate::broker::{self, ConfirmedPublisher, Names};
 use crate::config::Settings;
 use crate::consume;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::{
-    self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints, TargetPolicy,
-};
+use crate::delivery::{self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints};
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
-use crate::subscription::{SecretCipher, Store, SubscriptionCache};
+use crate::subscription::{Store, SubscriptionCache};
 
 /// The components shared by every task of one process.
 struct Wiring {
@@ -82,18 +80,10 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     ));
     let tiers = settings.retry_schedule.distinct_tiers();
     metrics.register_tiers(tiers.iter().map(|t| t.label.as_str()));
-    let store = Store::connect(&settings.redis_url.0, &settings.namespace)
-        .context("invalid WF_REDIS_URL")?
-        .with_cipher(SecretCipher::new(
-            settings.secret_key.as_ref().map(|k| &k.0),
-        ));
-    let policy = TargetPolicy {
-        allow_http: settings.allow_http,
-        allow_private: settings.allow_private_targets,
-    };
+    let store = Store::for_settings(&settings).context("invalid WF_REDIS_URL")?;
     Ok(Wiring {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
-        client: DeliveryClient::new(settings.delivery_timeout, policy),
+        client: DeliveryClient::new(settings.delivery_timeout, settings.target_policy()),
         // An origin may hold at most three quarters of the prefetch window
         // (in flight plus waiting, each wait bounded), so a quarter always
         // stays free for the others; beyond that its jobs are parked.
@@ -127,10 +117,7 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         store: w.store.clone(),
         catalogue: w.catalogue.clone(),
         client: w.client.clone(),
-        policy: TargetPolicy {
-            allow_http: w.settings.allow_http,
-            allow_private: w.settings.allow_private_targets,
-        },
+        policy: w.settings.target_policy(),
         metrics: w.metrics.clone(),
         health: w.health.clone(),
         dead_letters: w.dead_letters.clone(),

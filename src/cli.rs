@@ -2,11 +2,9 @@
 
 use anyhow::Context;
 use clap::Args;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation};
 use tokio_util::sync::CancellationToken;
 use webhook_fanout::Settings;
-use webhook_fanout::broker::{self, Names};
+use webhook_fanout::broker::{self, ConfirmedPublisher, Names, Outgoing, PublishError};
 
 /// `webhook-fanout publish`: publish one event, as a producer would.
 #[derive(Args)]
@@ -40,40 +38,32 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
     let conn = broker::connect(&settings.amqp_url.0, "webhook-fanout publish")
         .await
         .context("cannot connect to RabbitMQ (WF_AMQP_URL)")?;
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let publisher = ConfirmedPublisher::open(&conn).await?;
     let exchange = Names::new(&settings.namespace).events();
-    let confirm = channel
-        .basic_publish(
-            exchange.as_str().into(),
-            args.event_type.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            envelope.to_string().as_bytes(),
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(id.as_str().into()),
-        )
-        .await
-        .with_context(|| {
-            format!("cannot publish to {exchange} (is the service started once to declare it?)")
-        })?
-        .await?;
+    let payload = envelope.to_string();
+    let published = publisher
+        .publish(Outgoing {
+            exchange: &exchange,
+            routing_key: &args.event_type,
+            payload: payload.as_bytes(),
+            headers: None,
+            message_id: Some(&id),
+        })
+        .await;
+    publisher.close().await;
     broker::close_connection(&conn, "published").await;
-    match confirm {
-        Confirmation::Ack(None) => {
+    match published {
+        Ok(()) => {
             println!("published event {id} to {exchange}");
             Ok(())
         }
-        Confirmation::Ack(Some(_)) => {
+        Err(PublishError::Returned) => {
             anyhow::bail!("{exchange} routed the event nowhere: start the service first")
         }
-        _ => anyhow::bail!("RabbitMQ refused the event"),
+        Err(PublishError::Nacked) => anyhow::bail!("RabbitMQ refused the event"),
+        Err(e @ PublishError::Broker(_)) => Err(anyhow::Error::new(e)).with_context(|| {
+            format!("cannot publish to {exchange} (is the service started once to declare it?)")
+        }),
     }
 }
 

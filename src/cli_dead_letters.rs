@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use webhook_fanout::Settings;
 use webhook_fanout::broker::Names;
 use webhook_fanout::dead_letter::{DeadLetter, DeadLetters, Filter};
-use webhook_fanout::subscription::{SecretCipher, Store};
+use webhook_fanout::subscription::Store;
 
 /// Filters shared by `list` and `replay --all`.
 #[derive(Args, Clone, Default)]
@@ -77,11 +77,7 @@ pub enum DeadLetterCommand {
 
 /// Runs one dead-letter subcommand against RabbitMQ and Redis directly.
 pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Result<()> {
-    let store = Store::connect(&settings.redis_url.0, &settings.namespace)
-        .context("invalid WF_REDIS_URL")?
-        .with_cipher(SecretCipher::new(
-            settings.secret_key.as_ref().map(|k| &k.0),
-        ));
+    let store = Store::for_settings(settings).context("invalid WF_REDIS_URL")?;
     let dead = DeadLetters::new(
         &settings.amqp_url.0,
         Names::new(&settings.namespace),

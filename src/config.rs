@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::broker::{QueueType, TopologySpec};
+use crate::delivery::TargetPolicy;
 use crate::retry::RetrySchedule;
 
 /// A value that must never reach a log line: `Debug` prints a placeholder.
@@ -108,6 +109,14 @@ impl Settings {
             schedule: self.retry_schedule.clone(),
             dead_letter_retention: self.dead_letter_retention,
             queue_type: self.queue_type,
+        }
+    }
+
+    /// The callback URL rules (`WF_ALLOW_HTTP`, `WF_ALLOW_PRIVATE_TARGETS`).
+    pub fn target_policy(&self) -> TargetPolicy {
+        TargetPolicy {
+            allow_http: self.allow_http,
+            allow_private: self.allow_private_targets,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -19,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, for validation errors.
     pub field: Option<&'static str>,
+    /// The methods a 405 allows, sent as the `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,6 +32,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            allow: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl ApiError {
             code,
             message: format!("{field}: {}", message.into()),
             field: Some(field),
+            allow: None,
         }
     }
 
@@ -65,13 +70,30 @@ impl ApiError {
         )
     }
 
+    /// 405, naming the allowed methods in the message and the `Allow` header.
+    pub fn method_not_allowed(allowed: &'static str) -> Self {
+        ApiError {
+            allow: Some(allowed),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("method not allowed; allowed: {allowed}"),
+            )
+        }
+    }
+
     /// The JSON response.
     pub fn response(&self) -> Response<Full<Bytes>> {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
-        super::router::json_response(self.status, &json!({ "error": error }))
+        let mut r = super::router::json_response(self.status, &json!({ "error": error }));
+        if let Some(allow) = self.allow {
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        r
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -61,37 +61,7 @@ pub fn no_content() -> Response<Full<Bytes>> {
 
 /// Handles one request.
 pub async fn route(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match dispatch(&state, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            let mut r = e.response();
-            if e.status == StatusCode::METHOD_NOT_ALLOWED {
-                r.headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static(allowed_hint(&e.message)));
-            }
-            r
-        }
-    }
-}
-
-fn allowed_hint(message: &str) -> &'static str {
-    // The 405 message lists the allowed methods; keep the header consistent.
-    match message.rsplit_once(": ") {
-        Some((_, "GET")) => "GET",
-        Some((_, "POST")) => "POST",
-        Some((_, "GET, POST")) => "GET, POST",
-        Some((_, "GET, PATCH, DELETE")) => "GET, PATCH, DELETE",
-        Some((_, "GET, DELETE")) => "GET, DELETE",
-        _ => "GET",
-    }
-}
-
-fn method_not_allowed(allowed: &'static str) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("method not allowed; allowed: {allowed}"),
-    )
+    dispatch(&state, req).await.unwrap_or_else(|e| e.response())
 }
 
 async fn dispatch(
@@ -115,7 +85,7 @@ fn only(method: &Method, expected: Method, allowed: &'static str) -> Result<(), 
     if *method == expected {
         Ok(())
     } else {
-        Err(method_not_allowed(allowed))
+        Err(ApiError::method_not_allowed(allowed))
     }
 }
 
@@ -159,13 +129,13 @@ async fn api(
         ["applications", app, "webhooks"] => match m {
             Method::GET => webhooks::list(state, &principal, app).await,
             Method::POST => webhooks::create(state, &principal, app, req.into_body()).await,
-            _ => Err(method_not_allowed("GET, POST")),
+            _ => Err(ApiError::method_not_allowed("GET, POST")),
         },
         ["applications", app, "webhooks", id] => match m {
             Method::GET => webhooks::get(state, &principal, app, id).await,
             Method::PATCH => webhooks::update(state, &principal, app, id, req.into_body()).await,
             Method::DELETE => webhooks::delete(state, &principal, app, id).await,
-            _ => Err(method_not_allowed("GET, PATCH, DELETE")),
+            _ => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
         },
         ["applications", app, "webhooks", id, action] => {
             only(&m, Method::POST, "POST")?;
@@ -186,7 +156,7 @@ async fn api(
         ["dead-letters", id] => match m {
             Method::GET => dead_letters::show(state, &principal, id).await,
             Method::DELETE => dead_letters::discard(state, &principal, id).await,
-            _ => Err(method_not_allowed("GET, DELETE")),
+            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
         },
         ["dead-letters", id, "replay"] => {
             only(&m, Method::POST, "POST")?;

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::request::{Fields, read_fields};
 use super::router::{AdminState, authorize, json_response, no_content};
 use crate::clock;
-use crate::delivery::{AttemptResult, Signer, Transport};
+use crate::delivery::{AttemptResult, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::subscription::{StoredSecret, TokenRecord, Webhook, new_secret};
 
@@ -195,7 +195,7 @@ pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> R
 
 fn test_report(result: &AttemptResult) -> serde_json::Value {
     let (delivered, status, error) = match &crate::delivery::classify(&result.transport) {
-        crate::delivery::Outcome::Delivered => (true, status_of(&result.transport), None),
+        crate::delivery::Outcome::Delivered => (true, result.transport.status(), None),
         crate::delivery::Outcome::Retry(f) | crate::delivery::Outcome::GiveUp(f) => {
             (false, f.status, Some(f.error.clone()))
         }
@@ -206,13 +206,6 @@ fn test_report(result: &AttemptResult) -> serde_json::Value {
         "error": error,
         "duration_ms": result.duration.as_millis() as u64,
     })
-}
-
-fn status_of(t: &Transport) -> Option<u16> {
-    match t {
-        Transport::Response { status, .. } => Some(*status),
-        _ => None,
-    }
 }
 
 async fn find(state: &AdminState, app: &str, id: &str) -> Result<Webhook, ApiError> {

@@ -40,6 +40,16 @@ pub enum Transport {
     Refused(String),
 }
 
+impl Transport {
+    /// The HTTP status, if a response came back.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Transport::Response { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// One attempt's result and duration.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {

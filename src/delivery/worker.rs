@@ -177,13 +177,9 @@ fn record(
     failure: Option<&Failure>,
     duration: Duration,
 ) -> AttemptRecord {
-    let status = match transport {
-        Transport::Response { status, .. } => Some(*status),
-        _ => None,
-    };
     AttemptRecord {
         at_ms,
-        status,
+        status: transport.status(),
         error: failure.map(|f| f.error.clone()),
         duration_ms: duration.as_millis() as u64,
     }

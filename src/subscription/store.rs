@@ -138,6 +138,16 @@ impl Store {
         })
     }
 
+    /// The store of `settings`' Redis and namespace, sealing secrets with
+    /// `WF_SECRET_KEY` when it is set.
+    pub fn for_settings(
+        settings: &crate::Settings,
+    ) -> Result<Self, deadpool_redis::CreatePoolError> {
+        let key = settings.secret_key.as_ref().map(|k| &k.0);
+        Ok(Self::connect(&settings.redis_url.0, &settings.namespace)?
+            .with_cipher(SecretCipher::new(key)))
+    }
+
     /// Seals webhook secrets with `cipher` from now on (`WF_SECRET_KEY`).
     pub fn with_cipher(mut self, cipher: SecretCipher) -> Self {
         self.cipher = cipher;
