@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::receiver::Receiver;
-use common::{OPERATOR, Producer, eventually, namespace};
+use common::{OPERATOR, Producer, binary, eventually, namespace};
 use serde_json::{Value, json};
 
 struct Binary {
@@ -15,50 +15,11 @@ struct Binary {
     base: String,
 }
 
-fn env(ns: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = [
-        ("WF_NAMESPACE", ns),
-        ("WF_ADMIN_TOKEN", OPERATOR),
-        ("WF_ALLOW_HTTP", "true"),
-        ("WF_ALLOW_PRIVATE_TARGETS", "true"),
-        ("WF_SHUTDOWN_TIMEOUT", "5s"),
-        ("RUST_LOG", "warn"),
-        ("WF_CIRCUIT_BREAKER_THRESHOLD", "10000"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    vars.push(("WF_AMQP_URL".into(), common::amqp_url()));
-    vars.push(("WF_REDIS_URL".into(), common::redis_url()));
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    vars
-}
-
 async fn spawn(ns: &str, extra: &[(&str, &str)]) -> Binary {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
-        .arg("serve")
-        .envs(env(ns, extra))
-        .env("WF_HTTP_ADDR", &addr)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(20),
-        "the binary to be ready",
-        || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await;
+    let port = binary::free_port();
+    let child = binary::spawn(ns, port, extra, Stdio::inherit());
+    let base = format!("http://127.0.0.1:{port}");
+    binary::wait_ready(&base).await;
     Binary { child, base }
 }
 
@@ -81,15 +42,13 @@ async fn metric(base: &str, sample: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    binary::sample(&text, sample)
 }
 
 fn cli(ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
         .args(args)
-        .envs(env(ns, &[]))
+        .envs(binary::env(ns, &[]))
         .output()
         .unwrap();
     (

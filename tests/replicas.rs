@@ -4,11 +4,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, eventually, namespace};
+use common::{OPERATOR, Producer, TestService, binary, eventually, namespace};
 use rand::Rng;
 use serde_json::json;
 
@@ -53,29 +53,8 @@ async fn two_replicas_share_the_work_and_fan_out_each_event_once() {
 }
 
 fn spawn(ns: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
-        .arg("serve")
-        .env("WF_NAMESPACE", ns)
-        .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("WF_ADMIN_TOKEN", OPERATOR)
-        .env("WF_ALLOW_HTTP", "true")
-        .env("WF_ALLOW_PRIVATE_TARGETS", "true")
-        .env("WF_RETRY_SCHEDULE", "500ms")
-        .env("WF_AMQP_URL", common::amqp_url())
-        .env("WF_REDIS_URL", common::redis_url())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let extra = [("WF_RETRY_SCHEDULE", "500ms"), ("RUST_LOG", "error")];
+    binary::spawn(ns, port, &extra, Stdio::null())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,23 +63,11 @@ async fn sigkill_twice_during_a_stream_of_5000_events_loses_nothing() {
     println!("seed {seed}");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let ns = namespace();
-    let ports = [free_port(), free_port()];
+    let ports = [binary::free_port(), binary::free_port()];
     let mut procs = [spawn(&ns, ports[0]), spawn(&ns, ports[1])];
     let http = reqwest::Client::new();
-    let ready = |port: u16| {
-        let http = http.clone();
-        async move {
-            eventually(Duration::from_secs(20), "replica ready", || async {
-                let r = http
-                    .get(format!("http://127.0.0.1:{port}/readyz"))
-                    .send()
-                    .await
-                    .ok()?;
-                (r.status() == 200).then_some(())
-            })
-            .await
-        }
-    };
+    let ready =
+        |port: u16| async move { binary::wait_ready(&format!("http://127.0.0.1:{port}")).await };
     ready(ports[0]).await;
     ready(ports[1]).await;
     let receivers = [Receiver::start(200).await, Receiver::start(200).await];

@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::receiver::Receiver;
 use common::sign::bridge;
-use common::{OPERATOR, Producer, TestService, eventually, namespace};
+use common::{OPERATOR, Producer, TestService, binary, namespace};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -114,37 +113,20 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
     let ns = namespace();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = binary::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let log_path = std::env::temp_dir().join(format!("{ns}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
-        .arg("serve")
-        .env("WF_NAMESPACE", &ns)
-        .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("WF_ADMIN_TOKEN", OPERATOR)
-        .env("WF_ALLOW_HTTP", "true")
-        .env("WF_ALLOW_PRIVATE_TARGETS", "true")
-        .env("WF_SECRET_KEY", STANDARD.encode([5u8; 32]))
-        .env("WF_RETRY_SCHEDULE", "100ms")
-        .env("WF_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .env("WF_AMQP_URL", common::amqp_url())
-        .env("WF_REDIS_URL", common::redis_url())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let key = STANDARD.encode([5u8; 32]);
+    let extra = [
+        ("WF_SECRET_KEY", key.as_str()),
+        ("WF_RETRY_SCHEDULE", "100ms"),
+        ("WF_LOG_FORMAT", "json"),
+        ("RUST_LOG", "debug"),
+    ];
+    let mut child = binary::spawn(&ns, port, &extra, log.into());
+    binary::wait_ready(&base).await;
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(20), "ready", || async {
-        let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
     let call = |method: &str, path: &str, token: &str, body: Option<serde_json::Value>| {
         let mut req = http
             .request(method.parse().unwrap(), format!("{base}{path}"))

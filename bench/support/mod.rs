@@ -42,10 +42,38 @@ struct Receipt {
 #[derive(Clone)]
 pub struct Receivers {
     pub urls: Vec<String>,
-    pub secrets: Arc<Vec<OnceLock<String>>>,
-    receipts: Arc<Mutex<Vec<Receipt>>>,
-    count: Arc<AtomicUsize>,
-    bad: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// What every receiver task shares.
+struct Shared {
+    secrets: Vec<OnceLock<String>>,
+    receipts: Mutex<Vec<Receipt>>,
+    count: AtomicUsize,
+    bad: AtomicUsize,
+}
+
+impl Shared {
+    /// Records one delivery to receiver `i`, checking its signature.
+    async fn receive(&self, i: usize, req: Request<hyper::body::Incoming>) {
+        let id = header(&req, "webhook-id");
+        let signature = header(&req, "bridgeapi-signature");
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let at = Instant::now();
+        let good = self.secrets[i]
+            .get()
+            .is_some_and(|s| bridge(s, &body) == signature);
+        if !good {
+            self.bad.fetch_add(1, Ordering::Relaxed);
+        }
+        self.receipts.lock().expect("lock").push(Receipt { id, at });
+        self.count.fetch_add(1, Ordering::Release);
+    }
 }
 
 pub fn bridge(secret: &str, body: &[u8]) -> String {
@@ -56,11 +84,13 @@ pub fn bridge(secret: &str, body: &[u8]) -> String {
 
 impl Receivers {
     pub async fn start(n: usize) -> Receivers {
+        let shared = Arc::new(Shared {
+            secrets: (0..n).map(|_| OnceLock::new()).collect(),
+            receipts: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            bad: AtomicUsize::new(0),
+        });
         let mut urls = Vec::new();
-        let secrets: Arc<Vec<OnceLock<String>>> =
-            Arc::new((0..n).map(|_| OnceLock::new()).collect());
-        let receipts = Arc::new(Mutex::new(Vec::new()));
-        let (count, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         for i in 0..n {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -69,76 +99,40 @@ impl Receivers {
                 "http://{}/hook",
                 listener.local_addr().expect("addr")
             ));
-            let (secrets, receipts, count, bad) = (
-                secrets.clone(),
-                receipts.clone(),
-                count.clone(),
-                bad.clone(),
-            );
+            let shared = shared.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    let (secrets, receipts, count, bad) = (
-                        secrets.clone(),
-                        receipts.clone(),
-                        count.clone(),
-                        bad.clone(),
-                    );
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (secrets, receipts, count, bad) = (
-                                secrets.clone(),
-                                receipts.clone(),
-                                count.clone(),
-                                bad.clone(),
-                            );
-                            async move {
-                                let id = header(&req, "webhook-id");
-                                let signature = header(&req, "bridgeapi-signature");
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let at = Instant::now();
-                                let good = secrets[i]
-                                    .get()
-                                    .is_some_and(|s| bridge(s, &body) == signature);
-                                if !good {
-                                    bad.fetch_add(1, Ordering::Relaxed);
-                                }
-                                receipts.lock().expect("lock").push(Receipt { id, at });
-                                count.fetch_add(1, Ordering::Release);
-                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                            }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                    let shared = shared.clone();
+                    let svc = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move {
+                            shared.receive(i, req).await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                        }
                     });
+                    tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
                 }
             });
         }
-        Receivers {
-            urls,
-            secrets,
-            receipts,
-            count,
-            bad,
-        }
+        Receivers { urls, shared }
+    }
+
+    /// Receiver `i`'s webhook secret, once the webhook exists.
+    pub fn secret(&self, i: usize) -> &OnceLock<String> {
+        &self.shared.secrets[i]
     }
 
     pub fn bad(&self) -> usize {
-        self.bad.load(Ordering::Relaxed)
+        self.shared.bad.load(Ordering::Relaxed)
     }
 
     async fn wait_for(&self, n: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(300);
-        while self.count.load(Ordering::Acquire) < n {
+        while self.shared.count.load(Ordering::Acquire) < n {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "only {} of {n} deliveries arrived",
-                self.count.load(Ordering::Acquire)
+                self.shared.count.load(Ordering::Acquire)
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -146,8 +140,8 @@ impl Receivers {
     }
 
     fn take(&self) -> Vec<Receipt> {
-        self.count.store(0, Ordering::Release);
-        std::mem::take(&mut *self.receipts.lock().expect("lock"))
+        self.shared.count.store(0, Ordering::Release);
+        std::mem::take(&mut *self.shared.receipts.lock().expect("lock"))
     }
 }
 
@@ -335,7 +329,11 @@ pub async fn burst(
         anyhow::ensure!(c?.is_ack(), "nacked");
     }
     receivers.wait_for(n * receivers.urls.len()).await?;
-    Ok(Figures::from(&published, receivers.take(), &receivers.bad))
+    Ok(Figures::from(
+        &published,
+        receivers.take(),
+        &receivers.shared.bad,
+    ))
 }
 
 /// Publishes `n` events at `rate` per second (in 10 ms steps).
@@ -369,7 +367,11 @@ pub async fn publish_paced(
     }
     receivers.wait_for(n * receivers.urls.len()).await?;
     publisher.close().await;
-    Ok(Figures::from(&published, receivers.take(), &receivers.bad))
+    Ok(Figures::from(
+        &published,
+        receivers.take(),
+        &receivers.shared.bad,
+    ))
 }
 
 /// The service, as release-build child processes on one fresh namespace.
@@ -377,7 +379,6 @@ pub struct ServiceProcess {
     pub namespace: String,
     api: String,
     children: Vec<Child>,
-    peak_rss: Vec<u64>,
 }
 
 impl ServiceProcess {
@@ -422,16 +423,15 @@ impl ServiceProcess {
             let secret = created["secret"]
                 .as_str()
                 .ok_or_else(|| anyhow::anyhow!("no secret: {created}"))?;
-            receivers.secrets[i]
+            receivers
+                .secret(i)
                 .set(secret.to_string())
                 .expect("set once");
         }
-        let peak_rss = vec![0; children.len()];
         Ok(ServiceProcess {
             namespace,
             api,
             children,
-            peak_rss,
         })
     }
 
@@ -458,7 +458,6 @@ impl ServiceProcess {
                 + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
             cpu += ticks / 100.0; // USER_HZ
         }
-        let _ = &self.peak_rss;
         (rss, cpu)
     }
 

@@ -2,6 +2,7 @@
 //! (deleted again afterwards), real RabbitMQ and Redis, local HTTP receivers.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod proxy;
 pub mod receiver;
 pub mod sign;
@@ -205,15 +206,7 @@ impl TestService {
     /// The value of one metric sample, e.g. `webhooks_jobs_enqueued_total` or
     /// `webhooks_deliveries_total{outcome="success"}`; 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        self.metrics_text()
-            .await
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        binary::sample(&self.metrics_text().await, sample)
     }
 
     /// The whole `/metrics` exposition.
