@@ -30,13 +30,29 @@ struct Args {
     /// Service processes on the namespace.
     #[arg(long, default_value_t = 1)]
     processes: usize,
+    /// The service's `RUST_LOG`; the default is the service's own default, so
+    /// a delivery costs its log line as it does in production.
+    #[arg(long, default_value = "info,lapin=warn")]
+    log: String,
+    /// Extra `KEY=VALUE` for the service's environment (repeatable), e.g.
+    /// `--env WF_DELIVERY_CONCURRENCY=128`.
+    #[arg(long = "env", value_parser = key_value)]
+    env: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let receivers = Receivers::start(3).await;
-    let service = ServiceProcess::start(args.processes, &receivers).await?;
+    let mut env = vec![("RUST_LOG".to_string(), args.log.clone())];
+    env.extend(args.env.iter().cloned());
+    let service = ServiceProcess::start(args.processes, &receivers, &env).await?;
     let mut saturated = Vec::new();
     let mut paced = Vec::new();
     let mut bare = Vec::new();
@@ -59,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let deliveries: usize = saturated.iter().chain(&paced).map(|f| f.deliveries).sum();
     println!();
     println!("service processes: {}", args.processes);
+    println!("service environment: {env:?}");
     summary(
         "deliveries/s at saturation",
         saturated.iter().map(Figures::deliveries_per_sec),

@@ -382,7 +382,14 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    pub async fn start(processes: usize, receivers: &Receivers) -> anyhow::Result<ServiceProcess> {
+    /// Starts `processes` release binaries on a fresh namespace; `env` is
+    /// passed to each (e.g. `RUST_LOG`, `WF_DELIVERY_CONCURRENCY`). Their logs
+    /// go to `bench-<namespace>-<n>.log` in the temp directory.
+    pub async fn start(
+        processes: usize,
+        receivers: &Receivers,
+        env: &[(String, String)],
+    ) -> anyhow::Result<ServiceProcess> {
         let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/webhook-fanout");
         anyhow::ensure!(
             std::path::Path::new(bin).exists(),
@@ -391,7 +398,7 @@ impl ServiceProcess {
         let namespace = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut children = Vec::new();
         let mut api = String::new();
-        for _ in 0..processes {
+        for n in 0..processes {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
@@ -404,8 +411,11 @@ impl ServiceProcess {
                     .env("WF_ADMIN_TOKEN", OPERATOR)
                     .env("WF_ALLOW_HTTP", "true")
                     .env("WF_ALLOW_PRIVATE_TARGETS", "true")
-                    .env("RUST_LOG", "warn")
+                    .envs(env.iter().map(|(k, v)| (k, v)))
                     .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(
+                        std::env::temp_dir().join(format!("{namespace}-{n}.log")),
+                    )?)
                     .spawn()?,
             );
             wait_ready(&api).await?;
