@@ -22,7 +22,8 @@
 //! client, signing, SSRF policy, endpoint caps and breakers, outcome, hand
 //! on), [`retry`] (the schedule), [`dead_letter`] (park, list, replay,
 //! discard), [`admin`] (HTTP API), [`metrics`], [`health`], [`backoff`],
-//! [`clock`], [`config`], and [`app`] (wiring and shutdown order).
+//! [`clock`], [`config`], [`logging`] (buffered stderr), and [`app`] (wiring
+//! and shutdown order).
 
 pub mod admin;
 pub mod app;
@@ -36,6 +37,7 @@ pub mod delivery;
 pub mod event;
 pub mod health;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod retry;
 pub mod subscription;
