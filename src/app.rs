@@ -21,7 +21,7 @@ use crate::event::Catalogue;
 use crate::health::Health;
 use crate::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
-use crate::subscription::{Store, SubscriptionCache};
+use crate::subscription::{EventMarkers, Store, SubscriptionCache};
 
 /// The components shared by every task of one process.
 struct Wiring {
@@ -30,6 +30,7 @@ struct Wiring {
     metrics: Arc<Metrics>,
     store: Store,
     cache: Arc<SubscriptionCache>,
+    markers: EventMarkers,
     health: Arc<Health>,
     client: DeliveryClient,
     endpoints: Arc<Endpoints>,
@@ -83,6 +84,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     let store = Store::for_settings(&settings).context("invalid WF_REDIS_URL")?;
     Ok(Wiring {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
+        markers: EventMarkers::start(store.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, settings.target_policy()),
         // An origin may hold at most three quarters of the prefetch window
         // (in flight plus waiting, each wait bounded), so a quarter always
@@ -212,7 +214,7 @@ async fn session(
         let ctx = Arc::new(IngestContext {
             catalogue: w.catalogue.clone(),
             cache: w.cache.clone(),
-            store: w.store.clone(),
+            markers: w.markers.clone(),
             publisher: ingest_publisher.clone(),
             names: w.names.clone(),
             metrics: w.metrics.clone(),

@@ -13,7 +13,7 @@ use crate::consume::Settle;
 use crate::delivery::DeliveryJob;
 use crate::event::{Catalogue, Event, Rejection};
 use crate::metrics::Metrics;
-use crate::subscription::{Marker, Store, StoreError, SubscriptionCache, Webhook};
+use crate::subscription::{EventMarkers, Marker, StoreError, SubscriptionCache, Webhook};
 
 /// Everything fan-out needs, shared by all in-flight events.
 pub struct IngestContext {
@@ -22,7 +22,7 @@ pub struct IngestContext {
     /// Subscriptions.
     pub cache: Arc<SubscriptionCache>,
     /// Event-id markers.
-    pub store: Store,
+    pub markers: EventMarkers,
     /// Confirmed publisher for jobs and rejects.
     pub publisher: ConfirmedPublisher,
     /// Exchange and queue names.
@@ -83,7 +83,7 @@ pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Deliv
 async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result<(), IngestError> {
     // Without Redis the id check is skipped rather than stopping the flow:
     // delivery is at-least-once and receivers deduplicate on `Webhook-Id`.
-    let claimed = match ctx.store.claim_event(&event.id).await {
+    let claimed = match ctx.markers.claim(&event.id).await {
         Ok(marker) => Some(marker),
         Err(e) => {
             tracing::warn!(error = %e, "event-id check unavailable; fanning out without it");
@@ -115,11 +115,8 @@ async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result
         })
         .collect();
     ctx.publisher.publish_all(&outgoing).await?;
-    if claimed.is_some()
-        && let Err(e) = ctx.store.complete_event(&event.id).await
-    {
-        // The marker stays "pending": a later copy of this id is still skipped.
-        tracing::warn!(error = %e, "event-id marker not completed");
+    if claimed.is_some() {
+        ctx.markers.complete(&event.id);
     }
     ctx.metrics.event_consumed(&event.event_type);
     ctx.metrics.jobs_enqueued(jobs.len());

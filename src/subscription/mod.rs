@@ -3,10 +3,12 @@
 
 mod cache;
 mod cipher;
+mod markers;
 mod store;
 mod webhook;
 
 pub use cache::SubscriptionCache;
 pub use cipher::{CipherError, SecretCipher};
+pub use markers::EventMarkers;
 pub use store::{Keys, Marker, Store, StoreError, TokenRecord};
 pub use webhook::{StoredSecret, Webhook, new_secret, rfc3339};

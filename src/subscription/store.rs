@@ -12,7 +12,7 @@ use super::cipher::SecretCipher;
 use super::webhook::Webhook;
 
 /// The event-id marker lives longer than the max event age (contract: 3 days).
-const MARKER_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// Redis key names, all under `{ns}:`.
 #[derive(Debug, Clone)]
@@ -260,32 +260,9 @@ impl Store {
         Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
     }
 
-    /// Claims an event id in one call (`SET NX GET`), reporting what was there.
-    pub async fn claim_event(&self, id: &str) -> Result<Marker, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let previous: Option<String> = redis::cmd("SET")
-            .arg(self.keys.event(id))
-            .arg("pending")
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(MARKER_TTL.as_secs())
-            .query_async(&mut conn)
-            .await?;
-        Ok(match previous.as_deref() {
-            None => Marker::New,
-            Some("done") => Marker::Done,
-            Some(_) => Marker::InProgress,
-        })
-    }
-
-    /// Marks an event id as fully fanned out.
-    pub async fn complete_event(&self, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let _: () = conn
-            .set_ex(self.keys.event(id), "done", MARKER_TTL.as_secs())
-            .await?;
-        Ok(())
+    /// A pooled connection, for callers that build their own pipelines.
+    pub(crate) async fn connection(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        Ok(self.pool.get().await?)
     }
 
     /// Counts one more dead letter published.

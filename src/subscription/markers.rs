@@ -1,0 +1,129 @@
+//! Event-id markers, batched: the claims of all events being fanned out at a
+//! moment, and the completions of those just finished, go to Redis as one
+//! pipeline instead of one round trip each.
+//!
+//! A claim is `SET NX GET` of `pending`; what it returns says whether the id
+//! is new, in progress or done. A completion sets `done`; it is not awaited
+//! (the event is acked without waiting for it): if it is lost, the marker
+//! stays `pending`, which still stops later copies of the id, and only a
+//! redelivery after a crash is fanned out again, as it would be anyway.
+
+use deadpool_redis::redis;
+use tokio::sync::{mpsc, oneshot};
+
+use super::store::{MARKER_TTL, Marker, Store, StoreError};
+
+/// Most operations sent in one pipeline.
+const MAX_BATCH: usize = 256;
+
+enum Op {
+    Claim(String, oneshot::Sender<Result<Marker, StoreError>>),
+    Complete(String),
+}
+
+/// Handle on the batching task; cheap to clone. The task ends when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct EventMarkers {
+    ops: mpsc::Sender<Op>,
+}
+
+impl EventMarkers {
+    /// Spawns the batching task over `store`.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(store, rx));
+        EventMarkers { ops: tx }
+    }
+
+    /// Claims `id`, reporting what its marker said before.
+    pub async fn claim(&self, id: &str) -> Result<Marker, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Claim(id.to_string(), tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Marks `id` fanned out, without waiting; skipped if Redis is so far
+    /// behind that the queue is full (the marker then stays `pending`).
+    pub fn complete(&self, id: &str) {
+        let _ = self.ops.try_send(Op::Complete(id.to_string()));
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "event-id marker task stopped",
+    )))
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match send(&store, &batch).await {
+            Ok(answers) => {
+                let mut answers = answers.into_iter();
+                for op in batch.drain(..) {
+                    if let Op::Claim(_, reply) = op {
+                        let _ = reply.send(Ok(marker(answers.next().flatten())));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, operations = batch.len(), "event-id markers not written");
+                for op in batch.drain(..) {
+                    if let Op::Claim(_, reply) = op {
+                        let _ = reply.send(Err(not_written()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One pipeline for `ops`; the answers of the claims, in order.
+async fn send(store: &Store, ops: &[Op]) -> Result<Vec<Option<String>>, StoreError> {
+    let keys = store.keys();
+    let mut pipe = redis::pipe();
+    for op in ops {
+        match op {
+            Op::Claim(id, _) => {
+                pipe.cmd("SET")
+                    .arg(keys.event(id))
+                    .arg("pending")
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("EX")
+                    .arg(MARKER_TTL.as_secs());
+            }
+            Op::Complete(id) => {
+                pipe.cmd("SET")
+                    .arg(keys.event(id))
+                    .arg("done")
+                    .arg("EX")
+                    .arg(MARKER_TTL.as_secs())
+                    .ignore();
+            }
+        }
+    }
+    let mut conn = store.connection().await?;
+    Ok(pipe.query_async(&mut conn).await?)
+}
+
+fn marker(previous: Option<String>) -> Marker {
+    match previous.as_deref() {
+        None => Marker::New,
+        Some("done") => Marker::Done,
+        Some(_) => Marker::InProgress,
+    }
+}
+
+fn not_written() -> StoreError {
+    StoreError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "event-id markers not written",
+    )))
+}
