@@ -82,7 +82,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     };
     if !webhook.enabled {
         tracing::info!("webhook disabled; job dead-lettered");
-        return dead_letter(ctx, job, "webhook_disabled").await;
+        return Box::pin(dead_letter(ctx, job, "webhook_disabled")).await;
     }
     let endpoint = ctx.endpoints.of(&webhook.url);
     let admit = endpoint.admit();
@@ -101,28 +101,29 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             error: Some(failure.error.clone()),
             duration_ms: 0,
         });
-        return fail(ctx, job, failure).await;
+        return Box::pin(fail(ctx, job, failure)).await;
     }
     // Bounded per origin so a slow receiver cannot fill the prefetch window.
     let Some(_slot) = endpoint.slot().await else {
         if admit == Admit::Probe {
             endpoint.release_probe();
         }
-        return defer(ctx, job, "endpoint_saturated").await;
+        return Box::pin(defer(ctx, job, "endpoint_saturated")).await;
     };
     let started_ms = clock::unix_millis();
     let signer = Signer::new(&webhook.valid_secrets(clock::unix_secs()));
     let result = {
         let _inflight = ctx.metrics.inflight();
-        ctx.client
-            .deliver(Attempt {
-                url: &webhook.url,
-                event_id: &job.event_id,
-                attempt: job.next_attempt(),
-                body: job.body.get().as_bytes(),
-                signer: &signer,
-            })
-            .await
+        // Boxed, as are the rarer hand-on paths below: these futures are
+        // kilobytes, and boxing them keeps each job's task small to move.
+        Box::pin(ctx.client.deliver(Attempt {
+            url: &webhook.url,
+            event_id: &job.event_id,
+            attempt: job.next_attempt(),
+            body: job.body.get().as_bytes(),
+            signer: &signer,
+        }))
+        .await
     };
     let outcome = classify(&result.transport);
     let span = tracing::Span::current();
@@ -156,10 +157,10 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             );
             Settle::Ack
         }
-        Outcome::Retry(f) => fail(ctx, job, f).await,
+        Outcome::Retry(f) => Box::pin(fail(ctx, job, f)).await,
         Outcome::GiveUp(f) => {
             tracing::warn!(error = %f.error, "target refused; dead-lettered");
-            dead_letter(ctx, job, "target_refused").await
+            Box::pin(dead_letter(ctx, job, "target_refused")).await
         }
     }
 }

@@ -62,7 +62,8 @@ pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Deliv
         clock::unix_secs(),
     );
     let settle = match parsed {
-        Err(rejection) => park(&ctx, &delivery, &rejection).await,
+        // Boxed (a rare path): keeps each event's task small to move.
+        Err(rejection) => Box::pin(park(&ctx, &delivery, &rejection)).await,
         Ok(event) => {
             let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
             match accept(&ctx, &event, delivery.redelivered)

@@ -56,7 +56,9 @@ impl SubscriptionCache {
         }
         self.metrics.cache_lookup("miss");
         let epoch = self.epoch.load(Ordering::Acquire);
-        match self.store.list(app).await {
+        // Boxed: the Redis call's future is kilobytes, and every caller's
+        // task would otherwise carry (and move) it even when the cache hits.
+        match Box::pin(self.store.list(app)).await {
             Ok(list) => {
                 let webhooks: Arc<[Webhook]> = list.into();
                 if self.epoch.load(Ordering::Acquire) == epoch {
