@@ -14,7 +14,9 @@ mod support;
 use std::time::Duration;
 
 use clap::Parser;
-use support::{Figures, Receivers, ServiceProcess, ceiling, publish_burst, publish_paced, summary};
+use support::{
+    Figures, Receivers, ServiceProcess, ceiling, cpu_seconds, publish_burst, publish_paced, summary,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -56,8 +58,15 @@ async fn main() -> anyhow::Result<()> {
     let mut saturated = Vec::new();
     let mut paced = Vec::new();
     let mut bare = Vec::new();
+    let (mut service_cpu, mut bare_cpu) = (Vec::new(), Vec::new());
+    let me = std::process::id();
     for round in 1..=args.rounds {
+        let (own, svc) = (cpu_seconds(me), service.cpu());
         let sat = publish_burst(&service.namespace, &receivers, args.events).await?;
+        // The bench's own CPU in this phase (publisher and receivers) is the
+        // baseline subtracted from the ceiling phase below.
+        let (own_sat, svc_sat) = (cpu_seconds(me) - own, service.cpu() - svc);
+        service_cpu.push(svc_sat / sat.deliveries as f64 * 1000.0);
         println!("round {round}: saturation  {}", sat.line());
         let rate = sat.events_per_sec() * 0.5;
         let half = publish_paced(&service.namespace, &receivers, args.events / 2, rate).await?;
@@ -65,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
         saturated.push(sat);
         paced.push(half);
         if args.ceiling {
+            let own = cpu_seconds(me);
             let c = ceiling::run(&receivers, args.events).await?;
+            let pipeline = (cpu_seconds(me) - own - own_sat).max(0.0);
+            bare_cpu.push(pipeline / c.deliveries as f64 * 1000.0);
             println!("round {round}: ceiling     {}", c.line());
             bare.push(c);
         }
@@ -99,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
             .zip(&bare)
             .map(|(s, c)| s.deliveries_per_sec() / c.deliveries_per_sec());
         summary("service / ceiling", ratios);
+        summary("CPU s/1k deliveries, service", service_cpu.iter().copied());
+        summary("CPU s/1k deliveries, ceiling", bare_cpu.iter().copied());
     }
     println!("service peak RSS: {:.1} MiB", rss as f64 / 1024.0 / 1024.0);
     println!(

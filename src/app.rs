@@ -86,9 +86,9 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, settings.target_policy()),
-        // An origin may hold at most three quarters of the prefetch window
-        // (in flight plus waiting, each wait bounded), so a quarter always
-        // stays free for the others; beyond that its jobs are parked.
+        // Three quarters of the prefetch window is an origin's share (in
+        // flight plus waiting); past it only short waits are allowed, so a
+        // slow origin leaves a quarter free for the others.
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,
             (settings.delivery_concurrency * 3 / 4).saturating_sub(settings.endpoint_concurrency),
@@ -233,6 +233,7 @@ async fn session(
             cache: w.cache.clone(),
             client: w.client.clone(),
             endpoints: w.endpoints.clone(),
+            prepared: Arc::new(delivery::PreparedWebhooks::default()),
             publisher: deliver_publisher.clone(),
             names: w.names.clone(),
             store: w.store.clone(),

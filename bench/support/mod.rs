@@ -458,17 +458,14 @@ impl ServiceProcess {
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
                 .unwrap_or(0);
             rss = rss.max(hwm * 1024);
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.split_whitespace().collect())
-                .unwrap_or_default();
-            let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-                + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-            cpu += ticks / 100.0; // USER_HZ
+            cpu += cpu_seconds(c.id());
         }
         (rss, cpu)
+    }
+
+    /// CPU seconds used so far by all service processes.
+    pub fn cpu(&self) -> f64 {
+        self.children.iter().map(|c| cpu_seconds(c.id())).sum()
     }
 
     /// The non-zero deferral, retry and drop counters of the last process.
@@ -530,4 +527,16 @@ pub async fn cleanup(ns: &str) {
     if let Ok(store) = webhook_fanout::subscription::Store::connect(REDIS, ns) {
         let _ = store.delete_namespace().await;
     }
+}
+
+/// User plus system CPU seconds of process `pid` so far (0 if it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ
 }

@@ -177,7 +177,7 @@ pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> R
     let result = state
         .client
         .deliver(crate::delivery::Attempt {
-            url: &hook.url,
+            target: &state.client.check(&hook.url),
             event_id: &event_id,
             attempt: 1,
             body: TEST_EVENT_BODY.as_bytes(),

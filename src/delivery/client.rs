@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::{Request, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -61,8 +61,9 @@ pub struct AttemptResult {
 
 /// What to send in one attempt.
 pub struct Attempt<'a> {
-    /// Callback URL.
-    pub url: &'a str,
+    /// The callback URL checked by [`DeliveryClient::check`], or why it was
+    /// refused (the attempt then fails without a request).
+    pub target: &'a Result<Uri, String>,
     /// `Webhook-Id`: the event id.
     pub event_id: &'a str,
     /// `Webhook-Attempt`, 1-based.
@@ -109,6 +110,13 @@ impl DeliveryClient {
         }
     }
 
+    /// `raw` checked against the target policy (scheme, credentials,
+    /// literal non-public addresses; names are checked at connect time).
+    pub fn check(&self, raw: &str) -> Result<Uri, String> {
+        let url = self.policy.parse(raw)?;
+        Uri::try_from(url.as_str()).map_err(|e| format!("url is not usable: {e}"))
+    }
+
     /// Signs and POSTs one attempt; never panics, never follows redirects.
     pub async fn deliver(&self, attempt: Attempt<'_>) -> AttemptResult {
         let started = Instant::now();
@@ -126,12 +134,12 @@ impl DeliveryClient {
     }
 
     fn request(&self, a: &Attempt<'_>) -> Result<Request<Full<Bytes>>, String> {
-        let url = self.policy.parse(a.url)?;
+        let uri = a.target.clone()?;
         let timestamp = crate::clock::unix_secs();
         let body = Bytes::copy_from_slice(a.body);
         let header =
             |v: String| HeaderValue::from_str(&v).map_err(|_| "invalid header value".to_string());
-        Request::post(url.as_str())
+        Request::post(uri)
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, USER_AGENT_VALUE)
             .header("BridgeApi-Signature", header(a.signer.bridge(a.body))?)

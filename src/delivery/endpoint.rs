@@ -10,11 +10,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A job waiting for its origin's slot gives up (and is parked) when the
-/// origin finished no delivery for this long: a hanging receiver does not
-/// hold the window, a busy but answering one keeps its queue.
+/// origin started or finished no delivery for this long: a hanging receiver
+/// does not hold the window, a busy but answering one keeps its queue.
 pub const SLOT_WAIT: Duration = Duration::from_millis(250);
 /// The longest any job waits for a slot, however busy the origin.
 pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(5);
+/// A job is parked rather than queued when its expected wait (the origin's
+/// average attempt time × its place in the queue ÷ the origin's concurrency)
+/// is longer than this.
+pub const WAIT_BUDGET: Duration = Duration::from_secs(1);
+/// Beyond its share of the window (`max_queued`), an origin may still queue
+/// jobs that will wait less than this: a fast receiver absorbs a burst in
+/// memory, a slow one cannot crowd the others out.
+pub const SHARE_GRACE: Duration = Duration::from_millis(100);
 
 /// Circuit breaker settings.
 #[derive(Debug, Clone, Copy)]
@@ -93,8 +101,8 @@ impl Breaker {
 /// One callback origin's limits.
 pub struct Endpoint {
     permits: Arc<Semaphore>,
-    // When this origin last finished an attempt, for `slot`'s progress check.
-    last_done: Mutex<Instant>,
+    concurrency: usize,
+    progress: Mutex<Progress>,
     queued: AtomicUsize,
     max_queued: usize,
     breaker: Mutex<Breaker>,
@@ -110,9 +118,10 @@ impl Endpoint {
             .admit(Instant::now())
     }
 
-    /// Records an attempt's result; true when the circuit opened or closed.
-    pub fn record(&self, success: bool) -> bool {
-        *self.last_done.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    /// Records an attempt's result and duration; true when the circuit
+    /// opened or closed.
+    pub fn record(&self, success: bool, duration: Duration) -> bool {
+        self.progress().finished(duration);
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         b.record(success, Instant::now(), self.config)
     }
@@ -135,38 +144,46 @@ impl Endpoint {
             .is_open()
     }
 
-    /// A delivery slot for this origin. A job waits for one while the origin
-    /// keeps finishing attempts: at most `max_queued` jobs wait, each until
-    /// the origin stalls for `SLOT_WAIT` or `MAX_SLOT_WAIT` passes.
-    /// `None` means the origin is saturated: the caller parks the job in a
-    /// delay tier, so a slow origin never holds more than its share of the
-    /// prefetch window for long, while a fast one absorbs bursts in memory.
+    /// A delivery slot for this origin. When all are taken, a job waits for
+    /// one if [`should_wait`] says so, and keeps waiting while the origin
+    /// makes progress, for at most `MAX_SLOT_WAIT`. `None` means the origin
+    /// is saturated: the caller parks the job in a delay tier, so a slow
+    /// origin never holds more than its share of the prefetch window for
+    /// long, while a fast one absorbs bursts in memory.
     pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            self.progress().started();
             return Some(p);
         }
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let position = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let permit = self.wait(position).await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        if permit.is_some() {
+            self.progress().started();
+        }
+        permit
+    }
+
+    async fn wait(&self, position: usize) -> Option<OwnedSemaphorePermit> {
+        let (avg, since) = self.progress().snapshot();
+        if !should_wait(position, self.max_queued, self.concurrency, avg, since) {
             return None;
         }
         let started = Instant::now();
-        let permit = loop {
+        loop {
             let wait = tokio::time::timeout(SLOT_WAIT, self.permits.clone().acquire_owned()).await;
             if let Ok(p) = wait {
-                break p.ok();
+                return p.ok();
             }
-            let stalled = self
-                .last_done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-                >= SLOT_WAIT;
+            let stalled = self.progress().snapshot().1 >= SLOT_WAIT;
             if stalled || started.elapsed() >= MAX_SLOT_WAIT {
-                break None;
+                return None;
             }
-        };
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        permit
+        }
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -198,7 +215,11 @@ impl Endpoints {
             .or_insert_with(|| {
                 Arc::new(Endpoint {
                     permits: Arc::new(Semaphore::new(self.concurrency)),
-                    last_done: Mutex::new(Instant::now()),
+                    concurrency: self.concurrency,
+                    progress: Mutex::new(Progress {
+                        last: Instant::now(),
+                        average: None,
+                    }),
                     queued: AtomicUsize::new(0),
                     max_queued: self.max_queued,
                     breaker: Mutex::new(Breaker::Closed { failures: 0 }),
@@ -213,6 +234,50 @@ impl Endpoints {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.values().filter(|e| e.is_open()).count()
     }
+}
+
+/// When an origin last started or finished an attempt, and its attempts'
+/// moving average duration.
+struct Progress {
+    last: Instant,
+    average: Option<Duration>,
+}
+
+impl Progress {
+    fn started(&mut self) {
+        self.last = Instant::now();
+    }
+
+    fn finished(&mut self, took: Duration) {
+        self.last = Instant::now();
+        // Exponentially weighted, a fifth for the newest attempt.
+        self.average = Some(self.average.map_or(took, |avg| (avg * 4 + took) / 5));
+    }
+
+    fn snapshot(&self) -> (Option<Duration>, Duration) {
+        (self.average, self.last.elapsed())
+    }
+}
+
+/// Whether a job arriving `position`-th in the queue of an origin whose
+/// slots are all taken should wait for one (else it is parked). It waits
+/// unless the origin has stalled (nothing started or finished for
+/// `SLOT_WAIT`), or its expected wait is over `WAIT_BUDGET`, or the origin
+/// already has `max_queued` waiting and this one would wait over
+/// `SHARE_GRACE`.
+pub fn should_wait(
+    position: usize,
+    max_queued: usize,
+    concurrency: usize,
+    average: Option<Duration>,
+    since_progress: Duration,
+) -> bool {
+    if since_progress >= SLOT_WAIT {
+        return false;
+    }
+    let rounds = position.div_ceil(concurrency.max(1)) as u32;
+    let expected = average.unwrap_or_default() * rounds;
+    expected <= WAIT_BUDGET && (position <= max_queued || expected <= SHARE_GRACE)
 }
 
 /// `scheme://host:port` of a URL (the whole string if it does not parse).
@@ -280,8 +345,27 @@ mod tests {
         assert_ne!(origin("http://a.example/"), origin("https://a.example/"));
     }
 
+    #[test]
+    fn a_fast_origin_queues_past_its_share_a_slow_or_stalled_one_does_not() {
+        let ms = Duration::from_millis;
+        let fresh = ms(1);
+        // 8 at a time, 40 may wait; 2 ms attempts: even the 100th waits.
+        assert!(should_wait(100, 40, 8, Some(ms(2)), fresh));
+        // 100 ms attempts: within the share it waits, beyond it parks.
+        assert!(should_wait(40, 40, 8, Some(ms(100)), fresh));
+        assert!(!should_wait(41, 40, 8, Some(ms(100)), fresh));
+        // 500 ms attempts: 16 waiting means a second; the 17th parks.
+        assert!(should_wait(16, 40, 8, Some(ms(500)), fresh));
+        assert!(!should_wait(17, 40, 8, Some(ms(500)), fresh));
+        // Nothing started or finished for SLOT_WAIT: park at once.
+        assert!(!should_wait(1, 40, 8, Some(ms(2)), SLOT_WAIT));
+        // No attempt finished yet: wait within the share, then park.
+        assert!(should_wait(40, 40, 8, None, fresh));
+        assert!(should_wait(41, 40, 8, None, fresh));
+    }
+
     #[tokio::test]
-    async fn a_saturated_origin_refuses_more_than_its_share() {
+    async fn a_queued_job_gets_the_slot_a_finished_attempt_frees() {
         let endpoints = Endpoints::new(1, 1, CONFIG);
         let e = endpoints.of("http://127.0.0.1:1/");
         let held = e.slot().await.expect("a free slot");
@@ -290,12 +374,25 @@ mod tests {
             async move { e.slot().await.is_some() }
         });
         tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            e.slot().await.is_none(),
-            "one in flight and one queued: full"
-        );
+        e.record(true, Duration::from_millis(1));
         drop(held);
         assert!(waiting.await.unwrap(), "the queued one gets the slot");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_origin_parks_its_waiting_and_new_jobs() {
+        let endpoints = Endpoints::new(1, 8, CONFIG);
+        let e = endpoints.of("http://127.0.0.1:1/");
+        let _hanging = e.slot().await.expect("a free slot");
+        let waiting = tokio::spawn({
+            let e = e.clone();
+            async move { e.slot().await.is_some() }
+        });
+        // The waiter gives up once nothing has moved for SLOT_WAIT...
+        assert!(!waiting.await.unwrap(), "parked after SLOT_WAIT");
+        // ...and from then on a new job is parked without waiting.
+        let at = Instant::now();
+        assert!(e.slot().await.is_none());
+        assert!(at.elapsed() < SLOT_WAIT);
     }
 }

@@ -6,6 +6,7 @@ mod endpoint;
 mod hand_on;
 pub mod job;
 mod outcome;
+mod prepared;
 mod signing;
 mod target;
 mod worker;
@@ -14,6 +15,7 @@ pub use client::{Attempt, AttemptResult, DeliveryClient, Transport, USER_AGENT_V
 pub use endpoint::{Admit, BreakerConfig, Endpoints};
 pub use job::{AttemptRecord, DeliveryJob};
 pub use outcome::{Failure, Outcome, classify};
+pub use prepared::{Prepared, PreparedWebhooks};
 pub use signing::{Signer, bridge_signature, standard_signature};
 pub use target::{TargetPolicy, is_public};
 pub use worker::{DeliverContext, handle_job};

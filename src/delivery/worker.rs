@@ -12,7 +12,7 @@ use super::endpoint::{Admit, Endpoints};
 use super::hand_on::{dead_letter, defer, fail};
 use super::job::{AttemptRecord, DeliveryJob};
 use super::outcome::{Failure, Outcome, classify};
-use super::signing::Signer;
+use super::prepared::PreparedWebhooks;
 use crate::broker::{ConfirmedPublisher, Names};
 use crate::clock;
 use crate::consume::Settle;
@@ -28,6 +28,8 @@ pub struct DeliverContext {
     pub client: DeliveryClient,
     /// Per-origin caps and circuit breakers.
     pub endpoints: Arc<Endpoints>,
+    /// Webhooks prepared for delivery (checked URL, endpoint, signing keys).
+    pub prepared: Arc<PreparedWebhooks>,
     /// Confirmed publisher for retries and dead letters.
     pub publisher: ConfirmedPublisher,
     /// Queue names.
@@ -64,27 +66,30 @@ pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
 }
 
 async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
-    let webhook = match ctx
-        .cache
-        .webhook(&job.application_id, &job.webhook_id)
-        .await
-    {
-        Ok(Some(w)) => w,
-        Ok(None) => {
-            tracing::info!("webhook deleted; job dropped");
-            ctx.metrics.job_dropped("webhook_deleted");
-            return Settle::Ack;
-        }
+    let webhooks = match ctx.cache.webhooks(&job.application_id).await {
+        Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read webhook; job handed back");
             return Settle::Requeue;
         }
     };
-    if !webhook.enabled {
+    let now = clock::unix_secs();
+    let prepared = ctx
+        .prepared
+        .get(&webhooks, &job.webhook_id, now, &ctx.client, &ctx.endpoints);
+    let prepared = match prepared {
+        Some(p) => p,
+        None => {
+            tracing::info!("webhook deleted; job dropped");
+            ctx.metrics.job_dropped("webhook_deleted");
+            return Settle::Ack;
+        }
+    };
+    if !prepared.webhook.enabled {
         tracing::info!("webhook disabled; job dead-lettered");
         return Box::pin(dead_letter(ctx, job, "webhook_disabled")).await;
     }
-    let endpoint = ctx.endpoints.of(&webhook.url);
+    let endpoint = &prepared.endpoint;
     let admit = endpoint.admit();
     if admit == Admit::ShortCircuit {
         // No request and no timeout spent: the attempt fails at once.
@@ -111,17 +116,16 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         return Box::pin(defer(ctx, job, "endpoint_saturated")).await;
     };
     let started_ms = clock::unix_millis();
-    let signer = Signer::new(&webhook.valid_secrets(clock::unix_secs()));
     let result = {
         let _inflight = ctx.metrics.inflight();
         // Boxed, as are the rarer hand-on paths below: these futures are
         // kilobytes, and boxing them keeps each job's task small to move.
         Box::pin(ctx.client.deliver(Attempt {
-            url: &webhook.url,
+            target: &prepared.target,
             event_id: &job.event_id,
             attempt: job.next_attempt(),
             body: job.body.get().as_bytes(),
-            signer: &signer,
+            signer: &prepared.signer,
         }))
         .await
     };
@@ -129,7 +133,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     let span = tracing::Span::current();
     span.record("duration_ms", result.duration.as_millis() as u64);
     span.record("outcome", failure_label(&outcome));
-    if endpoint.record(outcome == Outcome::Delivered) {
+    if endpoint.record(outcome == Outcome::Delivered, result.duration) {
         ctx.metrics.set_open_circuits(ctx.endpoints.open_circuits());
     }
     let failure = match &outcome {

@@ -1,0 +1,97 @@
+//! What a delivery needs from its webhook, prepared once per cached copy of
+//! the application's webhooks instead of once per attempt: the checked
+//! target URI, the origin's endpoint (cap and breaker) and the HMAC key
+//! schedules of the valid secrets.
+//!
+//! Entries are keyed by webhook id and tied to the cached list they were made
+//! from: when the subscription cache replaces that list (a change, or its
+//! expiry), the next delivery prepares the webhook again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hyper::Uri;
+
+use super::client::DeliveryClient;
+use super::endpoint::{Endpoint, Endpoints};
+use super::signing::Signer;
+use crate::subscription::Webhook;
+
+/// Entries kept before the memo is emptied (deleted webhooks leave entries).
+const MAX_ENTRIES: usize = 10_000;
+
+/// One webhook, ready to deliver to.
+pub struct Prepared {
+    /// The webhook as cached.
+    pub webhook: Webhook,
+    /// The target checked against the SSRF policy, or why it is refused.
+    pub target: Result<Uri, String>,
+    /// Its origin's concurrency cap and breaker.
+    pub endpoint: Arc<Endpoint>,
+    /// Keys of the secrets valid when prepared.
+    pub signer: Signer,
+    /// Unix seconds at which one of those secrets expires.
+    signer_expires: Option<i64>,
+}
+
+impl Prepared {
+    fn new(webhook: &Webhook, now: i64, client: &DeliveryClient, endpoints: &Endpoints) -> Self {
+        let target = client.check(&webhook.url);
+        Prepared {
+            signer: Signer::new(&webhook.valid_secrets(now)),
+            signer_expires: webhook
+                .secrets
+                .iter()
+                .filter_map(|s| s.expires_at)
+                .filter(|&t| t > now)
+                .min(),
+            endpoint: endpoints.of(&webhook.url),
+            webhook: webhook.clone(),
+            target,
+        }
+    }
+
+    fn fresh(&self, now: i64) -> bool {
+        self.signer_expires.is_none_or(|t| now < t)
+    }
+}
+
+type Entry = (Arc<[Webhook]>, Arc<Prepared>);
+
+/// The per-process memo of prepared webhooks.
+#[derive(Default)]
+pub struct PreparedWebhooks {
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+impl PreparedWebhooks {
+    /// Webhook `id` of `list` (the cache's current copy), prepared; `None` if
+    /// it is not in the list.
+    pub fn get(
+        &self,
+        list: &Arc<[Webhook]>,
+        id: &str,
+        now: i64,
+        client: &DeliveryClient,
+        endpoints: &Endpoints,
+    ) -> Option<Arc<Prepared>> {
+        if let Some((source, prepared)) = self.lock().get(id)
+            && Arc::ptr_eq(source, list)
+            && prepared.fresh(now)
+        {
+            return Some(prepared.clone());
+        }
+        let webhook = list.iter().find(|w| w.id == id)?;
+        let prepared = Arc::new(Prepared::new(webhook, now, client, endpoints));
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(id.to_string(), (list.clone(), prepared.clone()));
+        Some(prepared)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
