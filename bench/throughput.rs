@@ -40,6 +40,13 @@ struct Args {
     /// `--env WF_DELIVERY_CONCURRENCY=128`.
     #[arg(long = "env", value_parser = key_value)]
     env: Vec<(String, String)>,
+    /// Extra receivers (with their own webhooks, on their own origins) that
+    /// answer 200 after `--slow-ms`; the figures are the other three's.
+    #[arg(long, default_value_t = 0)]
+    slow: usize,
+    /// How long the slow receivers take to answer.
+    #[arg(long, default_value_t = 500)]
+    slow_ms: u64,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -51,7 +58,8 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let receivers = Receivers::start(3).await;
+    let receivers =
+        Receivers::start_with_slow(3, args.slow, Duration::from_millis(args.slow_ms)).await;
     let mut env = vec![("RUST_LOG".to_string(), args.log.clone())];
     env.extend(args.env.iter().cloned());
     let service = ServiceProcess::start(args.processes, &receivers, &env).await?;
@@ -120,6 +128,13 @@ async fn main() -> anyhow::Result<()> {
         cpu / deliveries as f64 * 1000.0
     );
     println!("bad signatures or unknown ids: {}", receivers.bad());
+    if args.slow > 0 {
+        println!(
+            "slow receivers ({} ms): {} deliveries answered during the run",
+            args.slow_ms,
+            receivers.slow_count()
+        );
+    }
     for line in service.detours().await {
         println!("detour (last process): {line}");
     }

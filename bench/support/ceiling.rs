@@ -126,7 +126,7 @@ async fn deliver(conn: Arc<Connection>, jobs: String, receivers: Receivers) -> a
         tokio::spawn(async move {
             let target = d.data[0] as usize;
             let body = Bytes::copy_from_slice(&d.data[1..]);
-            let secret = receivers.secret(target).get().cloned().unwrap_or_default();
+            let secret = receivers.secret(target);
             let id = d
                 .properties
                 .message_id()

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,16 +41,20 @@ struct Receipt {
 /// Local HTTP receivers that verify `BridgeApi-Signature` and record receipts.
 #[derive(Clone)]
 pub struct Receivers {
+    /// Receivers that answer at once; every event goes to each.
     pub urls: Vec<String>,
+    /// Receivers that answer 200 after a delay; not counted in the figures.
+    pub slow_urls: Vec<String>,
     shared: Arc<Shared>,
 }
 
 /// What every receiver task shares.
 struct Shared {
-    secrets: Vec<OnceLock<String>>,
+    secrets: Vec<RwLock<String>>,
     receipts: Mutex<Vec<Receipt>>,
     count: AtomicUsize,
     bad: AtomicUsize,
+    slow_count: AtomicUsize,
 }
 
 impl Shared {
@@ -65,9 +69,7 @@ impl Shared {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let at = Instant::now();
-        let good = self.secrets[i]
-            .get()
-            .is_some_and(|s| bridge(s, &body) == signature);
+        let good = bridge(&self.secrets[i].read().expect("lock"), &body) == signature;
         if !good {
             self.bad.fetch_add(1, Ordering::Relaxed);
         }
@@ -84,14 +86,20 @@ pub fn bridge(secret: &str, body: &[u8]) -> String {
 
 impl Receivers {
     pub async fn start(n: usize) -> Receivers {
+        Self::start_with_slow(n, 0, Duration::ZERO).await
+    }
+
+    /// `n` receivers, plus `slow` more that answer after `delay`.
+    pub async fn start_with_slow(n: usize, slow: usize, delay: Duration) -> Receivers {
         let shared = Arc::new(Shared {
-            secrets: (0..n).map(|_| OnceLock::new()).collect(),
+            secrets: (0..n).map(|_| RwLock::default()).collect(),
             receipts: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             bad: AtomicUsize::new(0),
+            slow_count: AtomicUsize::new(0),
         });
         let mut urls = Vec::new();
-        for i in 0..n {
+        for i in 0..n + slow {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -106,7 +114,12 @@ impl Receivers {
                     let svc = service_fn(move |req| {
                         let shared = shared.clone();
                         async move {
-                            shared.receive(i, req).await;
+                            if i < n {
+                                shared.receive(i, req).await;
+                            } else {
+                                tokio::time::sleep(delay).await;
+                                shared.slow_count.fetch_add(1, Ordering::Relaxed);
+                            }
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
                         }
                     });
@@ -114,19 +127,35 @@ impl Receivers {
                 }
             });
         }
-        Receivers { urls, shared }
+        let slow_urls = urls.split_off(n);
+        Receivers {
+            urls,
+            slow_urls,
+            shared,
+        }
+    }
+
+    /// Deliveries the slow receivers have answered so far.
+    pub fn slow_count(&self) -> usize {
+        self.shared.slow_count.load(Ordering::Relaxed)
     }
 
     /// Receiver `i`'s webhook secret, once the webhook exists.
-    pub fn secret(&self, i: usize) -> &OnceLock<String> {
-        &self.shared.secrets[i]
+    pub fn secret(&self, i: usize) -> String {
+        self.shared.secrets[i].read().expect("lock").clone()
+    }
+
+    /// Sets receiver `i`'s webhook secret.
+    pub fn set_secret(&self, i: usize, secret: String) {
+        *self.shared.secrets[i].write().expect("lock") = secret;
     }
 
     pub fn bad(&self) -> usize {
         self.shared.bad.load(Ordering::Relaxed)
     }
 
-    async fn wait_for(&self, n: usize) -> anyhow::Result<()> {
+    /// Waits (at most 300 s) until `n` deliveries arrived since the last `take`.
+    pub async fn wait_for(&self, n: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(300);
         while self.shared.count.load(Ordering::Acquire) < n {
             anyhow::ensure!(
@@ -139,6 +168,12 @@ impl Receivers {
         Ok(())
     }
 
+    /// Forgets the receipts so far; returns how many there were.
+    pub fn reset(&self) -> usize {
+        self.take().len()
+    }
+
+    /// Forgets the receipts so far; returns them.
     fn take(&self) -> Vec<Receipt> {
         self.shared.count.store(0, Ordering::Release);
         std::mem::take(&mut *self.shared.receipts.lock().expect("lock"))
@@ -379,7 +414,11 @@ pub struct ServiceProcess {
     pub namespace: String,
     api: String,
     children: Vec<Child>,
+    /// The webhook of each (not slow) receiver, in order.
+    pub webhook_ids: Vec<String>,
 }
+
+const BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/webhook-fanout");
 
 impl ServiceProcess {
     /// Starts `processes` release binaries on a fresh namespace; `env` is
@@ -390,59 +429,70 @@ impl ServiceProcess {
         receivers: &Receivers,
         env: &[(String, String)],
     ) -> anyhow::Result<ServiceProcess> {
-        let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/webhook-fanout");
         anyhow::ensure!(
-            std::path::Path::new(bin).exists(),
+            std::path::Path::new(BIN).exists(),
             "build it first: cargo build --release"
         );
-        let namespace = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let mut children = Vec::new();
-        let mut api = String::new();
-        for n in 0..processes {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            api = format!("http://127.0.0.1:{port}");
-            children.push(
-                Command::new(bin)
-                    .arg("serve")
-                    .env("WF_NAMESPACE", &namespace)
-                    .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
-                    .env("WF_ADMIN_TOKEN", OPERATOR)
-                    .env("WF_ALLOW_HTTP", "true")
-                    .env("WF_ALLOW_PRIVATE_TARGETS", "true")
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(
-                        std::env::temp_dir().join(format!("{namespace}-{n}.log")),
-                    )?)
-                    .spawn()?,
-            );
-            wait_ready(&api).await?;
+        let mut service = ServiceProcess {
+            namespace: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            api: String::new(),
+            children: Vec::new(),
+            webhook_ids: Vec::new(),
+        };
+        for _ in 0..processes {
+            service.add(env).await?;
         }
         let http = reqwest::Client::new();
-        for (i, url) in receivers.urls.iter().enumerate() {
+        let all = receivers.urls.iter().chain(&receivers.slow_urls);
+        for (i, url) in all.enumerate() {
             let created: serde_json::Value = http
-                .post(format!("{api}/v1/applications/bench_app/webhooks"))
+                .post(format!(
+                    "{}/v1/applications/bench_app/webhooks",
+                    service.api
+                ))
                 .bearer_auth(OPERATOR)
                 .body(serde_json::json!({"url": url, "events": TYPES}).to_string())
                 .send()
                 .await?
                 .json()
                 .await?;
-            let secret = created["secret"]
-                .as_str()
-                .ok_or_else(|| anyhow::anyhow!("no secret: {created}"))?;
-            receivers
-                .secret(i)
-                .set(secret.to_string())
-                .expect("set once");
+            let field = |name: &str| {
+                created[name]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow::anyhow!("no {name}: {created}"))
+            };
+            if i < receivers.urls.len() {
+                receivers.set_secret(i, field("secret")?);
+                service.webhook_ids.push(field("id")?);
+            }
         }
-        Ok(ServiceProcess {
-            namespace,
-            api,
-            children,
-        })
+        Ok(service)
+    }
+
+    /// Starts one more process on the namespace, with `env`, and waits until
+    /// it is ready; its admin API becomes `self.api`.
+    pub async fn add(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log =
+            std::env::temp_dir().join(format!("{}-{}.log", self.namespace, self.children.len()));
+        self.children.push(
+            Command::new(BIN)
+                .arg("serve")
+                .env("WF_NAMESPACE", &self.namespace)
+                .env("WF_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("WF_ADMIN_TOKEN", OPERATOR)
+                .env("WF_ALLOW_HTTP", "true")
+                .env("WF_ALLOW_PRIVATE_TARGETS", "true")
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log)?)
+                .spawn()?,
+        );
+        self.api = format!("http://127.0.0.1:{port}");
+        wait_ready(&self.api).await
     }
 
     /// (peak RSS in bytes of the largest process, CPU seconds of all).
