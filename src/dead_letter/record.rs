@@ -90,6 +90,7 @@ impl DeadLetter {
             body: self.body.clone(),
             received_at_ms: now_ms,
             attempts: Vec::new(),
+            deferrals: 0,
         }
     }
 

@@ -42,18 +42,34 @@ pub async fn fail(ctx: &DeliverContext, job: DeliveryJob, f: Failure) -> Settle 
     }
 }
 
-/// Without an attempt (the endpoint is saturated): wait in the first tier.
-pub async fn defer(ctx: &DeliverContext, job: DeliveryJob, reason: &'static str) -> Settle {
-    let first = &ctx.schedule.tiers()[0];
-    if age(&job) + first.delay > ctx.max_age {
+/// Deferrals climb the schedule up to this tier (the third, 2 min by
+/// default) and stay there.
+const MAX_DEFERRAL_TIER: usize = 2;
+
+/// Without an attempt (the endpoint is saturated): wait in a delay tier, the
+/// first one the first time, then further up the schedule (capped at its
+/// third tier), so the jobs of a receiver that cannot keep up do not cycle
+/// through the broker every few seconds at the cost of everyone else's.
+pub async fn defer(ctx: &DeliverContext, mut job: DeliveryJob, reason: &'static str) -> Settle {
+    let tiers = ctx.schedule.tiers();
+    let tier = &tiers[deferral_tier(job.deferrals, tiers.len())];
+    if age(&job) + tier.delay > ctx.max_age {
         return dead_letter(ctx, job, "max_age_exceeded").await;
     }
-    let settle = to_tier(ctx, &job, &first.label).await;
+    job.deferrals += 1;
+    let settle = to_tier(ctx, &job, &tier.label).await;
     if settle == Settle::Ack {
         ctx.metrics.job_deferred(reason);
-        tracing::debug!(reason, tier = %first.label, "job deferred");
+        tracing::debug!(reason, tier = %tier.label, deferrals = job.deferrals, "job deferred");
     }
     settle
+}
+
+/// The tier index for a job deferred `deferrals` times before, of `tiers`.
+fn deferral_tier(deferrals: u32, tiers: usize) -> usize {
+    (deferrals as usize)
+        .min(MAX_DEFERRAL_TIER)
+        .min(tiers.saturating_sub(1))
 }
 
 async fn to_tier(ctx: &DeliverContext, job: &DeliveryJob, tier: &str) -> Settle {
@@ -86,5 +102,17 @@ pub async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -
             tracing::warn!(error = %e, "cannot dead-letter; job handed back");
             Settle::Requeue
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferrals_climb_to_the_third_tier_and_stay() {
+        let tiers: Vec<usize> = (0..6).map(|d| deferral_tier(d, 10)).collect();
+        assert_eq!(tiers, [0, 1, 2, 2, 2, 2]);
+        assert_eq!(deferral_tier(5, 1), 0, "a one-tier schedule");
     }
 }

@@ -41,6 +41,14 @@ pub struct DeliveryJob {
     /// Attempts made so far, oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
+    /// Times the job was parked without an attempt (its origin saturated);
+    /// absent in jobs written before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a message on `{ns}.deliver` is not a job this release can run.
@@ -66,6 +74,7 @@ impl DeliveryJob {
             body: RawValue::from_string(event.body.clone()).expect("the body is valid JSON"),
             received_at_ms,
             attempts: Vec::new(),
+            deferrals: 0,
         }
     }
 
