@@ -88,7 +88,7 @@ pub struct Settings {
     pub event_catalogue: Option<PathBuf>,
     /// `WF_DELIVERY_CONCURRENCY`, default 64: deliveries in flight per process.
     pub delivery_concurrency: usize,
-    /// `WF_INGEST_CONCURRENCY`, default 32: events fanned out concurrently per process.
+    /// `WF_INGEST_CONCURRENCY`, default 64: events fanned out concurrently per process.
     pub ingest_concurrency: usize,
     /// `WF_LOG_FORMAT`, default `pretty`.
     pub log_format: LogFormat,
@@ -180,7 +180,7 @@ impl Settings {
             )?,
             ingest_concurrency: count(
                 "WF_INGEST_CONCURRENCY",
-                &get("WF_INGEST_CONCURRENCY", "32"),
+                &get("WF_INGEST_CONCURRENCY", "64"),
             )?,
             endpoint_concurrency: count(
                 "WF_ENDPOINT_CONCURRENCY",

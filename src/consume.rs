@@ -100,10 +100,10 @@ impl Consuming {
                     None => break Err(lapin::ErrorKind::IOError(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "consumer stream ended").into()).into()),
                 },
             };
-            let handler = handler.clone();
+            let (handler, channel) = (handler.clone(), channel.clone());
             tracker.spawn(async move {
                 let (delivery, settle) = handler(delivery).await;
-                settle_message(&delivery, settle).await;
+                settle_message(&channel, &delivery, settle).await;
                 drop(permit);
             });
         };
@@ -122,9 +122,13 @@ impl Consuming {
     }
 }
 
-async fn settle_message(delivery: &Delivery, settle: Settle) {
+/// Acks or requeues on the channel itself: `Delivery::acker` would route
+/// each through lapin's internal RPC task first, one more hand-off (and
+/// thread wake-up) per message.
+async fn settle_message(channel: &Channel, delivery: &Delivery, settle: Settle) {
+    let tag = delivery.delivery_tag;
     let outcome = match settle {
-        Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Settle::Ack => channel.basic_ack(tag, BasicAckOptions::default()).await,
         Settle::Requeue => {
             // A short pause so a dependency outage does not spin the queue.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,7 +136,7 @@ async fn settle_message(delivery: &Delivery, settle: Settle) {
                 requeue: true,
                 ..BasicNackOptions::default()
             };
-            delivery.acker.nack(options).await
+            channel.basic_nack(tag, options).await
         }
     };
     if let Err(e) = outcome {
