@@ -1,18 +1,22 @@
 # The two commands of the README, and their parts.
-.PHONY: run test services build lint unit integration
+.PHONY: run test services browser build lint unit integration
 
 CARGO ?= cargo
 
 run: services build
 	@scripts/dev-run.sh
 
-test: services lint
+test: services browser lint
 	$(CARGO) test --all-targets --locked
 	scripts/api-fuzz.sh
 	scripts/check-deploy.sh
 
 services:
 	@scripts/ensure-services.sh
+
+# Chromium and playwright-core for the dashboard's browser tests.
+browser:
+	@scripts/ensure-browser.sh >/dev/null
 
 build:
 	$(CARGO) build --locked

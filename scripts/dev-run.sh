@@ -33,5 +33,8 @@ h.HTTPServer(("127.0.0.1", 9000), R).serve_forever()' &
     # 4. what happened
     curl -s $API/metrics | grep '^webhooks_deliveries_total'
 
+  Or in a browser: $API/dashboard/ (sign in with the operator token and
+  application id app_42; "Send a test" on the webhook, dead letters, ...)
+
 MSG
 exec "$BIN" serve

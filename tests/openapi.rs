@@ -38,6 +38,7 @@ const SERVED: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/v1/event-types"),
+    ("GET", "/v1/me"),
     ("POST", "/v1/applications/{app}/tokens"),
     ("GET", "/v1/applications/{app}/webhooks"),
     ("POST", "/v1/applications/{app}/webhooks"),

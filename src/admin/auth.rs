@@ -54,6 +54,18 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// `GET /v1/me`: the caller's role and, for an application token, its
+    /// application (the dashboard shows what the role allows).
+    pub fn view(&self) -> serde_json::Value {
+        match self {
+            Principal::Operator => serde_json::json!({"role": "operator", "application_id": null}),
+            Principal::App {
+                application_id,
+                role,
+            } => serde_json::json!({"role": role.as_str(), "application_id": application_id}),
+        }
+    }
+
     /// Whether the caller may act on `app` with `need` (`None` = read).
     /// Another application's token sees 404, as if the resource did not exist.
     pub fn authorize(&self, app: &str, need: Option<Role>) -> Result<(), ApiError> {

@@ -1,6 +1,8 @@
-//! The admin HTTP API (contract section 6), health and metrics, on hyper 1.x.
+//! The admin HTTP API (contract section 6), health and metrics, and the
+//! dashboard page, on hyper 1.x.
 
 mod auth;
+mod dashboard;
 mod dead_letters;
 mod error;
 mod request;

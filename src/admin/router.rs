@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
 use super::error::ApiError;
-use super::{dead_letters, webhooks};
+use super::{dashboard, dead_letters, webhooks};
 use crate::config::Redacted;
 use crate::dead_letter::DeadLetters;
 use crate::delivery::{DeliveryClient, TargetPolicy};
@@ -76,6 +76,13 @@ async fn dispatch(
             .map(|_| json_response(StatusCode::OK, &json!({"status": "ok"}))),
         ["readyz"] => only(&method, Method::GET, "GET").map(|_| readyz(state)),
         ["metrics"] => only(&method, Method::GET, "GET").map(|_| metrics(state)),
+        ["dashboard", rest @ ..] if state.api_enabled => {
+            only(&method, Method::GET, "GET")?;
+            if !path.starts_with("/dashboard/") {
+                return Ok(dashboard::redirect());
+            }
+            dashboard::asset(rest).ok_or_else(|| ApiError::not_found("route"))
+        }
         ["v1", rest @ ..] if state.api_enabled => api(state, req, &method, rest).await,
         _ => Err(ApiError::not_found("route")),
     }
@@ -99,6 +106,7 @@ async fn api(
     let known = matches!(
         rest,
         ["event-types"]
+            | ["me"]
             | ["applications", _, "tokens"]
             | ["applications", _, "webhooks"]
             | ["applications", _, "webhooks", _]
@@ -121,6 +129,10 @@ async fn api(
                 StatusCode::OK,
                 &json!(state.catalogue.entries()),
             ))
+        }
+        ["me"] => {
+            only(&m, Method::GET, "GET")?;
+            Ok(json_response(StatusCode::OK, &principal.view()))
         }
         ["applications", app, "tokens"] => {
             only(&m, Method::POST, "POST")?;

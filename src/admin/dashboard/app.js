@@ -1,0 +1,450 @@
+// webhook-fanout dashboard: a client of the admin API (/v1). Every value
+// from the API is rendered with textContent, never as HTML.
+"use strict";
+
+const LIMIT = 10;
+const PAGE = 20;
+const state = { token: null, app: null, role: null, hooks: [], types: [], editing: null, cursor: null, filter: {}, detail: null };
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) node.append(c);
+  return node;
+}
+
+function show(id, visible) { $(id).hidden = !visible; }
+
+function status(text, bad) {
+  const s = $("status");
+  s.textContent = text || "";
+  s.classList.toggle("bad", !!bad);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code || "http_" + status;
+    this.field = e.field || null;
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { Authorization: "Bearer " + state.token } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, { error: { code: "network", message: "The service did not answer: " + e.message } });
+  }
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+const appPath = () => "/v1/applications/" + encodeURIComponent(state.app) + "/webhooks";
+
+// ---- sign-in ----
+
+async function signIn(token, app) {
+  state.token = token;
+  const me = await api("GET", "/v1/me");
+  state.role = me.role;
+  state.app = me.application_id || app || null;
+  sessionStorage.setItem("wf.token", token);
+  if (state.app) sessionStorage.setItem("wf.app", state.app);
+  else sessionStorage.removeItem("wf.app");
+}
+
+function signOut() {
+  sessionStorage.removeItem("wf.token");
+  sessionStorage.removeItem("wf.app");
+  Object.assign(state, { token: null, app: null, role: null, hooks: [] });
+  route();
+}
+
+async function onSignIn(ev) {
+  ev.preventDefault();
+  const token = $("signin-token").value.trim();
+  const app = $("signin-app").value.trim();
+  $("signin-error").textContent = "";
+  if (!token) { $("signin-error").textContent = "Paste an API token."; return; }
+  try {
+    await signIn(token, app);
+    $("signin-token").value = "";
+    route();
+  } catch (e) {
+    state.token = null;
+    $("signin-error").textContent = e.status === 401 ? "This token is not valid." : e.message;
+  }
+}
+
+// ---- layout ----
+
+function route() {
+  status("");
+  for (const v of ["view-signin", "view-webhooks", "view-dead"]) show(v, false);
+  show("nav", !!state.token);
+  if (!state.token) { show("view-signin", true); $("signin-token").focus(); return; }
+  $("who").textContent = state.role + (state.app ? " · " + state.app : "");
+  show("nav-webhooks", !!state.app);
+  show("nav-dead", state.role === "operator");
+  if (location.hash === "#dead-letters" && state.role === "operator") return openDead();
+  if (state.app) return openWebhooks();
+  if (state.role === "operator") return openDead();
+}
+
+// ---- webhooks ----
+
+const canWrite = () => state.role === "admin" || state.role === "operator";
+
+async function openWebhooks() {
+  location.hash = "#webhooks";
+  show("view-webhooks", true);
+  $("app-name").textContent = state.app;
+  status("Loading webhooks…");
+  try {
+    if (!state.types.length) state.types = await api("GET", "/v1/event-types");
+    state.hooks = await api("GET", appPath());
+    status("");
+  } catch (e) {
+    status("Could not load the webhooks: " + e.message, true);
+    state.hooks = [];
+  }
+  renderWebhooks();
+}
+
+function renderWebhooks() {
+  const n = state.hooks.length;
+  const full = n >= LIMIT;
+  $("limit").textContent = `${n} of ${LIMIT} webhooks`;
+  show("create-open", canWrite());
+  $("create-open").disabled = full;
+  show("limit-reached", canWrite() && full);
+  $("limit-reached").textContent = `This application has ${LIMIT} webhooks, the most allowed. Delete one to create another.`;
+  const empty = $("webhooks-empty");
+  empty.textContent = canWrite() ? "No webhooks yet: create one." : "No webhooks yet.";
+  show("webhooks-empty", n === 0);
+  show("webhooks-table", n > 0);
+  const rows = $("webhooks-rows");
+  rows.replaceChildren(...state.hooks.map(hookRow));
+}
+
+function hookRow(h) {
+  const actions = el("td");
+  if (canWrite()) {
+    const result = el("div", { class: "result", "aria-live": "polite" });
+    actions.append(
+      el("div", { class: "actions" },
+        el("button", { type: "button", text: "Send a test", onclick: () => sendTest(h, result) }),
+        el("button", { type: "button", text: "Edit", onclick: () => openForm(h) }),
+        el("button", { type: "button", text: h.enabled ? "Disable" : "Enable", onclick: () => toggle(h) }),
+        el("button", { type: "button", text: "Rotate secret", onclick: () => rotate(h) }),
+        el("button", { type: "button", class: "danger", text: "Delete", onclick: () => remove(h) })),
+      result);
+  }
+  return el("tr", { "data-id": h.id },
+    el("td", { "data-label": "Name", text: h.name || "(no name)" }),
+    el("td", { "data-label": "URL", class: "url", text: h.url }),
+    el("td", { "data-label": "Events", text: h.events.join(", ") }),
+    el("td", { "data-label": "Enabled", text: h.enabled ? "yes" : "no" }),
+    el("td", { "data-label": "Created", text: new Date(h.created_at).toLocaleString() }),
+    actions);
+}
+
+function groupedTypes() {
+  const groups = new Map();
+  for (const t of state.types.filter((t) => t.subscribable !== false)) {
+    const area = t.area || "Other";
+    if (!groups.has(area)) groups.set(area, []);
+    groups.get(area).push(t);
+  }
+  return groups;
+}
+
+function openForm(hook) {
+  state.editing = hook || null;
+  clearErrors();
+  $("form-title").textContent = hook ? "Edit webhook" : "Create webhook";
+  $("form-submit").textContent = hook ? "Save" : "Create";
+  $("wh-url").value = hook ? hook.url : "";
+  $("wh-name").value = hook ? hook.name || "" : "";
+  $("wh-enabled").checked = hook ? hook.enabled : true;
+  const chosen = new Set(hook ? hook.events : []);
+  const groups = [];
+  for (const [area, types] of groupedTypes()) {
+    const box = el("div", { class: "group" }, el("h4", { text: area }));
+    for (const t of types) {
+      const input = el("input", { type: "checkbox", name: "events", value: t.type });
+      input.checked = chosen.has(t.type);
+      box.append(el("label", {}, input, el("span", { text: t.type }), el("span", { class: "hint", text: t.description || "" })));
+    }
+    groups.push(box);
+  }
+  $("event-groups").replaceChildren(...groups);
+  show("webhook-form", true);
+  $("wh-url").focus();
+}
+
+function closeForm() { show("webhook-form", false); state.editing = null; }
+
+function clearErrors() {
+  for (const f of ["url", "name", "events", "form"]) $("err-" + f).textContent = "";
+}
+
+function fieldError(e) {
+  const known = { url: "url", name: "name", events: "events" };
+  const key = e.field && known[e.field.split(/[.[]/)[0]];
+  $("err-" + (key || "form")).textContent = e.message;
+  if (key === "url" || key === "name") $("wh-" + key).focus();
+}
+
+async function onSubmitForm(ev) {
+  ev.preventDefault();
+  clearErrors();
+  const body = {
+    url: $("wh-url").value.trim(),
+    name: $("wh-name").value.trim() || null,
+    events: [...document.querySelectorAll("#event-groups input:checked")].map((i) => i.value),
+    enabled: $("wh-enabled").checked,
+  };
+  if (body.name === null) delete body.name;
+  try {
+    if (state.editing) {
+      await api("PATCH", appPath() + "/" + encodeURIComponent(state.editing.id), body);
+    } else {
+      const created = await api("POST", appPath(), body);
+      showSecret(created.secret, false);
+    }
+    const saved = state.editing ? "Webhook saved." : "Webhook created.";
+    closeForm();
+    await reloadHooks();
+    status(saved);
+  } catch (e) {
+    if (e.code === "webhook_limit_reached") $("err-form").textContent = e.message;
+    else fieldError(e);
+  }
+}
+
+async function reloadHooks() {
+  try { state.hooks = await api("GET", appPath()); } catch (e) { status("Could not reload: " + e.message, true); }
+  renderWebhooks();
+}
+
+function showSecret(secret, rotated) {
+  $("secret-title").textContent = rotated ? "New signing secret" : "Signing secret";
+  $("secret-value").value = secret;
+  show("secret-warning", rotated);
+  show("secret-box", true);
+  $("secret-value").focus();
+  $("secret-value").select();
+}
+
+async function copySecret() {
+  const v = $("secret-value").value;
+  try { await navigator.clipboard.writeText(v); status("Secret copied."); }
+  catch { $("secret-value").select(); status("Select the secret and copy it (Ctrl+C)."); }
+}
+
+async function toggle(h) {
+  try {
+    await api("PATCH", appPath() + "/" + encodeURIComponent(h.id), { enabled: !h.enabled });
+    status(h.enabled ? "Webhook disabled." : "Webhook enabled.");
+    await reloadHooks();
+  } catch (e) { status(e.message, true); }
+}
+
+async function rotate(h) {
+  if (!confirm(`Rotate the secret of "${h.name || h.url}"? The current one stays valid for 24 hours.`)) return;
+  try {
+    const r = await api("POST", appPath() + "/" + encodeURIComponent(h.id) + "/rotate-secret");
+    showSecret(r.secret, true);
+    status("Secret rotated.");
+  } catch (e) { status(e.message, true); }
+}
+
+async function remove(h) {
+  if (!confirm(`Delete the webhook "${h.name || h.url}"? Its pending deliveries are dropped.`)) return;
+  try {
+    await api("DELETE", appPath() + "/" + encodeURIComponent(h.id));
+    status("Webhook deleted.");
+    await reloadHooks();
+  } catch (e) { status(e.message, true); }
+}
+
+async function sendTest(h, out) {
+  out.className = "result";
+  out.textContent = "Sending the test event…";
+  try {
+    const r = await api("POST", appPath() + "/" + encodeURIComponent(h.id) + "/test");
+    const parts = [r.delivered ? "Delivered" : "Not delivered"];
+    if (r.status != null) parts.push("HTTP " + r.status);
+    parts.push(r.duration_ms + " ms");
+    if (r.error) parts.push(r.error);
+    out.textContent = parts.join(" · ");
+    out.classList.add(r.delivered ? "ok" : "bad");
+  } catch (e) {
+    out.textContent = "Test failed: " + e.message;
+    out.classList.add("bad");
+  }
+}
+
+// ---- dead letters (operator) ----
+
+function filterQuery(extra) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(state.filter)) if (v) q.set(k, v);
+  for (const [k, v] of Object.entries(extra || {})) if (v != null) q.set(k, v);
+  return q.toString();
+}
+
+async function openDead() {
+  location.hash = "#dead-letters";
+  show("view-dead", true);
+  if (!$("f-app").value && state.app && !state.filter.application_id) $("f-app").value = state.app;
+  readFilter();
+  await loadDead(null);
+}
+
+function readFilter() {
+  state.filter = { application_id: $("f-app").value.trim(), webhook_id: $("f-webhook").value.trim(), type: $("f-type").value.trim() };
+}
+
+async function loadDead(cursor) {
+  status("Loading dead letters…");
+  try {
+    const page = await api("GET", "/v1/dead-letters?" + filterQuery({ limit: PAGE, cursor }));
+    status("");
+    state.cursor = page.next_cursor;
+    show("dead-next", !!page.next_cursor);
+    show("dead-empty", page.items.length === 0);
+    show("dead-table", page.items.length > 0);
+    $("dead-rows").replaceChildren(...page.items.map(deadRow));
+  } catch (e) {
+    status("Could not load dead letters: " + e.message, true);
+  }
+}
+
+function deadRow(d) {
+  return el("tr", { "data-id": d.id },
+    el("td", { "data-label": "Dead-lettered", text: new Date(d.dead_lettered_at).toLocaleString() }),
+    el("td", { "data-label": "Application", text: d.application_id }),
+    el("td", { "data-label": "Webhook", class: "mono", text: d.webhook_id }),
+    el("td", { "data-label": "Type", text: d.type }),
+    el("td", { "data-label": "Attempts", text: String(d.attempts) }),
+    el("td", { "data-label": "Last error", text: d.last_error || d.reason || "" }),
+    el("td", {}, el("button", { type: "button", text: "Open", onclick: () => openDetail(d.id) })));
+}
+
+async function openDetail(id) {
+  try {
+    const d = await api("GET", "/v1/dead-letters/" + encodeURIComponent(id));
+    state.detail = d;
+    $("dl-id").textContent = d.id;
+    const facts = [["Event", d.event_id], ["Application", d.application_id], ["Webhook", d.webhook_id], ["Type", d.type],
+      ["Reason", d.reason], ["Attempts", String(d.attempts)], ["Last status", d.last_status == null ? "none" : String(d.last_status)],
+      ["Last error", d.last_error || "none"], ["Received", d.received_at], ["Dead-lettered", d.dead_lettered_at]];
+    $("dl-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v == null ? "" : String(v) })]));
+    $("dl-history").replaceChildren(...(d.history || []).map((a) => el("tr", {},
+      el("td", { text: a.at }), el("td", { text: a.status == null ? "none" : String(a.status) }),
+      el("td", { text: a.duration_ms + " ms" }), el("td", { text: a.error || "" }))));
+    $("dl-body").textContent = JSON.stringify(d.body, null, 2);
+    show("dead-detail", true);
+    $("dl-replay").focus();
+  } catch (e) { status(e.message, true); }
+}
+
+async function settleOne(action) {
+  const d = state.detail;
+  if (!d) return;
+  const verb = action === "replay" ? "Replay" : "Discard";
+  if (!confirm(`${verb} this dead letter (event ${d.event_id})?`)) return;
+  try {
+    if (action === "replay") await api("POST", "/v1/dead-letters/" + encodeURIComponent(d.id) + "/replay");
+    else await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(d.id));
+    show("dead-detail", false);
+    state.detail = null;
+    await loadDead(null);
+    status(action === "replay" ? "Replayed: the delivery is queued again." : "Discarded.");
+  } catch (e) { status(e.message, true); }
+}
+
+async function matchingIds() {
+  const ids = [];
+  let cursor = null;
+  do {
+    const page = await api("GET", "/v1/dead-letters?" + filterQuery({ limit: 100, cursor }));
+    ids.push(...page.items.map((d) => d.id));
+    cursor = page.next_cursor;
+  } while (cursor);
+  return ids;
+}
+
+async function settleAll(action) {
+  readFilter();
+  status("Counting matching dead letters…");
+  try {
+    const ids = await matchingIds();
+    status("");
+    if (!ids.length) { status("No dead letters match."); return; }
+    const verb = action === "replay" ? "Replay" : "Discard";
+    if (!confirm(`${verb} ${ids.length} dead letter${ids.length === 1 ? "" : "s"} matching this filter?`)) return;
+    if (action === "replay") {
+      const body = {};
+      for (const [k, v] of Object.entries(state.filter)) if (v) body[k] = v;
+      const r = await api("POST", "/v1/dead-letters/replay", body);
+      await loadDead(null);
+      status(`Replayed ${r.replayed}.`);
+    } else {
+      for (const id of ids) await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(id));
+      await loadDead(null);
+      status(`Discarded ${ids.length}.`);
+    }
+  } catch (e) { status(e.message, true); }
+}
+
+// ---- wiring ----
+
+function init() {
+  $("signin-form").addEventListener("submit", onSignIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("nav-webhooks").addEventListener("click", openWebhooksView);
+  $("nav-dead").addEventListener("click", () => { hideViews(); openDead(); });
+  $("create-open").addEventListener("click", () => openForm(null));
+  $("form-cancel").addEventListener("click", closeForm);
+  $("webhook-form").addEventListener("submit", onSubmitForm);
+  $("secret-copy").addEventListener("click", copySecret);
+  $("secret-done").addEventListener("click", () => { show("secret-box", false); $("secret-value").value = ""; });
+  $("dead-filters").addEventListener("submit", (ev) => { ev.preventDefault(); readFilter(); show("dead-detail", false); loadDead(null); });
+  $("dead-next").addEventListener("click", () => loadDead(state.cursor));
+  $("replay-all").addEventListener("click", () => settleAll("replay"));
+  $("discard-all").addEventListener("click", () => settleAll("discard"));
+  $("dl-replay").addEventListener("click", () => settleOne("replay"));
+  $("dl-discard").addEventListener("click", () => settleOne("discard"));
+  $("dl-close").addEventListener("click", () => show("dead-detail", false));
+  const token = sessionStorage.getItem("wf.token");
+  if (token) {
+    signIn(token, sessionStorage.getItem("wf.app")).then(route, () => { sessionStorage.clear(); state.token = null; route(); });
+  } else {
+    route();
+  }
+}
+
+function hideViews() { for (const v of ["view-webhooks", "view-dead"]) show(v, false); }
+function openWebhooksView() { hideViews(); openWebhooks(); }
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,124 @@
+// Drives the dashboard in headless Chromium for tests/dashboard.rs, one phase
+// per run: `node dashboard.mjs <phase>`. Settings come from the environment
+// (BASE, CHROMIUM, SHOTS, TOKEN, APP, RECEIVER_URL, WEBHOOK). Prints one JSON
+// line with what the page showed; exits 1 with the reason on failure.
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (v === undefined) throw new Error(`missing ${name}`);
+  return v;
+};
+const TIMEOUT = 15000;
+
+async function signIn(page, token, app) {
+  await page.goto(env("BASE") + "/dashboard/");
+  await page.fill("#signin-token", token);
+  if (app) await page.fill("#signin-app", app);
+  await page.click("#signin-form button[type=submit]");
+  await page.waitForSelector("#nav:not([hidden])");
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${env("SHOTS")}/${name}.png`, fullPage: true });
+}
+
+const phases = {
+  // Admin: empty state, a validation error next to its field, create, the
+  // secret in its copy box, "Send a test".
+  async admin(page) {
+    await signIn(page, env("TOKEN"), env("APP"));
+    const empty = await page.textContent("#webhooks-empty:not([hidden])");
+    await shot(page, "01-admin-empty");
+    await page.click("#create-open");
+    await page.fill("#wh-url", "not a url");
+    await page.check("#event-groups input[value='item.created']");
+    await page.click("#form-submit");
+    const urlError = await (await page.waitForSelector("#err-url:not(:empty)")).textContent();
+    await shot(page, "02-admin-validation");
+    await page.fill("#wh-url", env("RECEIVER_URL"));
+    await page.fill("#wh-name", "Ledger sync");
+    await page.check("#event-groups input[value='payment.transaction.updated']");
+    await page.click("#form-submit");
+    await page.waitForSelector("#secret-box:not([hidden])");
+    const secret = await page.inputValue("#secret-value");
+    await shot(page, "03-admin-secret");
+    const row = page.locator("#webhooks-rows tr", { hasText: "Ledger sync" });
+    await row.getByRole("button", { name: "Send a test" }).click();
+    const result = await (await page.waitForSelector("#webhooks-rows .result.ok, #webhooks-rows .result.bad")).textContent();
+    await shot(page, "04-admin-test-sent");
+    const groups = await page.$$eval("#event-groups h4", (hs) => hs.map((h) => h.textContent));
+    return { empty, urlError, secret, result, groups, rows: await row.count() };
+  },
+
+  // Admin again, with 10 webhooks: the limit is visible before trying.
+  async limit(page) {
+    await signIn(page, env("TOKEN"), env("APP"));
+    const notice = await (await page.waitForSelector("#limit-reached:not([hidden])")).textContent();
+    const counter = await page.textContent("#limit");
+    const createDisabled = await page.isDisabled("#create-open");
+    await shot(page, "05-admin-limit");
+    return { notice, counter, createDisabled };
+  },
+
+  // Member, at phone width: the list, and no button that writes.
+  async member(page) {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await signIn(page, env("TOKEN"), env("APP"));
+    await page.waitForSelector("#webhooks-rows tr");
+    const rows = await page.locator("#webhooks-rows tr").count();
+    const rowButtons = await page.locator("#webhooks-rows button").count();
+    const createVisible = await page.isVisible("#create-open");
+    await shot(page, "06-member-phone");
+    return { rows, rowButtons, createVisible };
+  },
+
+  // Operator: the dead letter of a failing receiver, its detail, replay.
+  async operator(page) {
+    page.on("dialog", (d) => d.accept());
+    await signIn(page, env("TOKEN"), null);
+    await page.fill("#f-webhook", env("WEBHOOK"));
+    await page.click("#dead-filters button[type=submit]");
+    const row = page.locator("#dead-rows tr", { hasText: env("WEBHOOK") });
+    await row.first().waitFor({ timeout: TIMEOUT });
+    const rows = await page.locator("#dead-rows tr").count();
+    await shot(page, "07-operator-dead-letters");
+    await row.first().getByRole("button", { name: "Open" }).click();
+    await page.waitForSelector("#dead-detail:not([hidden])");
+    const body = await page.textContent("#dl-body");
+    const attempts = await page.locator("#dl-history tr").count();
+    await shot(page, "08-operator-detail");
+    await page.click("#dl-replay");
+    const status = await (await page.waitForSelector("#status:has-text('Replayed')")).textContent();
+    return { rows, body, attempts, status };
+  },
+};
+
+const phase = process.argv[2];
+if (!phases[phase]) {
+  console.error(`unknown phase ${phase}; one of ${Object.keys(phases).join(", ")}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM"),
+  args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--no-first-run", "--disable-extensions"],
+});
+let code = 0;
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(TIMEOUT);
+  // Uncaught script errors, and anything the Content-Security-Policy blocked.
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => { if (m.text().includes("Content Security Policy")) errors.push(m.text()); });
+  const out = await phases[phase](page);
+  out.pageErrors = errors;
+  console.log(JSON.stringify(out));
+} catch (e) {
+  console.error(`phase ${phase} failed: ${e.stack || e}`);
+  code = 1;
+} finally {
+  await browser.close();
+}
+process.exit(code);

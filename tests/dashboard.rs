@@ -1,0 +1,247 @@
+//! The dashboard, driven in headless Chromium (tests/browser/dashboard.mjs,
+//! playwright-core) against a real service, RabbitMQ and Redis. Chromium and
+//! playwright-core are installed by scripts/ensure-browser.sh (run by
+//! `make test`). Screenshots go to target/dashboard-screenshots/.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::receiver::Receiver;
+use common::{OPERATOR, Producer, TestService, eventually, sign};
+use serde_json::{Value, json};
+
+const APP: &str = "dash_app";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Chromium path, after making sure Chromium and playwright-core are there.
+fn browser() -> String {
+    let out = Command::new("bash")
+        .arg(root().join("scripts/ensure-browser.sh"))
+        .output()
+        .expect("run scripts/ensure-browser.sh");
+    assert!(
+        out.status.success(),
+        "the browser tests need Chromium and playwright-core: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("a Chromium path")
+        .to_string()
+}
+
+struct Page {
+    base: String,
+    chromium: String,
+    shots: PathBuf,
+}
+
+impl Page {
+    /// Runs one phase of the browser script; returns what it saw.
+    async fn phase(&self, name: &str, env: &[(&str, &str)]) -> Value {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(root().join("tests/browser/dashboard.mjs"))
+            .arg(name)
+            .env("BASE", &self.base)
+            .env("CHROMIUM", &self.chromium)
+            .env("SHOTS", &self.shots)
+            .envs(env.iter().copied());
+        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+            .await
+            .expect("the browser phase finishes within 90 s")
+            .expect("node runs");
+        assert!(
+            out.status.success(),
+            "browser phase {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).unwrap();
+        let seen: Value = serde_json::from_str(line.trim()).expect("one JSON line");
+        assert_eq!(
+            seen["pageErrors"],
+            json!([]),
+            "script errors or CSP violations"
+        );
+        seen
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
+    let chromium = browser();
+    let svc =
+        TestService::start(&[("WF_RETRY_SCHEDULE", "100ms"), ("WF_MAX_EVENT_AGE", "1s")]).await;
+    let shots = root().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let page = Page {
+        base: svc.base.clone(),
+        chromium,
+        shots: shots.clone(),
+    };
+    let admin = svc.token(APP, "admin").await;
+    let member = svc.token(APP, "member").await;
+    let receiver = Receiver::start(200).await;
+
+    // An admin creates a webhook, reads its secret, sends a test.
+    let seen = page
+        .phase(
+            "admin",
+            &[
+                ("TOKEN", &admin),
+                ("APP", APP),
+                ("RECEIVER_URL", &receiver.url("/hook")),
+            ],
+        )
+        .await;
+    assert_eq!(seen["empty"], "No webhooks yet: create one.");
+    assert!(
+        seen["urlError"].as_str().unwrap().contains("url"),
+        "the validation error is shown next to the URL: {seen}"
+    );
+    assert_eq!(seen["groups"], json!(["AIS", "PIS"]));
+    let result = seen["result"].as_str().unwrap();
+    assert!(result.starts_with("Delivered · HTTP 200"), "{result}");
+    let secret = seen["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let got = receiver.wait_for("/hook", 1).await;
+    let test = &got[0];
+    let body: Value = serde_json::from_slice(&test.body).unwrap();
+    assert_eq!(body["type"], "TEST_EVENT");
+    assert_eq!(
+        test.header("bridgeapi-signature"),
+        sign::bridge(secret, &test.body),
+        "signed with the secret the page showed"
+    );
+
+    // A failing receiver's delivery ends up a dead letter.
+    let failing = Receiver::start(500).await;
+    let hook = svc
+        .webhook(APP, &failing.url("/fail"), &["item.created"])
+        .await;
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    let producer = Producer::connect(&svc.ns).await;
+    producer
+        .event(
+            "evt-dashboard-1",
+            APP,
+            "item.created",
+            json!({"item_id": 7}),
+        )
+        .await;
+    eventually(Duration::from_secs(15), "a dead letter", || async {
+        let (_, page) = svc
+            .call(
+                "GET",
+                &format!("/v1/dead-letters?webhook_id={hook_id}"),
+                Some(OPERATOR),
+                None,
+            )
+            .await;
+        (page["items"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+
+    // Up to the limit: the page says so before the user tries.
+    for i in 2..10 {
+        svc.webhook(APP, &receiver.url(&format!("/other{i}")), &["item.created"])
+            .await;
+    }
+    let seen = page
+        .phase("limit", &[("TOKEN", &admin), ("APP", APP)])
+        .await;
+    assert_eq!(seen["counter"], "10 of 10 webhooks");
+    assert_eq!(seen["createDisabled"], true);
+    assert!(seen["notice"].as_str().unwrap().contains("Delete one"));
+
+    // A member reads the list and finds no button that writes.
+    let seen = page
+        .phase("member", &[("TOKEN", &member), ("APP", APP)])
+        .await;
+    assert_eq!(seen["rows"], 10);
+    assert_eq!(seen["rowButtons"], 0);
+    assert_eq!(seen["createVisible"], false);
+
+    // The operator finds the dead letter, reads it, replays it.
+    failing.set_status(200);
+    let before = failing.at("/fail").len();
+    let seen = page
+        .phase("operator", &[("TOKEN", OPERATOR), ("WEBHOOK", &hook_id)])
+        .await;
+    assert_eq!(seen["rows"], 1);
+    let shown = seen["body"].as_str().unwrap();
+    assert!(
+        shown.contains("\n  \"type\": \"item.created\"") && shown.contains("\n    \"item_id\": 7"),
+        "pretty-printed: {shown}"
+    );
+    assert!(seen["attempts"].as_u64().unwrap() >= 1);
+    let replayed = failing.wait_for("/fail", before + 1).await;
+    assert_eq!(
+        replayed.last().unwrap().header("webhook-id"),
+        "evt-dashboard-1"
+    );
+    println!("screenshots: {}", shots.display());
+    producer.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_its_security_headers_and_me_names_the_role() {
+    let svc = TestService::start(&[]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("{}/dashboard", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/dashboard/");
+    for (path, kind) in [
+        ("/dashboard/", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", svc.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind));
+        assert_eq!(h["x-frame-options"], "DENY");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    }
+    let (status, _) = svc.call("GET", "/dashboard/.env", None, None).await;
+    assert_eq!(status, 404);
+
+    let admin = svc.token(APP, "admin").await;
+    let member = svc.token(APP, "member").await;
+    for (token, want) in [
+        (
+            OPERATOR,
+            json!({"role": "operator", "application_id": null}),
+        ),
+        (&admin, json!({"role": "admin", "application_id": APP})),
+        (&member, json!({"role": "member", "application_id": APP})),
+    ] {
+        assert_eq!(
+            svc.call("GET", "/v1/me", Some(token), None).await,
+            (200, want)
+        );
+    }
+    let (status, body) = svc.call("GET", "/v1/me", Some("wft_nope"), None).await;
+    assert_eq!(status, 401, "{body}");
+    svc.stop().await;
+}
