@@ -21,9 +21,9 @@
 //! (the shared consumer loop), [`ingest`] (fan out), [`delivery`] (deliver:
 //! client, signing, SSRF policy, endpoint caps and breakers, outcome, hand
 //! on), [`retry`] (the schedule), [`dead_letter`] (park, list, replay,
-//! discard), [`admin`] (HTTP API and the dashboard page), [`metrics`], [`health`], [`backoff`],
-//! [`clock`], [`config`], [`logging`] (buffered stderr), and [`app`] (wiring
-//! and shutdown order).
+//! discard), [`admin`] (HTTP API and the dashboard page), [`metrics`],
+//! [`health`], [`backoff`], [`clock`], [`config`], [`logging`] (buffered
+//! stderr), and [`app`] (wiring and shutdown order).
 
 pub mod admin;
 pub mod app;
