@@ -160,6 +160,11 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
     assert_eq!(seen["counter"], "10 of 10 webhooks");
     assert_eq!(seen["createDisabled"], true);
     assert!(seen["notice"].as_str().unwrap().contains("Delete one"));
+    let rotated = seen["rotated"].as_str().unwrap();
+    assert!(rotated.starts_with("whsec_") && rotated != secret);
+    assert!(seen["warning"].as_str().unwrap().contains("24 hours"));
+    assert_eq!(seen["secretAfterSignOut"], "");
+    assert_eq!(seen["stored"], Value::Null);
 
     // A member reads the list and finds no button that writes.
     let seen = page
@@ -223,8 +228,13 @@ async fn the_page_is_served_with_its_security_headers_and_me_names_the_role() {
         let csp = h["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
     }
-    let (status, _) = svc.call("GET", "/dashboard/.env", None, None).await;
-    assert_eq!(status, 404);
+    let r = http
+        .get(format!("{}/dashboard/.env", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
 
     let admin = svc.token(APP, "admin").await;
     let member = svc.token(APP, "member").await;

@@ -46,6 +46,12 @@ pub fn redirect() -> Response<Full<Bytes>> {
     r
 }
 
+/// `response` with the page's security headers (e.g. a 404 under `/dashboard/`).
+pub fn secured(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    secure(response.headers_mut());
+    response
+}
+
 fn secure(h: &mut hyper::HeaderMap) {
     h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -81,7 +81,8 @@ async fn dispatch(
             if !path.starts_with("/dashboard/") {
                 return Ok(dashboard::redirect());
             }
-            dashboard::asset(rest).ok_or_else(|| ApiError::not_found("route"))
+            Ok(dashboard::asset(rest)
+                .unwrap_or_else(|| dashboard::secured(ApiError::not_found("route").response())))
         }
         ["v1", rest @ ..] if state.api_enabled => api(state, req, &method, rest).await,
         _ => Err(ApiError::not_found("route")),

@@ -58,7 +58,19 @@ const phases = {
     const counter = await page.textContent("#limit");
     const createDisabled = await page.isDisabled("#create-open");
     await shot(page, "05-admin-limit");
-    return { notice, counter, createDisabled };
+    // Rotate: the new secret, with the 24 h overlap spelled out.
+    page.on("dialog", (d) => d.accept());
+    const row = page.locator("#webhooks-rows tr", { hasText: "Ledger sync" });
+    await row.getByRole("button", { name: "Rotate secret" }).click();
+    await page.waitForSelector("#secret-warning:not([hidden])");
+    const rotated = await page.inputValue("#secret-value");
+    const warning = await page.textContent("#secret-warning");
+    // Signing out leaves nothing of the session on the page.
+    await page.click("#sign-out");
+    await page.waitForSelector("#view-signin:not([hidden])");
+    const secretAfterSignOut = await page.inputValue("#secret-value");
+    const stored = await page.evaluate(() => sessionStorage.getItem("wf.token"));
+    return { notice, counter, createDisabled, rotated, warning, secretAfterSignOut, stored };
   },
 
   // Member, at phone width: the list, and no button that writes.

@@ -4,7 +4,7 @@
 
 const LIMIT = 10;
 const PAGE = 20;
-const state = { token: null, app: null, role: null, hooks: [], types: [], editing: null, cursor: null, filter: {}, detail: null };
+const state = { token: null, app: null, role: null, hooks: [], types: [], editing: null, cursor: null, current: null, pages: [], deadSeq: 0, filter: {}, detail: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -52,6 +52,10 @@ async function api(method, path, body) {
   }
   if (res.status === 204) return null;
   const data = await res.json().catch(() => null);
+  if (res.status === 401 && state.role) {
+    // Revoked or wrong token while signed in: back to the sign-in form.
+    signOut("Your session ended (the token is no longer valid). Sign in again.");
+  }
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
 }
@@ -70,11 +74,14 @@ async function signIn(token, app) {
   else sessionStorage.removeItem("wf.app");
 }
 
-function signOut() {
+// Reloading drops every trace of the session from the page (a secret still
+// in its box, forms, dead letters); the message survives in the tab.
+function signOut(message) {
   sessionStorage.removeItem("wf.token");
   sessionStorage.removeItem("wf.app");
-  Object.assign(state, { token: null, app: null, role: null, hooks: [] });
-  route();
+  if (typeof message === "string") sessionStorage.setItem("wf.flash", message);
+  location.hash = "";
+  location.reload();
 }
 
 async function onSignIn(ev) {
@@ -123,7 +130,9 @@ async function openWebhooks() {
     status("");
   } catch (e) {
     status("Could not load the webhooks: " + e.message, true);
-    state.hooks = [];
+    for (const id of ["webhooks-empty", "webhooks-table", "create-open", "limit-reached"]) show(id, false);
+    $("limit").textContent = "";
+    return;
   }
   renderWebhooks();
 }
@@ -222,7 +231,9 @@ async function onSubmitForm(ev) {
     events: [...document.querySelectorAll("#event-groups input:checked")].map((i) => i.value),
     enabled: $("wh-enabled").checked,
   };
-  if (body.name === null) delete body.name;
+  if (body.name === null && !state.editing) delete body.name;
+  const submit = $("form-submit");
+  submit.disabled = true;
   try {
     if (state.editing) {
       await api("PATCH", appPath() + "/" + encodeURIComponent(state.editing.id), body);
@@ -237,6 +248,8 @@ async function onSubmitForm(ev) {
   } catch (e) {
     if (e.code === "webhook_limit_reached") $("err-form").textContent = e.message;
     else fieldError(e);
+  } finally {
+    submit.disabled = false;
   }
 }
 
@@ -324,20 +337,32 @@ function readFilter() {
   state.filter = { application_id: $("f-app").value.trim(), webhook_id: $("f-webhook").value.trim(), type: $("f-type").value.trim() };
 }
 
+// `cursor` null: the first page. Replies to superseded requests are dropped.
 async function loadDead(cursor) {
+  const seq = ++state.deadSeq;
+  if (cursor === null) state.pages = [];
   status("Loading dead letters…");
   try {
     const page = await api("GET", "/v1/dead-letters?" + filterQuery({ limit: PAGE, cursor }));
+    if (seq !== state.deadSeq) return;
     status("");
+    state.current = cursor;
     state.cursor = page.next_cursor;
     show("dead-next", !!page.next_cursor);
+    show("dead-prev", state.pages.length > 0);
     show("dead-empty", page.items.length === 0);
     show("dead-table", page.items.length > 0);
     $("dead-rows").replaceChildren(...page.items.map(deadRow));
   } catch (e) {
+    if (seq !== state.deadSeq) return;
+    for (const id of ["dead-table", "dead-next", "dead-prev", "dead-empty"]) show(id, false);
     status("Could not load dead letters: " + e.message, true);
   }
 }
+
+function nextPage() { state.pages.push(state.current); loadDead(state.cursor).then(keepStack); }
+function prevPage() { const back = state.pages.pop(); const rest = state.pages.slice(); loadDead(back ?? null).then(() => { state.pages = rest; show("dead-prev", rest.length > 0); }); }
+function keepStack() { show("dead-prev", state.pages.length > 0); }
 
 function deadRow(d) {
   return el("tr", { "data-id": d.id },
@@ -394,27 +419,46 @@ async function matchingIds() {
   return ids;
 }
 
+function describeFilter(f) {
+  const parts = [["application", f.application_id], ["webhook", f.webhook_id], ["type", f.type]].filter(([, v]) => v).map(([k, v]) => `${k} ${v}`);
+  return parts.length ? "matching " + parts.join(", ") : "(ALL dead letters: no filter is set)";
+}
+
 async function settleAll(action) {
+  // The filter as shown in the form, applied to the listing too.
   readFilter();
+  const filter = { ...state.filter };
+  const buttons = [$("replay-all"), $("discard-all")];
+  buttons.forEach((b) => { b.disabled = true; });
   status("Counting matching dead letters…");
   try {
     const ids = await matchingIds();
     status("");
-    if (!ids.length) { status("No dead letters match."); return; }
+    if (!ids.length) { status("No dead letters match."); await loadDead(null); return; }
     const verb = action === "replay" ? "Replay" : "Discard";
-    if (!confirm(`${verb} ${ids.length} dead letter${ids.length === 1 ? "" : "s"} matching this filter?`)) return;
+    if (!confirm(`${verb} ${ids.length} dead letter${ids.length === 1 ? "" : "s"} ${describeFilter(filter)}?`)) { await loadDead(null); return; }
+    let message;
     if (action === "replay") {
       const body = {};
-      for (const [k, v] of Object.entries(state.filter)) if (v) body[k] = v;
+      for (const [k, v] of Object.entries(filter)) if (v) body[k] = v;
       const r = await api("POST", "/v1/dead-letters/replay", body);
-      await loadDead(null);
-      status(`Replayed ${r.replayed}.`);
+      message = `Replayed ${r.replayed}.`;
+      if (r.skipped_webhook_deleted) message += ` ${r.skipped_webhook_deleted} skipped: their webhook was deleted.`;
     } else {
-      for (const id of ids) await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(id));
-      await loadDead(null);
-      status(`Discarded ${ids.length}.`);
+      let done = 0;
+      for (const id of ids) {
+        try { await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(id)); done++; }
+        catch (e) { if (e.status !== 404) throw e; done++; }
+      }
+      message = `Discarded ${done} of ${ids.length}.`;
     }
-  } catch (e) { status(e.message, true); }
+    await loadDead(null);
+    status(message);
+  } catch (e) {
+    status(e.message, true);
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
 }
 
 // ---- wiring ----
@@ -430,17 +474,25 @@ function init() {
   $("secret-copy").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", () => { show("secret-box", false); $("secret-value").value = ""; });
   $("dead-filters").addEventListener("submit", (ev) => { ev.preventDefault(); readFilter(); show("dead-detail", false); loadDead(null); });
-  $("dead-next").addEventListener("click", () => loadDead(state.cursor));
+  $("dead-next").addEventListener("click", nextPage);
+  $("dead-prev").addEventListener("click", prevPage);
   $("replay-all").addEventListener("click", () => settleAll("replay"));
   $("discard-all").addEventListener("click", () => settleAll("discard"));
   $("dl-replay").addEventListener("click", () => settleOne("replay"));
   $("dl-discard").addEventListener("click", () => settleOne("discard"));
   $("dl-close").addEventListener("click", () => show("dead-detail", false));
+  const flash = sessionStorage.getItem("wf.flash");
+  sessionStorage.removeItem("wf.flash");
   const token = sessionStorage.getItem("wf.token");
   if (token) {
-    signIn(token, sessionStorage.getItem("wf.app")).then(route, () => { sessionStorage.clear(); state.token = null; route(); });
+    signIn(token, sessionStorage.getItem("wf.app")).then(route, (e) => {
+      state.token = null;
+      route();
+      $("signin-error").textContent = e.status === 401 ? "Your session ended. Sign in again." : "Could not reach the service: " + e.message;
+    });
   } else {
     route();
+    if (flash) $("signin-error").textContent = flash;
   }
 }
 
