@@ -91,6 +91,7 @@ impl DeadLetter {
             received_at_ms: now_ms,
             attempts: Vec::new(),
             deferrals: 0,
+            parked: false,
         }
     }
 

@@ -104,6 +104,8 @@ pub struct Endpoint {
     concurrency: usize,
     progress: Mutex<Progress>,
     queued: AtomicUsize,
+    // Jobs this process parked in a delay tier that have not come back yet.
+    parked: AtomicUsize,
     max_queued: usize,
     breaker: Mutex<Breaker>,
     config: BreakerConfig,
@@ -124,6 +126,27 @@ impl Endpoint {
         self.progress().finished(duration);
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         b.record(success, Instant::now(), self.config)
+    }
+
+    /// How long this origin needs to work through the jobs this process has
+    /// parked for it (at its average attempt time and concurrency); `None`
+    /// until an attempt has finished.
+    pub fn parked_wait(&self) -> Option<Duration> {
+        let average = self.progress().average?;
+        let parked = self.parked.load(Ordering::Acquire) as u32;
+        Some(average * parked / self.concurrency.max(1) as u32)
+    }
+
+    /// One more job parked for this origin.
+    pub fn note_parked(&self) {
+        self.parked.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A parked job came back from its delay tier.
+    pub fn note_returned(&self) {
+        let _ = self
+            .parked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// The probe could not be sent: let the next job probe instead.
@@ -221,6 +244,7 @@ impl Endpoints {
                         average: None,
                     }),
                     queued: AtomicUsize::new(0),
+                    parked: AtomicUsize::new(0),
                     max_queued: self.max_queued,
                     breaker: Mutex::new(Breaker::Closed { failures: 0 }),
                     config: self.config,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::endpoint::Endpoint;
 use super::job::DeliveryJob;
 use super::outcome::Failure;
 use super::worker::DeliverContext;
@@ -43,33 +44,56 @@ pub async fn fail(ctx: &DeliverContext, job: DeliveryJob, f: Failure) -> Settle 
 }
 
 /// Deferrals climb the schedule up to this tier (the third, 2 min by
-/// default) and stay there.
+/// default) unless the origin's backlog asks for a longer wait.
 const MAX_DEFERRAL_TIER: usize = 2;
 
-/// Without an attempt (the endpoint is saturated): wait in a delay tier, the
-/// first one the first time, then further up the schedule (capped at its
-/// third tier), so the jobs of a receiver that cannot keep up do not cycle
-/// through the broker every few seconds at the cost of everyone else's.
-pub async fn defer(ctx: &DeliverContext, mut job: DeliveryJob, reason: &'static str) -> Settle {
-    let tiers = ctx.schedule.tiers();
-    let tier = &tiers[deferral_tier(job.deferrals, tiers.len())];
-    if age(&job) + tier.delay > ctx.max_age {
+/// Without an attempt (the endpoint is saturated): wait in a delay tier. The
+/// tier is the later of two choices: one step up the schedule per earlier
+/// deferral (capped at its third tier), and the first tier long enough for
+/// the origin to work through the jobs this process has already parked for
+/// it. So the jobs of a receiver that cannot keep up wait about until it can
+/// take them, instead of cycling through the broker every few seconds at the
+/// cost of everyone else's deliveries.
+pub async fn defer(
+    ctx: &DeliverContext,
+    mut job: DeliveryJob,
+    endpoint: &Endpoint,
+    reason: &'static str,
+) -> Settle {
+    let delays: Vec<Duration> = ctx.schedule.tiers().iter().map(|t| t.delay).collect();
+    let left = ctx.max_age.saturating_sub(age(&job));
+    let Some(index) = deferral_tier(job.deferrals, endpoint.parked_wait(), &delays, left) else {
         return dead_letter(ctx, job, "max_age_exceeded").await;
-    }
+    };
+    let tier = &ctx.schedule.tiers()[index];
     job.deferrals += 1;
+    job.parked = true;
     let settle = to_tier(ctx, &job, &tier.label).await;
     if settle == Settle::Ack {
+        endpoint.note_parked();
         ctx.metrics.job_deferred(reason);
         tracing::debug!(reason, tier = %tier.label, deferrals = job.deferrals, "job deferred");
     }
     settle
 }
 
-/// The tier index for a job deferred `deferrals` times before, of `tiers`.
-fn deferral_tier(deferrals: u32, tiers: usize) -> usize {
-    (deferrals as usize)
-        .min(MAX_DEFERRAL_TIER)
-        .min(tiers.saturating_sub(1))
+/// The tier index for a job deferred `deferrals` times before, whose origin
+/// needs `backlog` to work through what is already parked, among tiers of
+/// `delays`, waiting at most `left`; `None` if even the first is too long.
+fn deferral_tier(
+    deferrals: u32,
+    backlog: Option<Duration>,
+    delays: &[Duration],
+    left: Duration,
+) -> Option<usize> {
+    let last = delays.len().checked_sub(1)?;
+    let climbed = (deferrals as usize).min(MAX_DEFERRAL_TIER).min(last);
+    let needed = backlog.map_or(0, |b| delays.iter().position(|&d| d >= b).unwrap_or(last));
+    let mut index = climbed.max(needed);
+    while delays[index] > left {
+        index = index.checked_sub(1)?;
+    }
+    Some(index)
 }
 
 async fn to_tier(ctx: &DeliverContext, job: &DeliveryJob, tier: &str) -> Settle {
@@ -109,10 +133,32 @@ pub async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -
 mod tests {
     use super::*;
 
+    fn secs(s: &[u64]) -> Vec<Duration> {
+        s.iter().map(|&s| Duration::from_secs(s)).collect()
+    }
+
     #[test]
     fn deferrals_climb_to_the_third_tier_and_stay() {
-        let tiers: Vec<usize> = (0..6).map(|d| deferral_tier(d, 10)).collect();
-        assert_eq!(tiers, [0, 1, 2, 2, 2, 2]);
-        assert_eq!(deferral_tier(5, 1), 0, "a one-tier schedule");
+        let delays = secs(&[10, 30, 120, 600, 1800]);
+        let day = Duration::from_secs(86_400);
+        let tiers: Vec<Option<usize>> = (0..6)
+            .map(|d| deferral_tier(d, None, &delays, day))
+            .collect();
+        assert_eq!(tiers, [0, 1, 2, 2, 2, 2].map(Some));
+        assert_eq!(deferral_tier(5, None, &secs(&[10]), day), Some(0));
+    }
+
+    #[test]
+    fn an_origin_s_parked_backlog_picks_a_later_tier_within_the_max_age() {
+        let delays = secs(&[10, 30, 120, 600, 1800]);
+        let day = Duration::from_secs(86_400);
+        let backlog = |s| Some(Duration::from_secs(s));
+        assert_eq!(deferral_tier(0, backlog(5), &delays, day), Some(0));
+        assert_eq!(deferral_tier(0, backlog(100), &delays, day), Some(2));
+        assert_eq!(deferral_tier(0, backlog(5000), &delays, day), Some(4));
+        // Never past the max age: a shorter tier, or none at all.
+        let left = Duration::from_secs(200);
+        assert_eq!(deferral_tier(0, backlog(5000), &delays, left), Some(2));
+        assert_eq!(deferral_tier(0, None, &delays, secs(&[5])[0]), None);
     }
 }

@@ -45,6 +45,10 @@ pub struct DeliveryJob {
     /// absent in jobs written before it existed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deferrals: u32,
+    /// Whether its last hop was a deferral (so its return frees a place in
+    /// the origin's parked count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -75,6 +79,7 @@ impl DeliveryJob {
             received_at_ms,
             attempts: Vec::new(),
             deferrals: 0,
+            parked: false,
         }
     }
 

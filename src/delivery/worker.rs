@@ -85,6 +85,12 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             return Settle::Ack;
         }
     };
+    if job.parked {
+        // Back from a deferral (if another process parked it, this one's
+        // count stays at zero). Any later hop is not a deferral.
+        job.parked = false;
+        prepared.endpoint.note_returned();
+    }
     if !prepared.webhook.enabled {
         tracing::info!("webhook disabled; job dead-lettered");
         return Box::pin(dead_letter(ctx, job, "webhook_disabled")).await;
@@ -113,7 +119,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         if admit == Admit::Probe {
             endpoint.release_probe();
         }
-        return Box::pin(defer(ctx, job, "endpoint_saturated")).await;
+        return Box::pin(defer(ctx, job, endpoint, "endpoint_saturated")).await;
     };
     let started_ms = clock::unix_millis();
     let result = {
