@@ -106,6 +106,7 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
         seen["urlError"].as_str().unwrap().contains("url"),
         "the validation error is shown next to the URL: {seen}"
     );
+    assert_eq!(seen["urlInvalid"], "true", "the field is marked invalid");
     assert_eq!(seen["groups"], json!(["AIS", "PIS"]));
     let result = seen["result"].as_str().unwrap();
     assert!(result.starts_with("Delivered · HTTP 200"), "{result}");

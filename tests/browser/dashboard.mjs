@@ -35,6 +35,7 @@ const phases = {
     await page.check("#event-groups input[value='item.created']");
     await page.click("#form-submit");
     const urlError = await (await page.waitForSelector("#err-url:not(:empty)")).textContent();
+    const urlInvalid = await page.getAttribute("#wh-url", "aria-invalid");
     await shot(page, "02-admin-validation");
     await page.fill("#wh-url", env("RECEIVER_URL"));
     await page.fill("#wh-name", "Ledger sync");
@@ -48,7 +49,7 @@ const phases = {
     const result = await (await page.waitForSelector("#webhooks-rows .result.ok, #webhooks-rows .result.bad")).textContent();
     await shot(page, "04-admin-test-sent");
     const groups = await page.$$eval("#event-groups h4", (hs) => hs.map((h) => h.textContent));
-    return { empty, urlError, secret, result, groups, rows: await row.count() };
+    return { empty, urlError, urlInvalid, secret, result, groups, rows: await row.count() };
   },
 
   // Admin again, with 10 webhooks: the limit is visible before trying.

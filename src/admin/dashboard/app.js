@@ -213,12 +213,14 @@ function closeForm() { show("webhook-form", false); state.editing = null; }
 
 function clearErrors() {
   for (const f of ["url", "name", "events", "form"]) $("err-" + f).textContent = "";
+  for (const id of ["wh-url", "wh-name", "wh-events"]) $(id).removeAttribute("aria-invalid");
 }
 
 function fieldError(e) {
   const known = { url: "url", name: "name", events: "events" };
   const key = e.field && known[e.field.split(/[.[]/)[0]];
   $("err-" + (key || "form")).textContent = e.message;
+  if (key) $("wh-" + key).setAttribute("aria-invalid", "true");
   if (key === "url" || key === "name") $("wh-" + key).focus();
 }
 
