@@ -498,7 +498,6 @@ impl ServiceProcess {
     /// (peak RSS in bytes of the largest process, CPU seconds of all).
     pub fn usage(&self) -> (u64, f64) {
         let mut rss = 0;
-        let mut cpu = 0.0;
         for c in &self.children {
             let status =
                 std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap_or_default();
@@ -508,9 +507,8 @@ impl ServiceProcess {
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
                 .unwrap_or(0);
             rss = rss.max(hwm * 1024);
-            cpu += cpu_seconds(c.id());
         }
-        (rss, cpu)
+        (rss, self.cpu())
     }
 
     /// CPU seconds used so far by all service processes.

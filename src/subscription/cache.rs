@@ -74,12 +74,6 @@ impl SubscriptionCache {
         }
     }
 
-    /// One webhook of `app`, through the cache.
-    pub async fn webhook(&self, app: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
-        let all = self.webhooks(app).await?;
-        Ok(all.iter().find(|w| w.id == id).cloned())
-    }
-
     /// Drops `app`'s entry (a change was announced).
     pub fn invalidate(&self, app: &str) {
         self.epoch.fetch_add(1, Ordering::AcqRel);

@@ -42,8 +42,9 @@ impl EventMarkers {
         self.ops
             .send(Op::Claim(id.to_string(), tx))
             .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+            .map_err(|_| unavailable("event-id marker task stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("event-id marker task stopped"))?
     }
 
     /// Marks `id` fanned out, without waiting; skipped if Redis is so far
@@ -53,11 +54,8 @@ impl EventMarkers {
     }
 }
 
-fn stopped() -> StoreError {
-    StoreError::Redis(redis::RedisError::from((
-        redis::ErrorKind::Io,
-        "event-id marker task stopped",
-    )))
+fn unavailable(why: &'static str) -> StoreError {
+    StoreError::Redis(redis::RedisError::from((redis::ErrorKind::Io, why)))
 }
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Op>) {
@@ -76,7 +74,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>) {
                 tracing::warn!(error = %e, operations = batch.len(), "event-id markers not written");
                 for op in batch.drain(..) {
                     if let Op::Claim(_, reply) = op {
-                        let _ = reply.send(Err(not_written()));
+                        let _ = reply.send(Err(unavailable("event-id markers not written")));
                     }
                 }
             }
@@ -119,11 +117,4 @@ fn marker(previous: Option<String>) -> Marker {
         Some("done") => Marker::Done,
         Some(_) => Marker::InProgress,
     }
-}
-
-fn not_written() -> StoreError {
-    StoreError::Redis(redis::RedisError::from((
-        redis::ErrorKind::Io,
-        "event-id markers not written",
-    )))
 }
