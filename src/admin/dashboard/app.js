@@ -104,7 +104,7 @@ async function onSignIn(ev) {
 
 function route() {
   status("");
-  for (const v of ["view-signin", "view-webhooks", "view-dead"]) show(v, false);
+  hideViews();
   show("nav", !!state.token);
   if (!state.token) { show("view-signin", true); $("signin-token").focus(); return; }
   $("who").textContent = state.role + (state.app ? " · " + state.app : "");
@@ -332,17 +332,17 @@ async function openDead() {
   show("view-dead", true);
   if (!$("f-app").value && state.app && !state.filter.application_id) $("f-app").value = state.app;
   readFilter();
-  await loadDead(null);
+  await firstPage();
 }
 
 function readFilter() {
   state.filter = { application_id: $("f-app").value.trim(), webhook_id: $("f-webhook").value.trim(), type: $("f-type").value.trim() };
 }
 
-// `cursor` null: the first page. Replies to superseded requests are dropped.
+// `state.pages` holds the cursors of the pages before this one (`null` for
+// the first page). Replies to superseded requests are dropped.
 async function loadDead(cursor) {
   const seq = ++state.deadSeq;
-  if (cursor === null) state.pages = [];
   status("Loading dead letters…");
   try {
     const page = await api("GET", "/v1/dead-letters?" + filterQuery({ limit: PAGE, cursor }));
@@ -362,9 +362,9 @@ async function loadDead(cursor) {
   }
 }
 
-function nextPage() { state.pages.push(state.current); loadDead(state.cursor).then(keepStack); }
-function prevPage() { const back = state.pages.pop(); const rest = state.pages.slice(); loadDead(back ?? null).then(() => { state.pages = rest; show("dead-prev", rest.length > 0); }); }
-function keepStack() { show("dead-prev", state.pages.length > 0); }
+function firstPage() { state.pages = []; return loadDead(null); }
+function nextPage() { state.pages.push(state.current); loadDead(state.cursor); }
+function prevPage() { loadDead(state.pages.pop() ?? null); }
 
 function deadRow(d) {
   return el("tr", { "data-id": d.id },
@@ -405,7 +405,7 @@ async function settleOne(action) {
     else await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(d.id));
     show("dead-detail", false);
     state.detail = null;
-    await loadDead(null);
+    await firstPage();
     status(action === "replay" ? "Replayed: the delivery is queued again." : "Discarded.");
   } catch (e) { status(e.message, true); }
 }
@@ -436,9 +436,9 @@ async function settleAll(action) {
   try {
     const ids = await matchingIds();
     status("");
-    if (!ids.length) { status("No dead letters match."); await loadDead(null); return; }
+    if (!ids.length) { status("No dead letters match."); await firstPage(); return; }
     const verb = action === "replay" ? "Replay" : "Discard";
-    if (!confirm(`${verb} ${ids.length} dead letter${ids.length === 1 ? "" : "s"} ${describeFilter(filter)}?`)) { await loadDead(null); return; }
+    if (!confirm(`${verb} ${ids.length} dead letter${ids.length === 1 ? "" : "s"} ${describeFilter(filter)}?`)) { await firstPage(); return; }
     let message;
     if (action === "replay") {
       const body = {};
@@ -454,7 +454,7 @@ async function settleAll(action) {
       }
       message = `Discarded ${done} of ${ids.length}.`;
     }
-    await loadDead(null);
+    await firstPage();
     status(message);
   } catch (e) {
     status(e.message, true);
@@ -475,7 +475,7 @@ function init() {
   $("webhook-form").addEventListener("submit", onSubmitForm);
   $("secret-copy").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", () => { show("secret-box", false); $("secret-value").value = ""; });
-  $("dead-filters").addEventListener("submit", (ev) => { ev.preventDefault(); readFilter(); show("dead-detail", false); loadDead(null); });
+  $("dead-filters").addEventListener("submit", (ev) => { ev.preventDefault(); readFilter(); show("dead-detail", false); firstPage(); });
   $("dead-next").addEventListener("click", nextPage);
   $("dead-prev").addEventListener("click", prevPage);
   $("replay-all").addEventListener("click", () => settleAll("replay"));
@@ -498,7 +498,7 @@ function init() {
   }
 }
 
-function hideViews() { for (const v of ["view-webhooks", "view-dead"]) show(v, false); }
+function hideViews() { for (const v of ["view-signin", "view-webhooks", "view-dead"]) show(v, false); }
 function openWebhooksView() { hideViews(); openWebhooks(); }
 
 document.addEventListener("DOMContentLoaded", init);
