@@ -24,8 +24,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use support::{AMQP, Receivers, ServiceProcess, envelope};
 use webhook_fanout::broker::{JOB_ROUTING_KEY, Names};
-use webhook_fanout::delivery::DeliveryJob;
 use webhook_fanout::event::{Catalogue, Event};
+use webhook_fanout::job::DeliveryJob;
 
 #[derive(Parser)]
 struct Args {

@@ -9,7 +9,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use webhook_fanout::broker::{self, Names};
 use webhook_fanout::dead_letter::{DeadLetter, DeadLetters, Filter};
-use webhook_fanout::delivery::{AttemptRecord, DeliveryJob};
+use webhook_fanout::job::{AttemptRecord, DeliveryJob};
 use webhook_fanout::retry::RetrySchedule;
 use webhook_fanout::subscription::Store;
 
@@ -28,6 +28,7 @@ fn letter(i: usize) -> Vec<u8> {
     let mut job = job;
     job.attempts = (0..12)
         .map(|a| AttemptRecord {
+            sent: true,
             at_ms: 1_700_000_000_000 + a * 1000,
             status: Some(503),
             error: Some("HTTP 503".into()),

@@ -86,9 +86,9 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, settings.target_policy()),
-        // Three quarters of the prefetch window is an origin's share (in
+        // Three quarters of the prefetch window is a webhook's share (in
         // flight plus waiting); past it only short waits are allowed, so a
-        // slow origin leaves a quarter free for the others.
+        // slow webhook leaves a quarter free for the others.
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,
             (settings.delivery_concurrency * 3 / 4).saturating_sub(settings.endpoint_concurrency),
@@ -96,6 +96,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
                 threshold: settings.breaker_threshold,
                 cooldown: settings.breaker_cooldown,
             },
+            settings.host_concurrency,
         )),
         names: Names::new(&settings.namespace),
         dead_letters: Arc::new(DeadLetters::new(
@@ -123,6 +124,7 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         metrics: w.metrics.clone(),
         health: w.health.clone(),
         dead_letters: w.dead_letters.clone(),
+        endpoints: w.endpoints.clone(),
     })
 }
 

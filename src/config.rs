@@ -92,9 +92,14 @@ pub struct Settings {
     pub ingest_concurrency: usize,
     /// `WF_LOG_FORMAT`, default `pretty`.
     pub log_format: LogFormat,
-    /// `WF_ENDPOINT_CONCURRENCY`, default 8: deliveries in flight per callback origin.
+    /// `WF_ENDPOINT_CONCURRENCY`, default 8: deliveries in flight per webhook.
+    /// Isolation: a slow webhook holds at most this many of the window's slots.
     pub endpoint_concurrency: usize,
-    /// `WF_CIRCUIT_BREAKER_THRESHOLD`, default 5: consecutive failures opening an origin's circuit.
+    /// `WF_HOST_CONCURRENCY`, unset by default: deliveries in flight per
+    /// receiving host (scheme, host, port), shared fairly among its webhooks.
+    /// Politeness towards a host serving many webhooks, not isolation.
+    pub host_concurrency: Option<usize>,
+    /// `WF_CIRCUIT_BREAKER_THRESHOLD`, default 5: consecutive failed requests opening a webhook's circuit.
     pub breaker_threshold: u32,
     /// `WF_CIRCUIT_BREAKER_COOLDOWN`, default 30s: how long it stays open before a probe.
     pub breaker_cooldown: Duration,
@@ -186,6 +191,9 @@ impl Settings {
                 "WF_ENDPOINT_CONCURRENCY",
                 &get("WF_ENDPOINT_CONCURRENCY", "8"),
             )?,
+            host_concurrency: optional("WF_HOST_CONCURRENCY")
+                .map(|v| count("WF_HOST_CONCURRENCY", &v))
+                .transpose()?,
             breaker_threshold: count(
                 "WF_CIRCUIT_BREAKER_THRESHOLD",
                 &get("WF_CIRCUIT_BREAKER_THRESHOLD", "5"),
@@ -355,6 +363,8 @@ mod tests {
         assert!(!s.allow_http && !s.allow_private_targets);
         assert!(s.admin_token.is_none() && s.secret_key.is_none());
         assert!(s.roles.ingest && s.roles.deliver && s.roles.api);
+        assert_eq!(s.endpoint_concurrency, 8);
+        assert_eq!(s.host_concurrency, None, "no host cap unless asked for");
     }
 
     #[test]
@@ -371,6 +381,7 @@ mod tests {
             ("WF_RETRY_SCHEDULE", "10s,,30s"),
             ("WF_DELIVERY_CONCURRENCY", "0"),
             ("WF_QUEUE_TYPE", "mirrored"),
+            ("WF_HOST_CONCURRENCY", "none"),
         ];
         for (var, value) in cases {
             let e = settings(&[(var, value)]).unwrap_err();

@@ -37,6 +37,7 @@ pub mod delivery;
 pub mod event;
 pub mod health;
 pub mod ingest;
+pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod retry;

@@ -51,6 +51,7 @@ pub struct Metrics {
     inflight: IntGauge,
     cache_lookups: IntCounterVec,
     jobs_deferred: IntCounterVec,
+    deferral_delay: Histogram,
     circuits_open: IntGauge,
     queue_depth: IntGaugeVec,
 }
@@ -154,13 +155,22 @@ impl Metrics {
             jobs_deferred: counter_vec(
                 &r,
                 "jobs_deferred_total",
-                "Jobs sent to a delay tier without a request (endpoint saturated or circuit open)",
+                "Jobs deferred to a delay tier without a request (webhook or host saturated, or circuit open)",
                 "reason",
+            ),
+            deferral_delay: histogram(
+                &r,
+                "deferral_delay_seconds",
+                "Delay of the tier each deferred job was sent to",
+                vec![
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 600.0, 1800.0, 3600.0,
+                    14400.0, 43200.0,
+                ],
             ),
             circuits_open: IntGauge::with_opts(
                 Opts::new(
                     "circuit_breakers_open",
-                    "Callback origins whose circuit is open",
+                    "Webhooks whose circuit is open (in this process)",
                 )
                 .namespace("webhooks"),
             )
@@ -203,7 +213,7 @@ impl Metrics {
             m.cache_lookups.with_label_values(&[r]);
         }
         // Series exist from the start, so rate() and alerts see zeros, not gaps.
-        for r in ["endpoint_saturated", "circuit_open"] {
+        for r in ["endpoint_saturated", "host_saturated", "circuit_open"] {
             m.jobs_deferred.with_label_values(&[r]);
         }
         for r in ["webhook_deleted", "invalid_job"] {
@@ -278,13 +288,14 @@ impl Metrics {
         self.cache_lookups.with_label_values(&[result]).inc();
     }
 
-    /// A job went to a delay tier without a request, for `reason`
-    /// (`endpoint_saturated`, `circuit_open`).
-    pub fn job_deferred(&self, reason: &'static str) {
+    /// A job was deferred to a tier of `delay` without a request, for
+    /// `reason` (`endpoint_saturated`, `host_saturated`, `circuit_open`).
+    pub fn job_deferred(&self, reason: &'static str, delay: Duration) {
         self.jobs_deferred.with_label_values(&[reason]).inc();
+        self.deferral_delay.observe(delay.as_secs_f64());
     }
 
-    /// How many callback origins have an open circuit.
+    /// How many webhooks have an open circuit.
     pub fn set_open_circuits(&self, n: usize) {
         self.circuits_open.set(n as i64);
     }
@@ -368,7 +379,7 @@ mod tests {
         m.retry_scheduled("10s");
         m.dead_lettered();
         m.job_dropped("webhook_deleted");
-        m.job_deferred("circuit_open");
+        m.job_deferred("circuit_open", Duration::from_secs(10));
         m.cache_lookup("hit");
         m.set_open_circuits(2);
         m.delivered_end_to_end(Duration::from_secs(1));

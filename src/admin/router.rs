@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::{dashboard, dead_letters, webhooks};
 use crate::config::Redacted;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::{DeliveryClient, TargetPolicy};
+use crate::delivery::{DeliveryClient, Endpoints, TargetPolicy};
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -41,6 +41,8 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// Dead letters.
     pub dead_letters: Arc<DeadLetters>,
+    /// This process's per-webhook breakers, told of a test call's result.
+    pub endpoints: Arc<Endpoints>,
 }
 
 /// A JSON response with `status`.

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::request::{Fields, read_fields};
 use super::router::{AdminState, authorize, json_response, no_content};
 use crate::clock;
-use crate::delivery::{AttemptResult, Signer};
+use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::subscription::{StoredSecret, TokenRecord, Webhook, new_secret};
 
@@ -168,7 +168,10 @@ pub async fn rotate(state: &AdminState, who: &Principal, app: &str, id: &str) ->
     Ok(json_response(StatusCode::OK, &hook.view_with_secret()))
 }
 
-/// `POST /v1/applications/{app}/webhooks/{id}/test`: delivers TEST_EVENT now.
+/// `POST /v1/applications/{app}/webhooks/{id}/test`: delivers TEST_EVENT now,
+/// whatever the webhook's breaker says (the test is the probe); where this
+/// process delivers to the webhook too, the result reaches its breaker, so a
+/// fixed receiver's success closes the circuit at once.
 pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
     authorize(who, app, Some(Role::Admin))?;
     let hook = find(state, app, id).await?;
@@ -184,6 +187,14 @@ pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> R
             signer: &signer,
         })
         .await;
+    if let Some(endpoint) = state.endpoints.get(id) {
+        let delivered = crate::delivery::classify(&result.transport) == Outcome::Delivered;
+        if endpoint.record(delivered, result.duration) {
+            state
+                .metrics
+                .set_open_circuits(state.endpoints.open_circuits());
+        }
+    }
     tracing::info!(
         application_id = app,
         webhook_id = id,
@@ -195,10 +206,8 @@ pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> R
 
 fn test_report(result: &AttemptResult) -> serde_json::Value {
     let (delivered, status, error) = match &crate::delivery::classify(&result.transport) {
-        crate::delivery::Outcome::Delivered => (true, result.transport.status(), None),
-        crate::delivery::Outcome::Retry(f) | crate::delivery::Outcome::GiveUp(f) => {
-            (false, f.status, Some(f.error.clone()))
-        }
+        Outcome::Delivered => (true, result.transport.status(), None),
+        Outcome::Retry(f) | Outcome::GiveUp(f) => (false, f.status, Some(f.error.clone())),
     };
     json!({
         "delivered": delivered,

@@ -3,10 +3,8 @@
 //! show, replay and discard them; replayed and discarded ids are recorded in
 //! Redis so listings hide them.
 
-mod park;
 mod record;
 mod stream;
 
-pub use park::park;
 pub use record::{DeadLetter, Filter, id_of, offset_of};
 pub use stream::{DeadLetterError, DeadLetters, Page, ReplayAll};

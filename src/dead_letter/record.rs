@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::delivery::{AttemptRecord, DeliveryJob, job::JOB_VERSION};
+use crate::job::{AttemptRecord, DeliveryJob, JOB_VERSION};
 use crate::subscription::rfc3339;
 
 /// The wire version this release writes.
@@ -79,7 +79,8 @@ impl DeadLetter {
         }
     }
 
-    /// A new job for a replay: same event id and body, a fresh max-age window.
+    /// A new job for a replay: same event id and body, a fresh max-age window;
+    /// its first attempt is sent even through an open circuit (the probe).
     pub fn replay_job(&self, now_ms: i64) -> DeliveryJob {
         DeliveryJob {
             v: JOB_VERSION,
@@ -91,7 +92,7 @@ impl DeadLetter {
             received_at_ms: now_ms,
             attempts: Vec::new(),
             deferrals: 0,
-            parked: false,
+            probe: true,
         }
     }
 
@@ -111,7 +112,7 @@ impl DeadLetter {
             .iter()
             .map(|a| {
                 json!({
-                    "at": seconds(a.at_ms), "status": a.status,
+                    "at": seconds(a.at_ms), "status": a.status, "sent": a.sent,
                     "error": a.error, "duration_ms": a.duration_ms,
                 })
             })
@@ -125,7 +126,8 @@ impl DeadLetter {
             "type": self.event_type,
             "reason": self.reason,
             "body": body,
-            "attempts": self.history.len(),
+            // Requests sent; `history` also lists the short-circuited ones.
+            "attempts": self.history.iter().filter(|a| a.sent).count(),
             "first_attempt_at": self.history.first().map(|a| seconds(a.at_ms)),
             "last_attempt_at": last.map(|a| seconds(a.at_ms)),
             "last_status": last.and_then(|a| a.status),
@@ -179,6 +181,7 @@ mod tests {
         assert_eq!(job.body.get(), d.body.get());
         assert_eq!(job.received_at_ms, 50_000);
         assert!(job.attempts.is_empty());
+        assert!(job.probe, "sent through an open circuit");
     }
 
     #[test]

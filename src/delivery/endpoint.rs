@@ -1,25 +1,30 @@
-//! Endpoint isolation: a cap on concurrent deliveries per callback origin and
-//! a circuit breaker per origin, so one slow or failing receiver cannot hold
-//! the prefetch window that every other receiver's jobs need.
+//! Isolation per webhook: a cap on concurrent deliveries and a circuit
+//! breaker for each webhook (not each host: receivers share hosts, and one
+//! failing path must not silence its siblings), so one slow or failing
+//! webhook cannot hold the prefetch window that every other webhook needs.
+//! An optional per-host cap (`host.rs`) is for politeness only.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A job waiting for its origin's slot gives up (and is parked) when the
-/// origin started or finished no delivery for this long: a hanging receiver
+use super::host::{Host, HostPermit};
+
+/// A job waiting for its webhook's slot gives up (and is deferred) when the
+/// webhook started or finished no delivery for this long: a hanging receiver
 /// does not hold the window, a busy but answering one keeps its queue.
 pub const SLOT_WAIT: Duration = Duration::from_millis(250);
-/// The longest any job waits for a slot, however busy the origin.
+/// The longest any job waits for a slot, however busy the webhook.
 pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(5);
-/// A job is parked rather than queued when its expected wait (the origin's
-/// average attempt time × its place in the queue ÷ the origin's concurrency)
+/// A job is deferred rather than queued when its expected wait (the webhook's
+/// average attempt time × its place in the queue ÷ the webhook's concurrency)
 /// is longer than this.
 pub const WAIT_BUDGET: Duration = Duration::from_secs(1);
-/// Beyond its share of the window (`max_queued`), an origin may still queue
+/// Beyond its share of the window (`max_queued`), a webhook may still queue
 /// jobs that will wait less than this: a fast receiver absorbs a burst in
 /// memory, a slow one cannot crowd the others out.
 pub const SHARE_GRACE: Duration = Duration::from_millis(100);
@@ -98,60 +103,85 @@ impl Breaker {
     }
 }
 
-/// One callback origin's limits.
+/// Why no delivery slot was given: the caller defers the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saturated {
+    /// The webhook's own cap is taken and its queue is long or stalled.
+    Webhook,
+    /// The host's politeness cap (`WF_HOST_CONCURRENCY`) has no fair share left.
+    Host,
+}
+
+impl Saturated {
+    /// The `reason` label of `webhooks_jobs_deferred_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Saturated::Webhook => "endpoint_saturated",
+            Saturated::Host => "host_saturated",
+        }
+    }
+}
+
+/// A delivery slot: the webhook's permit and, with a host cap, the host's.
+pub struct Slot {
+    _webhook: OwnedSemaphorePermit,
+    _host: Option<HostPermit>,
+}
+
+/// One webhook's limits: its concurrency cap, its circuit breaker and the
+/// estimate of the jobs it has waiting in delay tiers.
 pub struct Endpoint {
+    id: String,
+    url: String,
     permits: Arc<Semaphore>,
     concurrency: usize,
     progress: Mutex<Progress>,
     queued: AtomicUsize,
-    // Jobs this process parked in a delay tier that have not come back yet.
-    parked: AtomicUsize,
     max_queued: usize,
     breaker: Mutex<Breaker>,
     config: BreakerConfig,
+    host: Option<Arc<Host>>,
 }
 
 impl Endpoint {
     /// The breaker's decision for the next job.
     pub fn admit(&self) -> Admit {
-        self.breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(Instant::now())
+        self.breaker().admit(Instant::now())
     }
 
     /// Records an attempt's result and duration; true when the circuit
     /// opened or closed.
     pub fn record(&self, success: bool, duration: Duration) -> bool {
         self.progress().finished(duration);
-        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        b.record(success, Instant::now(), self.config)
+        self.breaker().record(success, Instant::now(), self.config)
     }
 
-    /// How long this origin needs to work through the jobs this process has
-    /// parked for it (at its average attempt time and concurrency); `None`
-    /// until an attempt has finished.
-    pub fn parked_wait(&self) -> Option<Duration> {
-        let average = self.progress().average?;
-        let parked = self.parked.load(Ordering::Acquire) as u32;
-        Some(average * parked / self.concurrency.max(1) as u32)
+    /// How long this webhook needs to work through the jobs this process
+    /// deferred for it that are still waiting in their tiers (at its average
+    /// attempt time and concurrency); `None` until an attempt has finished.
+    ///
+    /// Each process counts only its own deferrals, and each expires when its
+    /// tier's delay has passed: nothing has to be decremented by whichever
+    /// process consumes the job again, so the estimate cannot drift with
+    /// replicas. With N replicas each sees about 1/N of the jobs and offers
+    /// 1/N of the webhook's total concurrency, so the estimate holds.
+    pub fn deferred_wait(&self) -> Option<Duration> {
+        let mut p = self.progress();
+        let average = p.average?;
+        let waiting = p.deferred_waiting(Instant::now()) as u32;
+        Some(average * waiting / self.concurrency.max(1) as u32)
     }
 
-    /// One more job parked for this origin.
-    pub fn note_parked(&self) {
-        self.parked.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A parked job came back from its delay tier.
-    pub fn note_returned(&self) {
-        let _ = self
-            .parked
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    /// One more job deferred for this webhook, back in `delay`.
+    pub fn note_deferred(&self, delay: Duration) {
+        self.progress()
+            .deferred
+            .push(Reverse(Instant::now() + delay));
     }
 
     /// The probe could not be sent: let the next job probe instead.
     pub fn release_probe(&self) {
-        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.breaker();
         if *b == Breaker::HalfOpen {
             *b = Breaker::Open {
                 until: Instant::now(),
@@ -161,30 +191,43 @@ impl Endpoint {
 
     /// Whether the circuit is open (or probing).
     pub fn is_open(&self) -> bool {
-        self.breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_open()
+        self.breaker().is_open()
     }
 
-    /// A delivery slot for this origin. When all are taken, a job waits for
-    /// one if [`should_wait`] says so, and keeps waiting while the origin
-    /// makes progress, for at most `MAX_SLOT_WAIT`. `None` means the origin
-    /// is saturated: the caller parks the job in a delay tier, so a slow
-    /// origin never holds more than its share of the prefetch window for
-    /// long, while a fast one absorbs bursts in memory.
-    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            self.progress().started();
-            return Some(p);
+    /// The breaker's state: `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self) -> &'static str {
+        match *self.breaker() {
+            Breaker::Closed { .. } => "closed",
+            Breaker::Open { .. } => "open",
+            Breaker::HalfOpen => "half_open",
         }
-        let position = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        let permit = self.wait(position).await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        if permit.is_some() {
-            self.progress().started();
-        }
-        permit
+    }
+
+    /// A delivery slot for this webhook. When all are taken, a job waits for
+    /// one if [`should_wait`] says so, and keeps waiting while the webhook
+    /// makes progress, for at most `MAX_SLOT_WAIT`; then, with a host cap,
+    /// for its fair share of the host. `Err` means saturated: the caller
+    /// defers the job, so a slow webhook never holds more than its share of
+    /// the prefetch window for long, while a fast one absorbs bursts in memory.
+    pub async fn slot(&self) -> Result<Slot, Saturated> {
+        let webhook = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let position = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+                let permit = self.wait(position).await;
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                permit.ok_or(Saturated::Webhook)?
+            }
+        };
+        let host = match &self.host {
+            Some(host) => Some(host.acquire(&self.id).await.ok_or(Saturated::Host)?),
+            None => None,
+        };
+        self.progress().started();
+        Ok(Slot {
+            _webhook: webhook,
+            _host: host,
+        })
     }
 
     async fn wait(&self, position: usize) -> Option<OwnedSemaphorePermit> {
@@ -205,69 +248,160 @@ impl Endpoint {
         }
     }
 
+    /// Whether nothing uses this entry: no job holds or waits for a slot,
+    /// nothing happened for `idle`, and no deferral of it is still waiting.
+    fn unused(&self, idle: Duration, now: Instant) -> bool {
+        let mut p = self.progress();
+        self.permits.available_permits() == self.concurrency
+            && self.queued.load(Ordering::Acquire) == 0
+            && p.last.elapsed() >= idle
+            && p.deferred_waiting(now) == 0
+    }
+
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-/// Every origin seen by this process.
+/// How often the map is swept for entries nobody uses.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// An entry idle this long is forgotten (a deleted webhook's, say); its
+/// breaker state goes with it, so at worst a dead webhook's next jobs send a
+/// few requests before its circuit opens again.
+const IDLE_EVICT: Duration = Duration::from_secs(600);
+
+/// Every webhook this process has delivered to, and the hosts they share.
 pub struct Endpoints {
     map: Mutex<HashMap<String, Arc<Endpoint>>>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    last_sweep: Mutex<Instant>,
     concurrency: usize,
     max_queued: usize,
+    host_limit: Option<usize>,
     config: BreakerConfig,
 }
 
 impl Endpoints {
-    /// `concurrency` requests at once per origin; at most `max_queued` more
-    /// waiting for one; breakers per `config`.
-    pub fn new(concurrency: usize, max_queued: usize, config: BreakerConfig) -> Self {
+    /// `concurrency` requests at once per webhook; at most `max_queued` more
+    /// waiting for one; breakers per `config`; with `host_limit`, at most that
+    /// many requests at once per host (scheme, host, port), shared fairly.
+    pub fn new(
+        concurrency: usize,
+        max_queued: usize,
+        config: BreakerConfig,
+        host_limit: Option<usize>,
+    ) -> Self {
         Endpoints {
             map: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
             concurrency,
             max_queued,
+            host_limit,
             config,
         }
     }
 
-    /// The endpoint of `url`'s origin (scheme, host, port).
-    pub fn of(&self, url: &str) -> Arc<Endpoint> {
-        let key = origin(url);
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key)
-            .or_insert_with(|| {
-                Arc::new(Endpoint {
-                    permits: Arc::new(Semaphore::new(self.concurrency)),
-                    concurrency: self.concurrency,
-                    progress: Mutex::new(Progress {
-                        last: Instant::now(),
-                        average: None,
-                    }),
-                    queued: AtomicUsize::new(0),
-                    parked: AtomicUsize::new(0),
-                    max_queued: self.max_queued,
-                    breaker: Mutex::new(Breaker::Closed { failures: 0 }),
-                    config: self.config,
-                })
-            })
-            .clone()
+    /// The endpoint of webhook `id` delivering to `url`. A changed URL is a
+    /// new receiver: it starts with fresh limits and a closed breaker.
+    pub fn of(&self, id: &str, url: &str) -> Arc<Endpoint> {
+        self.sweep_if_due();
+        let mut map = lock(&self.map);
+        if let Some(e) = map.get(id)
+            && e.url == url
+        {
+            return e.clone();
+        }
+        let endpoint = Arc::new(self.endpoint(id, url));
+        map.insert(id.to_string(), endpoint.clone());
+        endpoint
     }
 
-    /// How many origins have an open circuit now.
+    /// Webhook `id`'s endpoint, if this process has one.
+    pub fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    fn endpoint(&self, id: &str, url: &str) -> Endpoint {
+        let host = self.host_limit.map(|limit| {
+            lock(&self.hosts)
+                .entry(origin(url))
+                .or_insert_with(|| Arc::new(Host::new(limit)))
+                .clone()
+        });
+        Endpoint {
+            id: id.to_string(),
+            url: url.to_string(),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+            concurrency: self.concurrency,
+            progress: Mutex::new(Progress {
+                last: Instant::now(),
+                average: None,
+                deferred: BinaryHeap::new(),
+            }),
+            queued: AtomicUsize::new(0),
+            max_queued: self.max_queued,
+            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+            config: self.config,
+            host,
+        }
+    }
+
+    /// How many webhooks have an open circuit now.
     pub fn open_circuits(&self) -> usize {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|e| e.is_open()).count()
+        lock(&self.map).values().filter(|e| e.is_open()).count()
+    }
+
+    /// How many webhooks and hosts this process keeps state for.
+    pub fn tracked(&self) -> (usize, usize) {
+        (lock(&self.map).len(), lock(&self.hosts).len())
+    }
+
+    fn sweep_if_due(&self) {
+        let now = Instant::now();
+        {
+            let mut last = lock(&self.last_sweep);
+            if now.duration_since(*last) < SWEEP_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        self.sweep(IDLE_EVICT, now);
+    }
+
+    /// Forgets webhooks unused for `idle`, and hosts no webhook refers to.
+    fn sweep(&self, idle: Duration, now: Instant) {
+        lock(&self.map).retain(|_, e| Arc::strong_count(e) > 1 || !e.unused(idle, now));
+        lock(&self.hosts).retain(|_, h| Arc::strong_count(h) > 1);
     }
 }
 
-/// When an origin last started or finished an attempt, and its attempts'
-/// moving average duration.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// When a webhook last started or finished an attempt, its attempts' moving
+/// average duration, and when the jobs this process deferred for it are due
+/// back from their tiers.
 struct Progress {
     last: Instant,
     average: Option<Duration>,
+    deferred: BinaryHeap<Reverse<Instant>>,
 }
 
 impl Progress {
+    /// Deferred jobs not yet due back at `now` (those due are forgotten).
+    fn deferred_waiting(&mut self, now: Instant) -> usize {
+        while self.deferred.peek().is_some_and(|Reverse(due)| *due <= now) {
+            self.deferred.pop();
+        }
+        self.deferred.len()
+    }
+
     fn started(&mut self) {
         self.last = Instant::now();
     }
@@ -283,10 +417,10 @@ impl Progress {
     }
 }
 
-/// Whether a job arriving `position`-th in the queue of an origin whose
-/// slots are all taken should wait for one (else it is parked). It waits
-/// unless the origin has stalled (nothing started or finished for
-/// `SLOT_WAIT`), or its expected wait is over `WAIT_BUDGET`, or the origin
+/// Whether a job arriving `position`-th in the queue of a webhook whose
+/// slots are all taken should wait for one (else it is deferred). It waits
+/// unless the webhook has stalled (nothing started or finished for
+/// `SLOT_WAIT`), or its expected wait is over `WAIT_BUDGET`, or the webhook
 /// already has `max_queued` waiting and this one would wait over
 /// `SHARE_GRACE`.
 pub fn should_wait(
@@ -370,32 +504,32 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_origin_queues_past_its_share_a_slow_or_stalled_one_does_not() {
+    fn a_fast_webhook_queues_past_its_share_a_slow_or_stalled_one_does_not() {
         let ms = Duration::from_millis;
         let fresh = ms(1);
         // 8 at a time, 40 may wait; 2 ms attempts: even the 100th waits.
         assert!(should_wait(100, 40, 8, Some(ms(2)), fresh));
-        // 100 ms attempts: within the share it waits, beyond it parks.
+        // 100 ms attempts: within the share it waits, beyond it is deferred.
         assert!(should_wait(40, 40, 8, Some(ms(100)), fresh));
         assert!(!should_wait(41, 40, 8, Some(ms(100)), fresh));
-        // 500 ms attempts: 16 waiting means a second; the 17th parks.
+        // 500 ms attempts: 16 waiting means a second; the 17th is deferred.
         assert!(should_wait(16, 40, 8, Some(ms(500)), fresh));
         assert!(!should_wait(17, 40, 8, Some(ms(500)), fresh));
-        // Nothing started or finished for SLOT_WAIT: park at once.
+        // Nothing started or finished for SLOT_WAIT: defer at once.
         assert!(!should_wait(1, 40, 8, Some(ms(2)), SLOT_WAIT));
-        // No attempt finished yet: wait within the share, then park.
+        // No attempt finished yet: wait within the share, then defer.
         assert!(should_wait(40, 40, 8, None, fresh));
         assert!(should_wait(41, 40, 8, None, fresh));
     }
 
     #[tokio::test]
     async fn a_queued_job_gets_the_slot_a_finished_attempt_frees() {
-        let endpoints = Endpoints::new(1, 1, CONFIG);
-        let e = endpoints.of("http://127.0.0.1:1/");
+        let endpoints = Endpoints::new(1, 1, CONFIG, None);
+        let e = endpoints.of("wh_1", "http://127.0.0.1:1/");
         let held = e.slot().await.expect("a free slot");
         let waiting = tokio::spawn({
             let e = e.clone();
-            async move { e.slot().await.is_some() }
+            async move { e.slot().await.is_ok() }
         });
         tokio::task::yield_now().await;
         e.record(true, Duration::from_millis(1));
@@ -404,19 +538,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stalled_origin_parks_its_waiting_and_new_jobs() {
-        let endpoints = Endpoints::new(1, 8, CONFIG);
-        let e = endpoints.of("http://127.0.0.1:1/");
+    async fn a_stalled_webhook_defers_its_waiting_and_new_jobs() {
+        let endpoints = Endpoints::new(1, 8, CONFIG, None);
+        let e = endpoints.of("wh_1", "http://127.0.0.1:1/");
         let _hanging = e.slot().await.expect("a free slot");
         let waiting = tokio::spawn({
             let e = e.clone();
-            async move { e.slot().await.is_some() }
+            async move { e.slot().await.is_ok() }
         });
         // The waiter gives up once nothing has moved for SLOT_WAIT...
-        assert!(!waiting.await.unwrap(), "parked after SLOT_WAIT");
-        // ...and from then on a new job is parked without waiting.
+        assert!(!waiting.await.unwrap(), "deferred after SLOT_WAIT");
+        // ...and from then on a new job is deferred without waiting.
         let at = Instant::now();
-        assert!(e.slot().await.is_none());
+        assert_eq!(e.slot().await.err(), Some(Saturated::Webhook));
         assert!(at.elapsed() < SLOT_WAIT);
+    }
+
+    #[tokio::test]
+    async fn a_hanging_webhook_leaves_its_sibling_on_the_same_host_its_own_slots() {
+        let endpoints = Endpoints::new(2, 8, CONFIG, None);
+        let url = "http://127.0.0.1:1/";
+        let hanging = endpoints.of("wh_hang", &format!("{url}hang"));
+        let _held = [hanging.slot().await.ok(), hanging.slot().await.ok()];
+        let sibling = endpoints.of("wh_ok", &format!("{url}ok"));
+        let at = Instant::now();
+        assert!(sibling.slot().await.is_ok(), "the sibling's own slot");
+        assert!(at.elapsed() < Duration::from_millis(50));
+        for _ in 0..3 {
+            hanging.record(false, Duration::from_millis(1));
+        }
+        assert!(
+            hanging.is_open() && !sibling.is_open(),
+            "breakers are per webhook"
+        );
+    }
+
+    #[test]
+    fn a_changed_url_starts_fresh_and_idle_entries_are_forgotten() {
+        let endpoints = Endpoints::new(2, 8, CONFIG, Some(4));
+        let a = endpoints.of("wh_1", "http://a.example/x");
+        for _ in 0..3 {
+            a.record(false, Duration::from_millis(1));
+        }
+        assert!(endpoints.of("wh_1", "http://a.example/x").is_open());
+        let b = endpoints.of("wh_1", "http://b.example/x");
+        assert!(!b.is_open(), "a new URL is a new receiver");
+        assert_eq!(endpoints.tracked(), (1, 2));
+        drop((a, b));
+        // In use (recent progress): kept. Idle past the limit: forgotten,
+        // and the hosts no webhook refers to with it.
+        endpoints.sweep(Duration::from_secs(60), Instant::now());
+        assert_eq!(endpoints.tracked(), (1, 1));
+        endpoints.sweep(Duration::ZERO, Instant::now());
+        assert_eq!(endpoints.tracked(), (0, 0));
+    }
+
+    #[test]
+    fn deferrals_count_until_their_tier_has_passed() {
+        let endpoints = Endpoints::new(2, 8, CONFIG, None);
+        let e = endpoints.of("wh_1", "http://a.example/");
+        assert_eq!(e.deferred_wait(), None, "no attempt finished yet");
+        e.record(true, Duration::from_millis(100));
+        for _ in 0..4 {
+            e.note_deferred(Duration::from_secs(60));
+        }
+        e.note_deferred(Duration::ZERO);
+        // Four still waiting × 100 ms ÷ 2 at a time; the one due is gone.
+        assert_eq!(e.deferred_wait(), Some(Duration::from_millis(200)));
     }
 }

@@ -1,7 +1,6 @@
 //! What a delivery needs from its webhook, prepared once per cached copy of
 //! the application's webhooks instead of once per attempt: the checked
-//! target URI, the origin's endpoint (cap and breaker) and the HMAC key
-//! schedules of the valid secrets.
+//! target URI and the HMAC key schedules of the valid secrets.
 //!
 //! Entries are keyed by webhook id and tied to the cached list they were made
 //! from: when the subscription cache replaces that list (a change, or its
@@ -13,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use hyper::Uri;
 
 use super::client::DeliveryClient;
-use super::endpoint::{Endpoint, Endpoints};
 use super::signing::Signer;
 use crate::subscription::Webhook;
 
@@ -26,8 +24,6 @@ pub struct Prepared {
     pub webhook: Webhook,
     /// The target checked against the SSRF policy, or why it is refused.
     pub target: Result<Uri, String>,
-    /// Its origin's concurrency cap and breaker.
-    pub endpoint: Arc<Endpoint>,
     /// Keys of the secrets valid when prepared.
     pub signer: Signer,
     /// Unix seconds at which one of those secrets expires.
@@ -35,7 +31,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    fn new(webhook: &Webhook, now: i64, client: &DeliveryClient, endpoints: &Endpoints) -> Self {
+    fn new(webhook: &Webhook, now: i64, client: &DeliveryClient) -> Self {
         let target = client.check(&webhook.url);
         Prepared {
             signer: Signer::new(&webhook.valid_secrets(now)),
@@ -45,7 +41,6 @@ impl Prepared {
                 .filter_map(|s| s.expires_at)
                 .filter(|&t| t > now)
                 .min(),
-            endpoint: endpoints.of(&webhook.url),
             webhook: webhook.clone(),
             target,
         }
@@ -73,7 +68,6 @@ impl PreparedWebhooks {
         id: &str,
         now: i64,
         client: &DeliveryClient,
-        endpoints: &Endpoints,
     ) -> Option<Arc<Prepared>> {
         if let Some((source, prepared)) = self.lock().get(id)
             && Arc::ptr_eq(source, list)
@@ -82,7 +76,7 @@ impl PreparedWebhooks {
             return Some(prepared.clone());
         }
         let webhook = list.iter().find(|w| w.id == id)?;
-        let prepared = Arc::new(Prepared::new(webhook, now, client, endpoints));
+        let prepared = Arc::new(Prepared::new(webhook, now, client));
         let mut map = self.lock();
         if map.len() >= MAX_ENTRIES {
             map.clear();

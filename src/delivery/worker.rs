@@ -1,48 +1,21 @@
 //! The delivery worker's handling of one job from `{ns}.deliver`: re-read the
-//! webhook, pass the endpoint's breaker and concurrency cap, attempt, then ack
-//! or hand the failure on (`hand_on`).
+//! webhook, pass its breaker and concurrency cap, attempt, and end in one
+//! [`Disposition`] that `publish.rs` carries out.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::client::{Attempt, DeliveryClient, Transport};
-use super::endpoint::{Admit, Endpoints};
-use super::hand_on::{dead_letter, defer, fail};
-use super::job::{AttemptRecord, DeliveryJob};
+use super::client::{Attempt, Transport};
+use super::context::DeliverContext;
+use super::disposition::Disposition;
+use super::endpoint::{Admit, Endpoint};
 use super::outcome::{Failure, Outcome, classify};
-use super::prepared::PreparedWebhooks;
-use crate::broker::{ConfirmedPublisher, Names};
+use super::publish::dispose;
 use crate::clock;
 use crate::consume::Settle;
-use crate::metrics::{Metrics, OutcomeLabel};
-use crate::retry::RetrySchedule;
-use crate::subscription::{Store, SubscriptionCache};
-
-/// Everything the worker needs, shared by all in-flight jobs.
-pub struct DeliverContext {
-    /// Webhook lookups.
-    pub cache: Arc<SubscriptionCache>,
-    /// HTTP client.
-    pub client: DeliveryClient,
-    /// Per-origin caps and circuit breakers.
-    pub endpoints: Arc<Endpoints>,
-    /// Webhooks prepared for delivery (checked URL, endpoint, signing keys).
-    pub prepared: Arc<PreparedWebhooks>,
-    /// Confirmed publisher for retries and dead letters.
-    pub publisher: ConfirmedPublisher,
-    /// Queue names.
-    pub names: Names,
-    /// Dead letter count.
-    pub store: Store,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Retry tiers.
-    pub schedule: RetrySchedule,
-    /// `WF_MAX_EVENT_AGE`.
-    pub max_age: Duration,
-}
+use crate::job::{AttemptRecord, DeliveryJob};
+use crate::metrics::OutcomeLabel;
 
 /// Handles one job message; the returned value says how to settle it.
 pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
@@ -62,7 +35,9 @@ pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
         outcome = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    attempt(ctx, job).instrument(span).await
+    // Boxed: the future is kilobytes, and boxing it keeps each job's task
+    // small to move.
+    Box::pin(attempt(ctx, job)).instrument(span).await
 }
 
 async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
@@ -74,66 +49,69 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         }
     };
     let now = clock::unix_secs();
-    let prepared = ctx
+    let Some(prepared) = ctx
         .prepared
-        .get(&webhooks, &job.webhook_id, now, &ctx.client, &ctx.endpoints);
-    let prepared = match prepared {
-        Some(p) => p,
-        None => {
-            tracing::info!("webhook deleted; job dropped");
-            ctx.metrics.job_dropped("webhook_deleted");
-            return Settle::Ack;
-        }
+        .get(&webhooks, &job.webhook_id, now, &ctx.client)
+    else {
+        return dispose(ctx, job, None, Disposition::Drop("webhook_deleted")).await;
     };
-    if job.parked {
-        // Back from a deferral (if another process parked it, this one's
-        // count stays at zero). Any later hop is not a deferral.
-        job.parked = false;
-        prepared.endpoint.note_returned();
-    }
     if !prepared.webhook.enabled {
-        tracing::info!("webhook disabled; job dead-lettered");
-        return Box::pin(dead_letter(ctx, job, "webhook_disabled")).await;
+        let disabled = Disposition::DeadLetter("webhook_disabled");
+        return dispose(ctx, job, None, disabled).await;
     }
-    let endpoint = &prepared.endpoint;
-    let admit = endpoint.admit();
+    let endpoint = ctx.endpoints.of(&job.webhook_id, &prepared.webhook.url);
+    // An operator's replay is sent whatever the breaker says: it is the probe
+    // that tells whether the receiver was fixed.
+    let admit = match job.probe {
+        true => Admit::Pass,
+        false => endpoint.admit(),
+    };
     if admit == Admit::ShortCircuit {
-        // No request and no timeout spent: the attempt fails at once.
-        ctx.metrics.job_deferred("circuit_open");
-        let failure = Failure {
-            label: OutcomeLabel::ConnectError,
-            status: None,
-            error: "circuit open: the endpoint keeps failing; request not sent".into(),
-            retry_after: None,
-        };
+        // No request and no timeout spent: the attempt is recorded as not sent.
         job.attempts.push(AttemptRecord {
+            sent: false,
             at_ms: clock::unix_millis(),
             status: None,
-            error: Some(failure.error.clone()),
+            error: Some("circuit open: the webhook keeps failing; request not sent".into()),
             duration_ms: 0,
         });
-        return Box::pin(fail(ctx, job, failure)).await;
+        return dispose(ctx, job, Some(&endpoint), Disposition::ShortCircuited).await;
     }
-    // Bounded per origin so a slow receiver cannot fill the prefetch window.
-    let Some(_slot) = endpoint.slot().await else {
-        if admit == Admit::Probe {
-            endpoint.release_probe();
+    // Bounded per webhook so a slow receiver cannot fill the prefetch window.
+    let slot = match endpoint.slot().await {
+        Ok(slot) => slot,
+        Err(saturated) => {
+            if admit == Admit::Probe {
+                endpoint.release_probe();
+            }
+            let deferred = Disposition::Deferred(saturated.reason());
+            return dispose(ctx, job, Some(&endpoint), deferred).await;
         }
-        return Box::pin(defer(ctx, job, endpoint, "endpoint_saturated")).await;
     };
+    let disposition = send(ctx, &mut job, &prepared, &endpoint).await;
+    drop(slot);
+    dispose(ctx, job, Some(&endpoint), disposition).await
+}
+
+/// Sends the request and records it in the job, the breaker and the metrics.
+async fn send(
+    ctx: &DeliverContext,
+    job: &mut DeliveryJob,
+    prepared: &super::prepared::Prepared,
+    endpoint: &Endpoint,
+) -> Disposition {
     let started_ms = clock::unix_millis();
     let result = {
         let _inflight = ctx.metrics.inflight();
-        // Boxed, as are the rarer hand-on paths below: these futures are
-        // kilobytes, and boxing them keeps each job's task small to move.
-        Box::pin(ctx.client.deliver(Attempt {
-            target: &prepared.target,
-            event_id: &job.event_id,
-            attempt: job.next_attempt(),
-            body: job.body.get().as_bytes(),
-            signer: &prepared.signer,
-        }))
-        .await
+        ctx.client
+            .deliver(Attempt {
+                target: &prepared.target,
+                event_id: &job.event_id,
+                attempt: job.next_attempt(),
+                body: job.body.get().as_bytes(),
+                signer: &prepared.signer,
+            })
+            .await
     };
     let outcome = classify(&result.transport);
     let span = tracing::Span::current();
@@ -156,6 +134,8 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         failure,
         result.duration,
     ));
+    // The probe was this request; the job's retries follow the breaker.
+    job.probe = false;
     match outcome {
         Outcome::Delivered => {
             let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
@@ -165,12 +145,12 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
                 duration_ms = result.duration.as_millis() as u64,
                 "delivered"
             );
-            Settle::Ack
+            Disposition::Delivered
         }
-        Outcome::Retry(f) => Box::pin(fail(ctx, job, f)).await,
+        Outcome::Retry(f) => Disposition::Failed(f),
         Outcome::GiveUp(f) => {
-            tracing::warn!(error = %f.error, "target refused; dead-lettered");
-            Box::pin(dead_letter(ctx, job, "target_refused")).await
+            tracing::warn!(error = %f.error, "target refused");
+            Disposition::DeadLetter("target_refused")
         }
     }
 }
@@ -189,6 +169,7 @@ fn record(
     duration: Duration,
 ) -> AttemptRecord {
     AttemptRecord {
+        sent: true,
         at_ms,
         status: transport.status(),
         error: failure.map(|f| f.error.clone()),

@@ -10,8 +10,8 @@ use tracing::Instrument;
 use crate::broker::{ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
 use crate::clock;
 use crate::consume::Settle;
-use crate::delivery::DeliveryJob;
 use crate::event::{Catalogue, Event, Rejection};
+use crate::job::DeliveryJob;
 use crate::metrics::Metrics;
 use crate::subscription::{EventMarkers, Marker, StoreError, SubscriptionCache, Webhook};
 

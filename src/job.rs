@@ -1,5 +1,9 @@
 //! The delivery job: one event for one webhook, as it travels through
-//! `{ns}.deliver` and the retry tiers. Versioned (`v`) for rolling deploys.
+//! `{ns}.deliver` and the retry tiers. A wire type shared by ingest (which
+//! writes it), delivery (which runs it) and the dead letters (which keep and
+//! replay it), so it sits below all three. Versioned (`v`) for rolling
+//! deploys: fields added later are optional, so the previous release reads
+//! what this one writes and the other way round.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -10,6 +14,10 @@ pub const JOB_VERSION: u32 = 1;
 /// One finished attempt, kept in the job's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// Whether a request was sent: false when the webhook's circuit was open
+    /// and the attempt was short-circuited (absent in older jobs: sent).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub sent: bool,
     /// Unix milliseconds when the attempt started.
     pub at_ms: i64,
     /// HTTP status, if a response came back.
@@ -41,18 +49,26 @@ pub struct DeliveryJob {
     /// Attempts made so far, oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
-    /// Times the job was parked without an attempt (its origin saturated);
-    /// absent in jobs written before it existed.
+    /// Times the job was deferred without an attempt (its webhook
+    /// saturated); absent in jobs written before it existed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deferrals: u32,
-    /// Whether its last hop was a deferral (so its return frees a place in
-    /// the origin's parked count).
+    /// An operator's replay: its next attempt is sent even while the
+    /// webhook's circuit is open, as the probe (cleared after that attempt).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub parked: bool,
+    pub probe: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Why a message on `{ns}.deliver` is not a job this release can run.
@@ -79,7 +95,7 @@ impl DeliveryJob {
             received_at_ms,
             attempts: Vec::new(),
             deferrals: 0,
-            parked: false,
+            probe: false,
         }
     }
 
@@ -97,9 +113,15 @@ impl DeliveryJob {
         serde_json::to_vec(self).expect("a job serializes")
     }
 
-    /// The 1-based number of the next attempt.
+    /// The 1-based number of the next request (`Webhook-Attempt`): attempts
+    /// short-circuited by an open circuit sent nothing and do not count.
     pub fn next_attempt(&self) -> u32 {
-        self.attempts.len() as u32 + 1
+        self.requests_sent() + 1
+    }
+
+    /// How many requests were actually sent for this job.
+    pub fn requests_sent(&self) -> u32 {
+        self.attempts.iter().filter(|a| a.sent).count() as u32
     }
 }
 
@@ -116,6 +138,28 @@ mod tests {
         let back = DeliveryJob::decode(&job.encode()).unwrap();
         assert_eq!(back.body.get(), event.body);
         assert_eq!(back.next_attempt(), 1);
+    }
+
+    #[test]
+    fn short_circuited_attempts_are_not_requests() {
+        let record = |sent| AttemptRecord {
+            sent,
+            at_ms: 0,
+            status: None,
+            error: None,
+            duration_ms: 0,
+        };
+        let text = r#"{"v":1,"event_id":"e","application_id":"a","webhook_id":"w","type":"t","body":{},"received_at_ms":0}"#;
+        let mut job = DeliveryJob::decode(text.as_bytes()).unwrap();
+        job.attempts = vec![record(true), record(false), record(false)];
+        assert_eq!(job.next_attempt(), 2);
+        let back = DeliveryJob::decode(&job.encode()).unwrap();
+        assert_eq!(back.attempts, job.attempts);
+        // A record written before `sent` existed was a request.
+        let old: AttemptRecord =
+            serde_json::from_str(r#"{"at_ms":1,"status":500,"error":"x","duration_ms":2}"#)
+                .unwrap();
+        assert!(old.sent);
     }
 
     #[test]

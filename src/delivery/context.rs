@@ -1,0 +1,36 @@
+//! What the delivery worker shares among all its in-flight jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::DeliveryClient;
+use super::endpoint::Endpoints;
+use super::prepared::PreparedWebhooks;
+use crate::broker::{ConfirmedPublisher, Names};
+use crate::metrics::Metrics;
+use crate::retry::RetrySchedule;
+use crate::subscription::{Store, SubscriptionCache};
+
+/// Everything the worker needs, shared by all in-flight jobs.
+pub struct DeliverContext {
+    /// Webhook lookups.
+    pub cache: Arc<SubscriptionCache>,
+    /// HTTP client.
+    pub client: DeliveryClient,
+    /// Per-webhook caps and circuit breakers (and optional host caps).
+    pub endpoints: Arc<Endpoints>,
+    /// Webhooks prepared for delivery (checked URL, signing keys).
+    pub prepared: Arc<PreparedWebhooks>,
+    /// Confirmed publisher for retries and dead letters.
+    pub publisher: ConfirmedPublisher,
+    /// Queue names.
+    pub names: Names,
+    /// Dead letter count.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Retry tiers.
+    pub schedule: RetrySchedule,
+    /// `WF_MAX_EVENT_AGE`.
+    pub max_age: Duration,
+}

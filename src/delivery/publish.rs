@@ -1,0 +1,136 @@
+//! The one place a job's hop is carried out: the disposition is planned
+//! (pure, `disposition.rs`), the job or its dead letter is published with a
+//! confirm, and only then is the job acked; metrics and logs say the same
+//! words as the disposition.
+
+use std::time::Duration;
+
+use super::context::DeliverContext;
+use super::disposition::{Disposition, Hop, Plan, plan};
+use super::endpoint::Endpoint;
+use crate::broker::Outgoing;
+use crate::clock;
+use crate::consume::Settle;
+use crate::dead_letter::DeadLetter;
+use crate::job::DeliveryJob;
+
+/// Plans `disposition` for `job` and carries the hop out; `endpoint` is the
+/// webhook's (absent when there is none to ask, e.g. a deleted webhook).
+pub async fn dispose(
+    ctx: &DeliverContext,
+    mut job: DeliveryJob,
+    endpoint: Option<&Endpoint>,
+    disposition: Disposition,
+) -> Settle {
+    let age = Duration::from_millis((clock::unix_millis() - job.received_at_ms).max(0) as u64);
+    let hop = plan(
+        &job,
+        &disposition,
+        &Plan {
+            schedule: &ctx.schedule,
+            max_age: ctx.max_age,
+            age,
+            backlog: endpoint.and_then(Endpoint::deferred_wait),
+        },
+    );
+    match hop {
+        Hop::Ack => {
+            if let Disposition::Drop(reason) = disposition {
+                tracing::info!(reason, "job dropped");
+                ctx.metrics.job_dropped(reason);
+            }
+            Settle::Ack
+        }
+        Hop::Tier(tier) => {
+            if let Disposition::Deferred(_) = disposition {
+                job.deferrals += 1;
+            }
+            let settle = to_tier(ctx, &job, &tier.label).await;
+            if settle == Settle::Ack {
+                counted(ctx, &disposition, &tier.label, tier.delay, endpoint);
+            }
+            settle
+        }
+        Hop::DeadLetter(reason) => {
+            if let Disposition::Failed(f) = &disposition {
+                tracing::warn!(error = %f.error, reason, "delivery failed; dead-lettered");
+            } else {
+                tracing::warn!(reason, "job dead-lettered");
+            }
+            dead_letter(ctx, job, reason).await
+        }
+    }
+}
+
+/// Metrics and logs of a job now waiting in tier `label`.
+fn counted(
+    ctx: &DeliverContext,
+    disposition: &Disposition,
+    label: &str,
+    delay: Duration,
+    endpoint: Option<&Endpoint>,
+) {
+    match disposition {
+        Disposition::Failed(f) => {
+            ctx.metrics.retry_scheduled(label);
+            tracing::info!(error = %f.error, tier = label, "delivery failed; retry scheduled");
+        }
+        Disposition::ShortCircuited => {
+            ctx.metrics.job_deferred("circuit_open", delay);
+            tracing::debug!(tier = label, "circuit open; job deferred");
+        }
+        Disposition::Deferred(reason) => {
+            if let Some(e) = endpoint {
+                e.note_deferred(delay);
+            }
+            ctx.metrics.job_deferred(reason, delay);
+            tracing::debug!(reason, tier = label, "job deferred");
+        }
+        Disposition::Delivered | Disposition::Drop(_) | Disposition::DeadLetter(_) => {}
+    }
+}
+
+async fn to_tier(ctx: &DeliverContext, job: &DeliveryJob, tier: &str) -> Settle {
+    let queue = ctx.names.retry(tier);
+    let payload = job.encode();
+    let message = Outgoing {
+        exchange: "",
+        routing_key: &queue,
+        payload: &payload,
+        headers: None,
+        message_id: Some(&job.event_id),
+    };
+    match ctx.publisher.publish(message).await {
+        Ok(()) => Settle::Ack,
+        Err(e) => {
+            tracing::warn!(error = %e, tier, "cannot reach the delay tier; job handed back");
+            Settle::Requeue
+        }
+    }
+}
+
+/// Publishes `job`'s dead letter to the `{ns}.dead` stream with a confirm.
+async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Settle {
+    let event_id = job.event_id.clone();
+    let letter = DeadLetter::from_job(job, reason, clock::unix_millis());
+    let payload = serde_json::to_vec(&letter).expect("a dead letter serializes");
+    let queue = ctx.names.dead();
+    let message = Outgoing {
+        exchange: "",
+        routing_key: &queue,
+        payload: &payload,
+        headers: None,
+        message_id: Some(&event_id),
+    };
+    if let Err(e) = ctx.publisher.publish(message).await {
+        tracing::warn!(error = %e, "cannot dead-letter; job handed back");
+        return Settle::Requeue;
+    }
+    ctx.metrics.dead_lettered();
+    // Listings use this count to know where the stream ends; a lost increment
+    // only makes the next listing wait a few milliseconds longer.
+    if let Err(e) = ctx.store.count_dead_letter().await {
+        tracing::warn!(error = %e, "dead letter count not updated");
+    }
+    Settle::Ack
+}
