@@ -3,27 +3,35 @@
 //!
 //! ```text
 //! producer ─► {ns}.events ─► {ns}.ingest ─► ingest::handle_event
-//!                                            │ event::Event::parse (else ─► {ns}.rejected)
+//!                                            │ event::Event::parse (else reject ─► {ns}.rejected)
 //!                                            │ subscription::SubscriptionCache (Redis + memory)
-//!                                            │ ingest::fan_out ─► one delivery::DeliveryJob per webhook
+//!                                            │ ingest::fan_out ─► one job::DeliveryJob per webhook
 //!                                            ▼ broker::ConfirmedPublisher (confirmed, then ack)
 //!             {ns}.deliveries ─► {ns}.deliver ─► delivery::handle_job
-//!                    ▲                            │ delivery::Signer, delivery::DeliveryClient
-//!                    │ TTL expiry                 │ delivery::classify ─► Delivered | Retry | GiveUp
-//!             {ns}.retry.<delay> ◄── retry::RetrySchedule::next ──┤
-//!                                                                 ▼ past max age, disabled webhook
-//!                                            dead_letter::park ─► {ns}.dead (stream) ─► list, replay, discard
+//!                    ▲                            │ per-webhook cap and breaker (delivery::Endpoints)
+//!                    │ TTL expiry                 │ delivery::Signer, delivery::DeliveryClient
+//!                    │                            ▼ one Disposition ─► one Hop (pure)
+//!             {ns}.retry.<delay> ◄── defer | schedule a retry ──┤
+//!                                                               ▼ dead-letter (max age, disabled, refused)
+//!                                               {ns}.dead (stream) ─► dead_letter: list, replay, discard
 //! ```
 //!
 //! Modules, following the data: [`event`] (envelope, catalogue),
-//! [`subscription`] (Redis store, secret cipher, cache), [`broker`]
-//! (connection, topology, confirmed publisher, queue depths), [`consume`]
-//! (the shared consumer loop), [`ingest`] (fan out), [`delivery`] (deliver:
-//! client, signing, SSRF policy, endpoint caps and breakers, outcome, hand
-//! on), [`retry`] (the schedule), [`dead_letter`] (park, list, replay,
-//! discard), [`admin`] (HTTP API and the dashboard page), [`metrics`],
-//! [`health`], [`backoff`], [`clock`], [`config`], [`logging`] (buffered
-//! stderr), and [`app`] (wiring and shutdown order).
+//! [`subscription`] (Redis store, secret cipher, cache), [`job`] (the
+//! delivery job's wire format, shared by ingest, delivery and dead letters),
+//! [`broker`] (connection, topology, confirmed publisher, queue depths),
+//! [`consume`] (the shared consumer loop), [`ingest`] (fan out),
+//! [`delivery`] (deliver: client, signing, SSRF policy, per-webhook caps and
+//! breakers, outcome, disposition), [`retry`] (the schedule),
+//! [`dead_letter`] (list, replay, discard), [`admin`] (HTTP API and the
+//! dashboard page), [`metrics`], [`health`], [`backoff`], [`clock`],
+//! [`config`], [`logging`] (buffered stderr), and [`app`] (wiring and
+//! shutdown order).
+//!
+//! Words around failures, the same in code, metrics, logs and docs:
+//! *reject* (an invalid envelope, to `{ns}.rejected`), *defer* (a job put
+//! back in a delay tier without a request), *schedule a retry* (after a
+//! failed request), *dead-letter* (given up), *drop* (its webhook is gone).
 
 pub mod admin;
 pub mod app;

@@ -98,7 +98,7 @@ impl Metrics {
             events_rejected: counter_vec(
                 &r,
                 "events_rejected_total",
-                "Envelopes parked in the rejected queue",
+                "Envelopes rejected to the rejected queue",
                 "reason",
             ),
             events_duplicate: counter(
@@ -227,7 +227,7 @@ impl Metrics {
         self.events_consumed.with_label_values(&[event_type]).inc();
     }
 
-    /// An envelope was parked in `{ns}.rejected`.
+    /// An envelope was rejected to `{ns}.rejected`.
     pub fn event_rejected(&self, reason: RejectReason) {
         self.events_rejected
             .with_label_values(&[reason.code()])

@@ -89,7 +89,9 @@ impl Receivers {
         Self::start_with_slow(n, 0, Duration::ZERO).await
     }
 
-    /// `n` receivers, plus `slow` more that answer after `delay`.
+    /// `n` receivers, plus `slow` more that answer after `delay`, all on one
+    /// host and port (paths `/hook/<i>`), as webhooks behind one gateway or
+    /// one backend look to the service.
     pub async fn start_with_slow(n: usize, slow: usize, delay: Duration) -> Receivers {
         let shared = Arc::new(Shared {
             secrets: (0..n).map(|_| RwLock::default()).collect(),
@@ -98,35 +100,38 @@ impl Receivers {
             bad: AtomicUsize::new(0),
             slow_count: AtomicUsize::new(0),
         });
-        let mut urls = Vec::new();
-        for i in 0..n + slow {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            urls.push(format!(
-                "http://{}/hook",
-                listener.local_addr().expect("addr")
-            ));
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut urls: Vec<String> = (0..n + slow)
+            .map(|i| format!("http://{addr}/hook/{i}"))
+            .collect();
+        let accept = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = accept.clone();
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let shared = shared.clone();
-                    let svc = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move {
-                            if i < n {
-                                shared.receive(i, req).await;
-                            } else {
-                                tokio::time::sleep(delay).await;
-                                shared.slow_count.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    async move {
+                        let i: usize = req
+                            .uri()
+                            .path()
+                            .strip_prefix("/hook/")
+                            .and_then(|i| i.parse().ok())
+                            .unwrap_or(usize::MAX);
+                        if i < n {
+                            shared.receive(i, req).await;
+                        } else {
+                            tokio::time::sleep(delay).await;
+                            shared.slow_count.fetch_add(1, Ordering::Relaxed);
                         }
-                    });
-                    tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
-                }
-            });
-        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+            }
+        });
         let slow_urls = urls.split_off(n);
         Receivers {
             urls,

@@ -10,7 +10,7 @@ use super::minify::minify_json;
 /// The largest envelope accepted, in bytes.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
 
-/// Why an envelope was parked in `{ns}.rejected`; the code is the metric label.
+/// Why an envelope was rejected to `{ns}.rejected`; the code is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
     /// Over 256 KiB.

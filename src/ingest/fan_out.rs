@@ -1,4 +1,4 @@
-//! Handling one event: validate (or park it in `{ns}.rejected`), skip
+//! Handling one event: validate (or reject it to `{ns}.rejected`), skip
 //! duplicates by id, match subscriptions, publish jobs with confirms.
 
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Deliv
     );
     let settle = match parsed {
         // Boxed (a rare path): keeps each event's task small to move.
-        Err(rejection) => Box::pin(park(&ctx, &delivery, &rejection)).await,
+        Err(rejection) => Box::pin(reject(&ctx, &delivery, &rejection)).await,
         Ok(event) => {
             let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
             match accept(&ctx, &event, delivery.redelivered)
@@ -125,7 +125,7 @@ async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result
     Ok(())
 }
 
-async fn park(ctx: &IngestContext, delivery: &Delivery, rejection: &Rejection) -> Settle {
+async fn reject(ctx: &IngestContext, delivery: &Delivery, rejection: &Rejection) -> Settle {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         "x-reject-reason".into(),
@@ -150,7 +150,7 @@ async fn park(ctx: &IngestContext, delivery: &Delivery, rejection: &Rejection) -
             Settle::Ack
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot park rejected envelope; handed back");
+            tracing::warn!(error = %e, "cannot move the rejected envelope aside; handed back");
             Settle::Requeue
         }
     }

@@ -1,7 +1,7 @@
 //! A real HTTP receiver that records every request and answers with a
-//! programmable status (or hangs).
+//! programmable status (or hangs), for all paths or per path.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -33,12 +33,37 @@ impl Received {
     }
 }
 
-/// Answers: scripted statuses first, then the default status. Status 0 means:
+/// Answers: a path's scripted statuses, then the path's status, then the
+/// receiver's scripted statuses, then its default status. Status 0 means:
 /// hang without answering.
 #[derive(Default)]
 struct Script {
     next: VecDeque<u16>,
     retry_after: Option<String>,
+    paths: HashMap<String, PathScript>,
+}
+
+/// One path's own answers (`Receiver::then_at`, `Receiver::set_path_status`).
+#[derive(Default)]
+struct PathScript {
+    next: VecDeque<u16>,
+    status: Option<u16>,
+    delay: Duration,
+}
+
+impl Script {
+    /// The answer to the next request at `path`, given the default status.
+    fn answer(&mut self, path: &str, default: u16) -> u16 {
+        let own = self.paths.get_mut(path);
+        own.and_then(|p| p.next.pop_front().or(p.status))
+            .or_else(|| self.next.pop_front())
+            .unwrap_or(default)
+    }
+
+    /// How long `path` takes to answer.
+    fn delay(&self, path: &str) -> Duration {
+        self.paths.get(path).map_or(Duration::ZERO, |p| p.delay)
+    }
 }
 
 pub struct Receiver {
@@ -71,18 +96,16 @@ impl Receiver {
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             rec.lock().unwrap().push(Received {
                                 at: Instant::now(),
-                                path,
+                                path: path.clone(),
                                 headers,
                                 body,
                             });
-                            let (code, retry_after) = {
+                            let (code, retry_after, delay) = {
                                 let mut script = sc.lock().unwrap();
-                                let code = script
-                                    .next
-                                    .pop_front()
-                                    .unwrap_or_else(|| st.load(Ordering::SeqCst));
-                                (code, script.retry_after.clone())
+                                let code = script.answer(&path, st.load(Ordering::SeqCst));
+                                (code, script.retry_after.clone(), script.delay(&path))
                             };
+                            tokio::time::sleep(delay).await;
                             if code == 0 {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
                             }
@@ -120,6 +143,27 @@ impl Receiver {
     /// The next responses, before falling back to the default status.
     pub fn then(&self, statuses: &[u16]) {
         self.script.lock().unwrap().next.extend(statuses);
+    }
+
+    /// The status `path` answers with from now on (0: hang), instead of the
+    /// receiver's default and its `then` script.
+    pub fn set_path_status(&self, path: &str, status: u16) {
+        let mut script = self.script.lock().unwrap();
+        script.paths.entry(path.to_string()).or_default().status = Some(status);
+    }
+
+    /// `path` answers only after `delay` (a slow receiver).
+    pub fn set_path_delay(&self, path: &str, delay: Duration) {
+        let mut script = self.script.lock().unwrap();
+        script.paths.entry(path.to_string()).or_default().delay = delay;
+    }
+
+    /// The next responses at `path`, before its own status (`set_path_status`)
+    /// or else the receiver's answers.
+    pub fn then_at(&self, path: &str, statuses: &[u16]) {
+        let mut script = self.script.lock().unwrap();
+        let own = script.paths.entry(path.to_string()).or_default();
+        own.next.extend(statuses);
     }
 
     /// `Retry-After` sent with 429 and 503 answers.
