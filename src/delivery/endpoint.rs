@@ -174,9 +174,12 @@ impl Endpoint {
 
     /// One more job deferred for this webhook, back in `delay`.
     pub fn note_deferred(&self, delay: Duration) {
-        self.progress()
-            .deferred
-            .push(Reverse(Instant::now() + delay));
+        let mut p = self.progress();
+        // Past this many the wait is far beyond the longest tier anyway:
+        // stop counting rather than grow without bound.
+        if p.deferred.len() < MAX_COUNTED_DEFERRALS {
+            p.deferred.push(Reverse(Instant::now() + delay));
+        }
     }
 
     /// The probe could not be sent: let the next job probe instead.
@@ -267,6 +270,9 @@ impl Endpoint {
     }
 }
 
+/// Deferrals counted per webhook for the wait estimate, at most.
+const MAX_COUNTED_DEFERRALS: usize = 100_000;
+
 /// How often the map is swept for entries nobody uses.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// An entry idle this long is forgotten (a deleted webhook's, say); its
@@ -309,7 +315,6 @@ impl Endpoints {
     /// The endpoint of webhook `id` delivering to `url`. A changed URL is a
     /// new receiver: it starts with fresh limits and a closed breaker.
     pub fn of(&self, id: &str, url: &str) -> Arc<Endpoint> {
-        self.sweep_if_due();
         let mut map = lock(&self.map);
         if let Some(e) = map.get(id)
             && e.url == url
@@ -361,7 +366,9 @@ impl Endpoints {
         (lock(&self.map).len(), lock(&self.hosts).len())
     }
 
-    fn sweep_if_due(&self) {
+    /// Forgets webhooks unused for 10 minutes (a deleted webhook's, say),
+    /// at most once a minute; called periodically, off the delivery path.
+    pub fn sweep_if_due(&self) {
         let now = Instant::now();
         {
             let mut last = lock(&self.last_sweep);
