@@ -89,9 +89,6 @@ async fn main() -> anyhow::Result<()> {
         }
         ch.wait_for_confirms().await?;
     }
-    for _ in 0..n {
-        store.count_dead_letter().await?;
-    }
     println!(
         "published {n} dead letters ({} bytes each) in {:.1} s",
         letter(0).len(),

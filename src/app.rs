@@ -54,20 +54,43 @@ pub async fn run(
             .follow_changes(w.settings.redis_url.0.clone(), background.clone()),
     );
     let ping_task = tokio::spawn(watch_redis(w.clone(), background.clone()));
+    tokio::spawn(warn_if_redis_forgets(w.store.clone()));
     let dead_task = tokio::spawn(watch_dead_letters(w.clone(), background.clone()));
+    let endpoints_task = tokio::spawn(watch_endpoints(w.clone(), background.clone()));
     let http_task = tokio::spawn(admin::serve(listener, admin_state(&w), background.clone()));
     let broker_task = tokio::spawn(broker_loop(w.clone(), work.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     w.health.set_stopping();
-    work.cancel();
-    let _ = broker_task.await;
-    background.cancel();
-    let _ = tokio::join!(http_task, cache_task, ping_task, dead_task);
-    tracing::info!("stopped");
+    // One deadline for the whole shutdown: in-flight work gets
+    // WF_SHUTDOWN_TIMEOUT, closing channels, the connection and HTTP share
+    // the margin, and nothing waits past both (the orchestrator's grace
+    // period is derived from this sum).
+    // A second of the margin is left for the process itself to end
+    // (the runtime's own shutdown, the last log lines).
+    let limit = w.settings.shutdown_timeout + SHUTDOWN_MARGIN - Duration::from_secs(1);
+    let stop = async {
+        work.cancel();
+        let _ = broker_task.await;
+        background.cancel();
+        let _ = tokio::join!(http_task, cache_task, ping_task, dead_task, endpoints_task);
+    };
+    match tokio::time::timeout(limit, stop).await {
+        Ok(()) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!(
+            limit_ms = limit.as_millis() as u64,
+            "shutdown reached WF_SHUTDOWN_TIMEOUT plus its margin; exiting with work handed back"
+        ),
+    }
     Ok(())
 }
+
+/// What the whole shutdown may take past `WF_SHUTDOWN_TIMEOUT`: closing the
+/// channels, the connection and the HTTP server. Grace periods of the
+/// deployment manifests are at least `WF_SHUTDOWN_TIMEOUT` + this (+ any
+/// preStop sleep).
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     let catalogue = match &settings.event_catalogue {
@@ -99,12 +122,15 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
             settings.host_concurrency,
         )),
         names: Names::new(&settings.namespace),
-        dead_letters: Arc::new(DeadLetters::new(
-            &settings.amqp_url.0,
-            Names::new(&settings.namespace),
-            store.clone(),
-            settings.dead_letter_retention,
-        )),
+        dead_letters: Arc::new(
+            DeadLetters::new(
+                &settings.amqp_url.0,
+                Names::new(&settings.namespace),
+                store.clone(),
+                settings.dead_letter_retention,
+            )
+            .with_metrics(metrics.clone()),
+        ),
         catalogue: Arc::new(catalogue),
         health: Arc::new(Health::default()),
         metrics,
@@ -128,6 +154,18 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
     })
 }
 
+/// Redis holds the system of record for webhooks and tokens: say so at
+/// start-up when it keeps nothing on disk.
+async fn warn_if_redis_forgets(store: Store) {
+    if let Ok(Some(false)) = store.persists().await {
+        tracing::warn!(
+            "Redis persistence is off (appendonly no, save \"\"): webhooks and API tokens live \
+             only in its memory and a Redis restart loses them; turn on appendonly (or a save \
+             schedule) on the Redis of WF_REDIS_URL, and back up with `webhook-fanout webhooks export`"
+        );
+    }
+}
+
 async fn watch_redis(w: Arc<Wiring>, token: CancellationToken) {
     loop {
         let up = w.store.ping().await.is_ok();
@@ -136,6 +174,19 @@ async fn watch_redis(w: Arc<Wiring>, token: CancellationToken) {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(if up { 2 } else { 1 })) => {}
         }
+    }
+}
+
+/// Every 5 s: forget webhooks unused for long (deleted ones), and refresh
+/// `webhooks_circuit_breakers_open` (a forgotten breaker leaves it too).
+async fn watch_endpoints(w: Arc<Wiring>, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(broker::depth::DEPTH_INTERVAL) => {}
+        }
+        w.endpoints.sweep_if_due();
+        w.metrics.set_open_circuits(w.endpoints.open_circuits());
     }
 }
 
@@ -148,7 +199,9 @@ async fn watch_dead_letters(w: Arc<Wiring>, token: CancellationToken) {
     loop {
         match w.dead_letters.backlog().await {
             Ok(n) => w.metrics.set_queue_depth("dead", n as i64),
-            Err(e) => tracing::debug!(error = %e, "dead letter backlog unavailable"),
+            Err(e) => {
+                tracing::debug!(error = %crate::logging::Chain(&e), "dead letter backlog unavailable")
+            }
         }
         tokio::select! {
             _ = token.cancelled() => return,
@@ -238,7 +291,6 @@ async fn session(
             prepared: Arc::new(delivery::PreparedWebhooks::default()),
             publisher: deliver_publisher.clone(),
             names: w.names.clone(),
-            store: w.store.clone(),
             metrics: w.metrics.clone(),
             schedule: s.retry_schedule.clone(),
             max_age: s.max_event_age,
@@ -257,13 +309,40 @@ async fn session(
         broker::depth::watch(&conn, depth_queues(w), w.metrics.clone(), token).await;
         Ok(())
     };
-    let result = tokio::try_join!(ingest_run, deliver_run, depths);
+    let watched = [&ingest_publisher, &deliver_publisher];
+    let publishers = watch_publishers(&watched, token);
+    let result = tokio::try_join!(ingest_run, deliver_run, depths, publishers);
     // Close our channels before the connection: a channel dropped while the
     // connection closes races with it.
     ingest_publisher.close().await;
     deliver_publisher.close().await;
     broker::close_connection(&conn, "bye").await;
     result.map(|_| ()).map_err(Into::into)
+}
+
+/// How often the publisher channels are checked.
+const CHANNEL_CHECK: Duration = Duration::from_millis(250);
+
+/// Ends the session (Err) when a publisher channel has closed: a
+/// channel-level error (a publish to an exchange deleted from outside, say)
+/// closes it for good while the connection and the consumers live on, and
+/// every message would be handed back forever. Ending the session makes
+/// `/readyz` 503 and starts a new one, with fresh channels and the topology
+/// declared again.
+async fn watch_publishers(
+    publishers: &[&ConfirmedPublisher],
+    token: &CancellationToken,
+) -> lapin::Result<()> {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(CHANNEL_CHECK) => {}
+        }
+        if publishers.iter().any(|p| !p.is_open()) && !token.is_cancelled() {
+            let closed = std::io::Error::other("a publisher channel was closed by the broker");
+            return Err(lapin::ErrorKind::IOError(Arc::new(closed)).into());
+        }
+    }
 }
 
 /// (metric label, queue name) of every queue whose depth is reported.

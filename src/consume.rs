@@ -107,14 +107,20 @@ impl Consuming {
                 drop(permit);
             });
         };
+        // The drain starts now and includes stopping the consumer.
+        let deadline = tokio::time::Instant::now() + drain;
         if result.is_ok() {
             // Stop the broker pushing more before draining; what was already
             // pushed but not started stays unacked and returns to the queue.
             let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
-            let _ = tokio::time::timeout(Duration::from_secs(5), cancel).await;
+            let bound = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+            let _ = tokio::time::timeout_at(bound, cancel).await;
         }
         tracker.close();
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(queue = %queue, "in-flight work not finished in time; handed back unacked");
         }
         crate::broker::close_channel(&channel, "shutdown").await;
@@ -141,6 +147,6 @@ async fn settle_message(channel: &Channel, delivery: &Delivery, settle: Settle) 
     };
     if let Err(e) = outcome {
         // The channel is gone; the broker redelivers the message.
-        tracing::warn!(error = %e, "could not settle message; the broker will redeliver it");
+        tracing::warn!(error = %crate::logging::Chain(&e), "could not settle message; the broker will redeliver it");
     }
 }

@@ -71,15 +71,40 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
+/// The one field every wire version keeps: read first, so a newer layout is
+/// reported as a version, not as malformed.
+#[derive(Deserialize)]
+pub(crate) struct Versioned {
+    pub(crate) v: u32,
+}
+
 /// Why a message on `{ns}.deliver` is not a job this release can run.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Not the JSON of a job.
-    #[error("malformed job: {0}")]
+    #[error("malformed job")]
     Malformed(#[from] serde_json::Error),
-    /// Written by a newer release.
-    #[error("unknown job version {0}")]
+    /// Written by a release with another wire version.
+    #[error("unsupported job version {0}")]
     Version(u32),
+}
+
+impl JobError {
+    /// The bounded code: the `reason` label of `webhooks_jobs_rejected_total`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobError::Malformed(_) => "malformed_job",
+            JobError::Version(_) => "unsupported_job_version",
+        }
+    }
+
+    /// The `x-reject-reason` header: the code and what was found.
+    pub fn reason(&self) -> String {
+        match self {
+            JobError::Malformed(e) => format!("malformed_job: {e}"),
+            JobError::Version(v) => format!("unsupported_job_version: {v}"),
+        }
+    }
 }
 
 impl DeliveryJob {
@@ -99,13 +124,13 @@ impl DeliveryJob {
         }
     }
 
-    /// Decodes a job, refusing unknown versions.
+    /// Decodes a job, refusing other versions (whatever else they hold).
     pub fn decode(bytes: &[u8]) -> Result<DeliveryJob, JobError> {
-        let job: DeliveryJob = serde_json::from_slice(bytes)?;
-        if job.v != JOB_VERSION {
-            return Err(JobError::Version(job.v));
+        let version: Versioned = serde_json::from_slice(bytes)?;
+        if version.v != JOB_VERSION {
+            return Err(JobError::Version(version.v));
         }
-        Ok(job)
+        Ok(serde_json::from_slice(bytes)?)
     }
 
     /// The wire bytes.
@@ -173,5 +198,10 @@ mod tests {
             DeliveryJob::decode(future),
             Err(JobError::Version(2))
         ));
+        // A newer layout is a version, whatever fields it dropped or added.
+        let reshaped = br#"{"v":3,"target":{"id":"w"}}"#;
+        let e = DeliveryJob::decode(reshaped).unwrap_err();
+        assert_eq!(e.reason(), "unsupported_job_version: 3");
+        assert_eq!(e.code(), "unsupported_job_version");
     }
 }

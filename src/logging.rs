@@ -11,6 +11,29 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
+/// An error with its whole cause chain, `top: cause: cause`, for log lines:
+/// `tracing::warn!(error = %Chain(&e), "...")`. The one way errors are
+/// logged, so the Redis or lapin error underneath is never lost.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            // Some wrappers repeat their cause's text: say it once.
+            let text = cause.to_string();
+            if !text.is_empty() && text != last {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Past this many unwritten bytes (the reader of stderr is stuck), new lines
 /// are dropped rather than growing memory or stalling deliveries.
@@ -151,6 +174,18 @@ impl<'a> MakeWriter<'a> for BufferedStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read webhook")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "cannot read webhook: connection reset"
+        );
+    }
 
     #[test]
     fn a_full_buffer_drops_lines_and_counts_them() {

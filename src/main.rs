@@ -9,6 +9,7 @@ use webhook_fanout::config::Settings;
 
 mod cli;
 mod cli_dead_letters;
+mod cli_webhooks;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,9 @@ enum Command {
     /// Inspect, replay and discard dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(cli_dead_letters::DeadLetterCommand),
+    /// Back up and restore webhooks (JSON lines, secrets still sealed).
+    #[command(subcommand)]
+    Webhooks(cli_webhooks::WebhookCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,8 +53,12 @@ fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Publish(args) => cli::publish(&settings, args).await,
             Command::DeadLetters(command) => cli_dead_letters::run(&settings, command).await,
+            Command::Webhooks(command) => cli_webhooks::run(&settings, command).await,
         }
     });
+    // Tasks still running (a request that never answers) end here: the
+    // shutdown deadline has passed, so nothing may wait on them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

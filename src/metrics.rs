@@ -35,6 +35,14 @@ impl OutcomeLabel {
     }
 }
 
+/// The `reason` values of `webhooks_jobs_rejected_total`.
+pub const JOB_REJECT_REASONS: [&str; 4] = [
+    "malformed_job",
+    "unsupported_job_version",
+    "malformed_dead_letter",
+    "unsupported_dead_letter_version",
+];
+
 /// The service's metrics registry.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +56,7 @@ pub struct Metrics {
     retries_scheduled: IntCounterVec,
     dead_lettered: IntCounter,
     jobs_dropped: IntCounterVec,
+    jobs_rejected: IntCounterVec,
     inflight: IntGauge,
     cache_lookups: IntCounterVec,
     jobs_deferred: IntCounterVec,
@@ -142,6 +151,12 @@ impl Metrics {
                 "Jobs dropped without delivery",
                 "reason",
             ),
+            jobs_rejected: counter_vec(
+                &r,
+                "jobs_rejected_total",
+                "Delivery jobs and dead letters this release cannot read, moved to the rejected queue",
+                "reason",
+            ),
             inflight: IntGauge::with_opts(
                 Opts::new("inflight_deliveries", "Deliveries in flight").namespace("webhooks"),
             )
@@ -216,8 +231,9 @@ impl Metrics {
         for r in ["endpoint_saturated", "host_saturated", "circuit_open"] {
             m.jobs_deferred.with_label_values(&[r]);
         }
-        for r in ["webhook_deleted", "invalid_job"] {
-            m.jobs_dropped.with_label_values(&[r]);
+        m.jobs_dropped.with_label_values(&["webhook_deleted"]);
+        for r in JOB_REJECT_REASONS {
+            m.jobs_rejected.with_label_values(&[r]);
         }
         m
     }
@@ -272,7 +288,13 @@ impl Metrics {
         self.dead_lettered.inc();
     }
 
-    /// A job was dropped for `reason` (e.g. `webhook_deleted`).
+    /// A job or dead letter this release cannot read was moved to the
+    /// rejected queue, for `reason` (one of [`JOB_REJECT_REASONS`]).
+    pub fn job_rejected(&self, reason: &'static str) {
+        self.jobs_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// A job was dropped for `reason` (`webhook_deleted`).
     pub fn job_dropped(&self, reason: &'static str) {
         self.jobs_dropped.with_label_values(&[reason]).inc();
     }

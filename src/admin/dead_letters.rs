@@ -27,7 +27,7 @@ impl From<DeadLetterError> for ApiError {
             }
             DeadLetterError::Store(s) => s.into(),
             other => {
-                tracing::error!(error = %other, cause = ?std::error::Error::source(&other).map(|s| s.to_string()), "dead letter operation failed");
+                tracing::error!(error = %crate::logging::Chain(&other), "dead letter operation failed");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "broker_unavailable",

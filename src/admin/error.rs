@@ -70,6 +70,15 @@ impl ApiError {
         )
     }
 
+    /// 412: `If-Match` names a revision that is no longer the webhook's.
+    pub fn precondition_failed() -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "the webhook changed since the ETag in If-Match was read; read it again",
+        )
+    }
+
     /// 405, naming the allowed methods in the message and the `Allow` header.
     pub fn method_not_allowed(allowed: &'static str) -> Self {
         ApiError {
@@ -106,7 +115,7 @@ impl From<StoreError> for ApiError {
                 "this application already has the maximum of 10 webhooks",
             ),
             other => {
-                tracing::error!(error = %other, cause = ?std::error::Error::source(&other).map(|s| s.to_string()), "store error");
+                tracing::error!(error = %crate::logging::Chain(&other), "store error");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",

@@ -5,6 +5,7 @@ mod auth;
 mod dashboard;
 mod dead_letters;
 mod error;
+mod precondition;
 mod request;
 mod router;
 mod server;

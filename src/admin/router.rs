@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
 use super::error::ApiError;
+use super::precondition::IfMatch;
 use super::{dashboard, dead_letters, webhooks};
 use crate::config::Redacted;
 use crate::dead_letter::DeadLetters;
@@ -122,6 +123,7 @@ async fn api(
         return Err(ApiError::not_found("route"));
     }
     let query = req.uri().query().map(str::to_string);
+    let if_match = IfMatch::from_headers(req.headers());
     let principal =
         auth::authenticate(req.headers(), state.operator_token.as_ref(), &state.store).await?;
     let m = method.clone();
@@ -148,8 +150,10 @@ async fn api(
         },
         ["applications", app, "webhooks", id] => match m {
             Method::GET => webhooks::get(state, &principal, app, id).await,
-            Method::PATCH => webhooks::update(state, &principal, app, id, req.into_body()).await,
-            Method::DELETE => webhooks::delete(state, &principal, app, id).await,
+            Method::PATCH => {
+                webhooks::update(state, &principal, app, id, &if_match, req.into_body()).await
+            }
+            Method::DELETE => webhooks::delete(state, &principal, app, id, &if_match).await,
             _ => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
         },
         ["applications", app, "webhooks", id, action] => {
@@ -157,7 +161,7 @@ async fn api(
             if *action == "test" {
                 webhooks::test(state, &principal, app, id).await
             } else {
-                webhooks::rotate(state, &principal, app, id).await
+                webhooks::rotate(state, &principal, app, id, &if_match).await
             }
         }
         ["dead-letters"] => {

@@ -24,7 +24,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, token: Cancell
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: pause, do not spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %crate::logging::Chain(&e), "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

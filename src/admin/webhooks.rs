@@ -4,17 +4,19 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::ETAG;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::auth::{Principal, Role, hash_token, new_token};
 use super::error::ApiError;
+use super::precondition::IfMatch;
 use super::request::{Fields, read_fields};
 use super::router::{AdminState, authorize, json_response, no_content};
 use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
-use crate::subscription::{StoredSecret, TokenRecord, Webhook, new_secret};
+use crate::subscription::{StoredSecret, TokenRecord, Webhook, Write, new_secret};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -82,18 +84,72 @@ pub async fn create(state: &AdminState, who: &Principal, app: &str, body: Incomi
             value: crate::config::Redacted(new_secret()),
             expires_at: None,
         }],
+        revision: 0,
     };
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
-    Ok(json_response(StatusCode::CREATED, &hook.view_with_secret()))
+    let view = hook.view_with_secret();
+    Ok(tagged(json_response(StatusCode::CREATED, &view), &hook))
 }
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
 pub async fn get(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
     authorize(who, app, None)?;
     let hook = find(state, app, id).await?;
-    Ok(json_response(StatusCode::OK, &hook.view()))
+    Ok(tagged(json_response(StatusCode::OK, &hook.view()), &hook))
 }
+
+/// The response with the webhook's `ETag` (its revision).
+fn tagged(mut response: Response<Full<Bytes>>, hook: &Webhook) -> Response<Full<Bytes>> {
+    if let Ok(value) = hook.etag().parse() {
+        response.headers_mut().insert(ETAG, value);
+    }
+    response
+}
+
+/// Reads webhook `id`, changes it with `change` and writes it back,
+/// compare-and-set: if another write came in between, it reads again and
+/// reapplies `change` (so concurrent PATCHes, rotations and toggles never
+/// undo each other), unless the client pinned the revision with `If-Match`,
+/// which then gets 412. Returns the webhook as written.
+async fn write(
+    state: &AdminState,
+    app: &str,
+    id: &str,
+    if_match: &IfMatch,
+    mut change: impl FnMut(&mut Webhook),
+) -> Result<Webhook, ApiError> {
+    for attempt in 0..WRITE_ATTEMPTS {
+        if attempt > 0 {
+            // Losers of a race spread out, so many writers all get through.
+            let most = 1u64 << attempt.min(6);
+            let pause = rand::Rng::random_range(&mut rand::rng(), 0..=most);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        let mut hook = find(state, app, id).await?;
+        if !if_match.allows(hook.revision) {
+            return Err(ApiError::precondition_failed());
+        }
+        change(&mut hook);
+        match state.store.update(&hook).await? {
+            Write::Done => {
+                hook.revision += 1;
+                return Ok(hook);
+            }
+            Write::Missing => return Err(ApiError::not_found("webhook")),
+            Write::Conflict if if_match.pinned() => return Err(ApiError::precondition_failed()),
+            Write::Conflict => continue,
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "write_conflict",
+        "the webhook kept changing while this write was applied; try again",
+    ))
+}
+
+/// How often a write reads again after losing a race, before giving up.
+const WRITE_ATTEMPTS: u32 = 32;
 
 /// `PATCH /v1/applications/{app}/webhooks/{id}`.
 pub async fn update(
@@ -101,71 +157,137 @@ pub async fn update(
     who: &Principal,
     app: &str,
     id: &str,
+    if_match: &IfMatch,
     body: Incoming,
 ) -> Reply {
     authorize(who, app, Some(Role::Admin))?;
     let fields = read_fields(body, &["url", "name", "events", "enabled"]).await?;
-    let mut hook = find(state, app, id).await?;
-    apply_changes(state, &mut hook, &fields).await?;
-    hook.updated_at = clock::unix_secs();
-    if !state.store.update(&hook).await? {
-        return Err(ApiError::not_found("webhook"));
-    }
-    Ok(json_response(StatusCode::OK, &hook.view()))
+    let changes = Changes::validate(state, &fields).await?;
+    let hook = write(state, app, id, if_match, |hook| {
+        changes.apply(hook);
+        hook.updated_at = clock::unix_secs();
+    })
+    .await?;
+    Ok(tagged(json_response(StatusCode::OK, &hook.view()), &hook))
 }
 
-async fn apply_changes(
+/// A PATCH's fields, validated once (the URL check may resolve DNS), then
+/// applied to whichever revision the write reads.
+struct Changes {
+    url: Option<String>,
+    name: Option<Option<String>>,
+    events: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+impl Changes {
+    async fn validate(state: &AdminState, fields: &Fields) -> Result<Changes, ApiError> {
+        let url = match fields.has("url") {
+            true => {
+                let url = fields
+                    .string("url", "invalid_url")?
+                    .ok_or_else(|| ApiError::invalid("url", "invalid_url", "must not be null"))?;
+                Some(valid_url(state, &url).await?)
+            }
+            false => None,
+        };
+        let name = match fields.has("name") {
+            true => Some(valid_name(fields.string("name", "invalid_name")?)?),
+            false => None,
+        };
+        let events = match fields.has("events") {
+            true => Some(valid_events(
+                state,
+                fields.strings("events", "invalid_events")?.ok_or_else(|| {
+                    ApiError::invalid("events", "invalid_events", "must not be null")
+                })?,
+            )?),
+            false => None,
+        };
+        let enabled = match fields.has("enabled") {
+            true => Some(
+                fields
+                    .boolean("enabled", "invalid_enabled")?
+                    .ok_or_else(|| {
+                        ApiError::invalid("enabled", "invalid_enabled", "must not be null")
+                    })?,
+            ),
+            false => None,
+        };
+        Ok(Changes {
+            url,
+            name,
+            events,
+            enabled,
+        })
+    }
+
+    fn apply(&self, hook: &mut Webhook) {
+        if let Some(url) = &self.url {
+            hook.url = url.clone();
+        }
+        if let Some(name) = &self.name {
+            hook.name = name.clone();
+        }
+        if let Some(events) = &self.events {
+            hook.events = events.clone();
+        }
+        if let Some(enabled) = self.enabled {
+            hook.enabled = enabled;
+        }
+    }
+}
+
+/// `DELETE /v1/applications/{app}/webhooks/{id}`; with `If-Match`, only
+/// at that revision.
+pub async fn delete(
     state: &AdminState,
-    hook: &mut Webhook,
-    fields: &Fields,
-) -> Result<(), ApiError> {
-    if fields.has("url") {
-        let url = fields
-            .string("url", "invalid_url")?
-            .ok_or_else(|| ApiError::invalid("url", "invalid_url", "must not be null"))?;
-        hook.url = valid_url(state, &url).await?;
-    }
-    if fields.has("name") {
-        hook.name = valid_name(fields.string("name", "invalid_name")?)?;
-    }
-    if fields.has("events") {
-        let events = fields
-            .strings("events", "invalid_events")?
-            .ok_or_else(|| ApiError::invalid("events", "invalid_events", "must not be null"))?;
-        hook.events = valid_events(state, events)?;
-    }
-    if fields.has("enabled") {
-        hook.enabled = fields
-            .boolean("enabled", "invalid_enabled")?
-            .ok_or_else(|| ApiError::invalid("enabled", "invalid_enabled", "must not be null"))?;
-    }
-    Ok(())
-}
-
-/// `DELETE /v1/applications/{app}/webhooks/{id}`.
-pub async fn delete(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
+    who: &Principal,
+    app: &str,
+    id: &str,
+    if_match: &IfMatch,
+) -> Reply {
     authorize(who, app, Some(Role::Admin))?;
-    if !state.store.delete(app, id).await? {
-        return Err(ApiError::not_found("webhook"));
+    let revision = match if_match {
+        IfMatch::Revisions(_) => {
+            let hook = find(state, app, id).await?;
+            if !if_match.allows(hook.revision) {
+                return Err(ApiError::precondition_failed());
+            }
+            Some(hook.revision)
+        }
+        IfMatch::Absent | IfMatch::Any => None,
+    };
+    match state.store.delete(app, id, revision).await? {
+        Write::Done => {}
+        Write::Missing => return Err(ApiError::not_found("webhook")),
+        Write::Conflict => return Err(ApiError::precondition_failed()),
     }
     tracing::info!(application_id = app, webhook_id = id, "webhook deleted");
     Ok(no_content())
 }
 
 /// `POST /v1/applications/{app}/webhooks/{id}/rotate-secret`.
-pub async fn rotate(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
+pub async fn rotate(
+    state: &AdminState,
+    who: &Principal,
+    app: &str,
+    id: &str,
+    if_match: &IfMatch,
+) -> Reply {
     authorize(who, app, Some(Role::Admin))?;
-    let mut hook = find(state, app, id).await?;
-    hook.rotate(new_secret(), clock::unix_secs());
-    if !state.store.update(&hook).await? {
-        return Err(ApiError::not_found("webhook"));
-    }
+    let secret = new_secret();
+    let hook = write(state, app, id, if_match, |hook| {
+        hook.rotate(secret.clone(), clock::unix_secs())
+    })
+    .await?;
     tracing::info!(
         application_id = app,
         webhook_id = id,
         "webhook secret rotated"
     );
-    Ok(json_response(StatusCode::OK, &hook.view_with_secret()))
+    let view = hook.view_with_secret();
+    Ok(tagged(json_response(StatusCode::OK, &view), &hook))
 }
 
 /// `POST /v1/applications/{app}/webhooks/{id}/test`: delivers TEST_EVENT now,

@@ -40,7 +40,9 @@ pub async fn watch(
             {
                 Ok(q) => metrics.set_queue_depth(label, q.message_count() as i64),
                 // A missing queue closes the channel; the next one gets a new channel.
-                Err(e) => tracing::debug!(queue = %queue, error = %e, "queue depth unavailable"),
+                Err(e) => {
+                    tracing::debug!(queue = %queue, error = %crate::logging::Chain(&e), "queue depth unavailable")
+                }
             }
         }
         tokio::select! {

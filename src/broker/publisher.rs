@@ -2,7 +2,7 @@
 //! `mandatory` and persistent, and succeeds only on a broker ack with no return.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 /// Why a publish is not known to be durable.
@@ -90,6 +90,39 @@ impl ConfirmedPublisher {
             }
         }
         Ok(())
+    }
+
+    /// Moves a message this process cannot use aside to `queue` (the
+    /// namespace's `{ns}.rejected`), keeping its `headers` and adding
+    /// `x-reject-reason: reason`, with a confirm: nothing is ever dropped.
+    pub async fn reject(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        headers: Option<FieldTable>,
+        reason: &str,
+        message_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let mut headers = headers.unwrap_or_default();
+        headers.insert(
+            "x-reject-reason".into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        self.publish(Outgoing {
+            exchange: "",
+            routing_key: queue,
+            payload,
+            headers: Some(headers),
+            message_id,
+        })
+        .await
+    }
+
+    /// Whether the channel is still open: a channel-level error (a publish to
+    /// a deleted exchange, say) closes it for good, and the broker session
+    /// must then start over.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
     }
 
     /// Closes the channel (bounded).

@@ -27,7 +27,8 @@ pub struct DeadLetter {
     pub event_type: String,
     /// The exact delivery body.
     pub body: Box<RawValue>,
-    /// Why it was dead-lettered: `max_age_exceeded`, `webhook_disabled`, `target_refused`.
+    /// Why it was dead-lettered: `max_age_exceeded`, `circuit_open`,
+    /// `webhook_disabled`, `target_refused`.
     pub reason: String,
     /// Unix ms when the event (or its last replay) was first received.
     pub received_at_ms: i64,
@@ -35,6 +36,35 @@ pub struct DeadLetter {
     pub dead_lettered_at_ms: i64,
     /// Every attempt, oldest first.
     pub history: Vec<AttemptRecord>,
+}
+
+/// Why a message of `{ns}.dead` is not a dead letter this release can read.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterFormatError {
+    /// Not the JSON of a dead letter.
+    #[error("malformed dead letter")]
+    Malformed(#[from] serde_json::Error),
+    /// Written by a release with another wire version.
+    #[error("unsupported dead letter version {0}")]
+    Version(u32),
+}
+
+impl DeadLetterFormatError {
+    /// The bounded code: the `reason` label of `webhooks_jobs_rejected_total`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed_dead_letter",
+            Self::Version(_) => "unsupported_dead_letter_version",
+        }
+    }
+
+    /// The `x-reject-reason` header: the code and what was found.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Malformed(e) => format!("malformed_dead_letter: {e}"),
+            Self::Version(v) => format!("unsupported_dead_letter_version: {v}"),
+        }
+    }
 }
 
 /// Which dead letters an operator asks for.
@@ -63,6 +93,15 @@ fn seconds(ms: i64) -> String {
 }
 
 impl DeadLetter {
+    /// Decodes a dead letter, refusing versions this release does not know.
+    pub fn decode(bytes: &[u8]) -> Result<DeadLetter, DeadLetterFormatError> {
+        let version: crate::job::Versioned = serde_json::from_slice(bytes)?;
+        if version.v != DEAD_LETTER_VERSION {
+            return Err(DeadLetterFormatError::Version(version.v));
+        }
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
     /// A dead letter for `job`, given up for `reason` at `now_ms`.
     pub fn from_job(job: DeliveryJob, reason: &str, now_ms: i64) -> DeadLetter {
         DeadLetter {

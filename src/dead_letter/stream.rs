@@ -14,16 +14,16 @@ use tokio::sync::Mutex;
 use super::record::{DeadLetter, Filter, id_of, offset_of};
 use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::subscription::{Store, StoreError};
 
 /// Stream credit: how many dead letters the broker sends ahead of our acks.
 const READ_AHEAD: u16 = 2000;
-/// How far past the counted end an offset may still exist (increments lost
-/// while Redis was down).
-const COUNT_SLACK: u64 = 100;
-/// Past the known end of the stream, this much silence means the end.
+/// Reading the last chunk: how long an empty stream takes to say nothing.
+const FIRST_IDLE: Duration = Duration::from_millis(300);
+/// Within the last chunk, this much silence means it was all delivered.
 const TAIL_IDLE: Duration = Duration::from_millis(30);
-/// Before the known end (or with no count), wait this long for more.
+/// Before the known end, a silence this long means the broker stalled.
 const BODY_IDLE: Duration = Duration::from_millis(1500);
 
 /// Why a dead-letter operation failed.
@@ -68,6 +68,7 @@ pub struct DeadLetters {
     names: Names,
     store: Store,
     retention: Duration,
+    metrics: Option<Arc<Metrics>>,
     // One lazily opened connection, reopened after a failure.
     conn: Mutex<Option<(Arc<Connection>, ConfirmedPublisher)>>,
 }
@@ -80,16 +81,29 @@ impl DeadLetters {
             names,
             store,
             retention,
+            metrics: None,
             conn: Mutex::new(None),
         }
     }
 
+    /// Counts unreadable dead letters moved aside in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     async fn connection(&self) -> Result<(Arc<Connection>, ConfirmedPublisher), DeadLetterError> {
         let mut slot = self.conn.lock().await;
+        // A channel error closes the publisher's channel but not the
+        // connection: both must be open to be reused.
         if let Some((conn, publisher)) = slot.as_ref()
             && conn.status().connected()
+            && publisher.is_open()
         {
             return Ok((conn.clone(), publisher.clone()));
+        }
+        if let Some((conn, _)) = slot.take() {
+            broker::close_connection(&conn, "reopening").await;
         }
         let conn = Arc::new(broker::connect(&self.amqp_url, "webhook-fanout dead-letters").await?);
         let publisher = ConfirmedPublisher::open(&conn).await?;
@@ -132,10 +146,10 @@ impl DeadLetters {
     /// stream's end minus its first offset minus the settled ids. Settled ids
     /// are kept a day past retention, so this undercounts a little then.
     pub async fn backlog(&self) -> Result<u64, DeadLetterError> {
-        let end = self.store.dead_letter_count().await?;
-        if end == 0 {
+        let Some(last) = self.last_offset().await? else {
             return Ok(0);
-        }
+        };
+        let end = last + 1;
         let mut first = None;
         self.scan(None, 1, |offset, _| {
             first = Some(offset);
@@ -237,33 +251,107 @@ impl DeadLetters {
     }
 
     /// Reads the stream from `from` (or its first offset), calling `visit`
-    /// for each dead letter until it breaks or the stream's end is reached.
-    /// `credit` bounds how many messages the broker sends ahead; acks renew it
-    /// a quarter at a time.
+    /// for each dead letter until it breaks or the stream's end (as RabbitMQ
+    /// reports it when the scan starts) is reached. `credit` bounds how many
+    /// messages the broker sends ahead.
     async fn scan(
         &self,
         from: Option<u64>,
         credit: u16,
         mut visit: impl FnMut(u64, DeadLetter) -> ControlFlow<()>,
     ) -> Result<(), DeadLetterError> {
-        let known_end = self.store.dead_letter_count().await?;
-        if known_end == 0 || from.is_some_and(|f| f >= known_end + COUNT_SLACK) {
-            // Nothing was ever dead-lettered here (or the offset is far past the end).
+        let Some(end) = self.last_offset().await? else {
+            return Ok(()); // nothing was ever dead-lettered here
+        };
+        if from.is_some_and(|f| f > end) {
             return Ok(());
         }
+        let start = match from {
+            Some(offset) => AMQPValue::LongLongInt(offset as i64),
+            None => AMQPValue::LongString(LongString::from("first")),
+        };
+        let mut reader = self.read(start, credit).await?;
+        // Before the end a silence is a stalled broker, not the end.
+        while let Some((offset, data)) = reader.next(BODY_IDLE).await? {
+            // Reads start at a chunk boundary: skip what precedes `from`.
+            if from.is_some_and(|f| offset < f) {
+                continue;
+            }
+            if let Some(letter) = self.decode(offset, &data).await
+                && visit(offset, letter).is_break()
+            {
+                break;
+            }
+            if offset >= end {
+                break;
+            }
+        }
+        reader.close().await;
+        Ok(())
+    }
+
+    /// The offset of the stream's last dead letter, read from RabbitMQ
+    /// itself (the last chunk), so nothing Redis loses can hide dead
+    /// letters; `None` when the stream is empty.
+    async fn last_offset(&self) -> Result<Option<u64>, DeadLetterError> {
+        let start = AMQPValue::LongString(LongString::from("last"));
+        let mut reader = self.read(start, READ_AHEAD).await?;
+        let mut last = None;
+        let mut idle = FIRST_IDLE;
+        while let Some((offset, _)) = reader.next(idle).await? {
+            last = last.max(Some(offset));
+            // The last chunk arrives in one burst.
+            idle = TAIL_IDLE;
+        }
+        reader.close().await;
+        Ok(last)
+    }
+
+    /// A dead letter this release cannot read (malformed, or written by a
+    /// release with another wire version) is copied aside to `{ns}.rejected`
+    /// with its reason and settled, once: never destroyed (the stream keeps
+    /// it too), never shown as something it is not.
+    async fn decode(&self, offset: u64, data: &[u8]) -> Option<DeadLetter> {
+        let error = match DeadLetter::decode(data) {
+            Ok(letter) => return Some(letter),
+            Err(e) => e,
+        };
+        let id = id_of(offset);
+        if matches!(self.store.is_settled(&id).await, Ok(true)) {
+            return None;
+        }
+        let rejected = async {
+            let (_, publisher) = self.connection().await?;
+            let queue = self.names.rejected();
+            publisher
+                .reject(&queue, data, None, &error.reason(), None)
+                .await?;
+            self.settle(&id).await
+        };
+        match rejected.await {
+            Ok(()) => {
+                if let Some(m) = &self.metrics {
+                    m.job_rejected(error.code());
+                }
+                tracing::error!(dead_letter_id = %id, reason = %error.reason(), "unreadable dead letter moved to the rejected queue");
+            }
+            Err(e) => {
+                tracing::warn!(dead_letter_id = %id, error = %crate::logging::Chain(&e), "unreadable dead letter not moved aside yet")
+            }
+        }
+        None
+    }
+
+    /// A consumer of the stream from `start`.
+    async fn read(&self, start: AMQPValue, credit: u16) -> Result<Reader, DeadLetterError> {
         let (conn, _) = self.connection().await?;
         let channel = conn.create_channel().await?;
         channel
             .basic_qos(credit, BasicQosOptions::default())
             .await?;
-        let ack_every = (credit / 4).max(1);
         let mut args = FieldTable::default();
-        let start = match from {
-            Some(offset) => AMQPValue::LongLongInt(offset as i64),
-            None => AMQPValue::LongString(LongString::from("first")),
-        };
         args.insert(ShortString::from("x-stream-offset"), start);
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 self.names.dead().into(),
                 "".into(),
@@ -271,48 +359,48 @@ impl DeadLetters {
                 args,
             )
             .await?;
-        let mut last_seen = None;
-        let mut unacked = 0u16;
+        Ok(Reader {
+            channel,
+            consumer,
+            ack_every: (credit / 4).max(1),
+            unacked: 0,
+        })
+    }
+}
+
+/// An open stream consumer.
+struct Reader {
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    ack_every: u16,
+    unacked: u16,
+}
+
+impl Reader {
+    /// The next message (offset, body), or `None` after `idle` of silence.
+    async fn next(&mut self, idle: Duration) -> Result<Option<(u64, Vec<u8>)>, DeadLetterError> {
         loop {
-            // Next offset expected: past the counted end, silence means the end.
-            let next = last_seen.map_or(from.unwrap_or(0), |o| o + 1);
-            let idle = if next >= known_end {
-                TAIL_IDLE
-            } else {
-                BODY_IDLE
-            };
-            let Ok(Some(delivery)) = tokio::time::timeout(idle, consumer.next()).await else {
-                break;
+            let Ok(Some(delivery)) = tokio::time::timeout(idle, self.consumer.next()).await else {
+                return Ok(None);
             };
             let delivery = delivery?;
-            unacked += 1;
+            self.unacked += 1;
             // Acks only grant the stream credit; one per batch is enough.
-            if unacked >= ack_every {
+            if self.unacked >= self.ack_every {
                 delivery
                     .acker
                     .ack(BasicAckOptions { multiple: true })
                     .await?;
-                unacked = 0;
+                self.unacked = 0;
             }
-            let Some(offset) = stream_offset(delivery.properties.headers()) else {
-                continue;
-            };
-            last_seen = Some(offset);
-            // Reads start at a chunk boundary: skip what precedes `from`.
-            if from.is_some_and(|f| offset < f) {
-                continue;
-            }
-            match serde_json::from_slice::<DeadLetter>(&delivery.data) {
-                Ok(letter) => {
-                    if visit(offset, letter).is_break() {
-                        break;
-                    }
-                }
-                Err(e) => tracing::warn!(offset, error = %e, "unreadable dead letter skipped"),
+            if let Some(offset) = stream_offset(delivery.properties.headers()) {
+                return Ok(Some((offset, delivery.data)));
             }
         }
-        broker::close_channel(&channel, "scanned").await;
-        Ok(())
+    }
+
+    async fn close(self) {
+        broker::close_channel(&self.channel, "scanned").await;
     }
 }
 

@@ -9,7 +9,7 @@ use super::prepared::PreparedWebhooks;
 use crate::broker::{ConfirmedPublisher, Names};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::subscription::{Store, SubscriptionCache};
+use crate::subscription::SubscriptionCache;
 
 /// Everything the worker needs, shared by all in-flight jobs.
 pub struct DeliverContext {
@@ -25,8 +25,6 @@ pub struct DeliverContext {
     pub publisher: ConfirmedPublisher,
     /// Queue names.
     pub names: Names,
-    /// Dead letter count.
-    pub store: Store,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Retry tiers.

@@ -103,7 +103,7 @@ async fn to_tier(ctx: &DeliverContext, job: &DeliveryJob, tier: &str) -> Settle 
     match ctx.publisher.publish(message).await {
         Ok(()) => Settle::Ack,
         Err(e) => {
-            tracing::warn!(error = %e, tier, "cannot reach the delay tier; job handed back");
+            tracing::warn!(error = %crate::logging::Chain(&e), tier, "cannot reach the delay tier; job handed back");
             Settle::Requeue
         }
     }
@@ -123,14 +123,9 @@ async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Se
         message_id: Some(&event_id),
     };
     if let Err(e) = ctx.publisher.publish(message).await {
-        tracing::warn!(error = %e, "cannot dead-letter; job handed back");
+        tracing::warn!(error = %crate::logging::Chain(&e), "cannot dead-letter; job handed back");
         return Settle::Requeue;
     }
     ctx.metrics.dead_lettered();
-    // Listings use this count to know where the stream ends; a lost increment
-    // only makes the next listing wait a few milliseconds longer.
-    if let Err(e) = ctx.store.count_dead_letter().await {
-        tracing::warn!(error = %e, "dead letter count not updated");
-    }
     Settle::Ack
 }

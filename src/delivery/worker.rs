@@ -21,11 +21,7 @@ use crate::metrics::OutcomeLabel;
 pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
     let job = match DeliveryJob::decode(data) {
         Ok(job) => job,
-        Err(e) => {
-            tracing::error!(error = %e, "undecodable delivery job dropped");
-            ctx.metrics.job_dropped("invalid_job");
-            return Settle::Ack;
-        }
+        Err(e) => return Box::pin(reject(ctx, data, &e)).await,
     };
     let span = tracing::info_span!(
         "deliver",
@@ -40,11 +36,34 @@ pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
     Box::pin(attempt(ctx, job)).instrument(span).await
 }
 
+/// A job this release cannot run (malformed, or another wire version: a
+/// newer release wrote it) is never destroyed: it is moved aside to
+/// `{ns}.rejected` with its reason, so an operator can put it back once a
+/// release that reads it runs.
+async fn reject(ctx: &DeliverContext, data: &[u8], e: &crate::job::JobError) -> Settle {
+    let queue = ctx.names.rejected();
+    match ctx
+        .publisher
+        .reject(&queue, data, None, &e.reason(), None)
+        .await
+    {
+        Ok(()) => {
+            tracing::error!(reason = %e.reason(), "undecodable delivery job rejected");
+            ctx.metrics.job_rejected(e.code());
+            Settle::Ack
+        }
+        Err(p) => {
+            tracing::warn!(error = %crate::logging::Chain(&p), "cannot move the undecodable job aside; handed back");
+            Settle::Requeue
+        }
+    }
+}
+
 async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     let webhooks = match ctx.cache.webhooks(&job.application_id).await {
         Ok(list) => list,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read webhook; job handed back");
+            tracing::warn!(error = %crate::logging::Chain(&e), "cannot read webhook; job handed back");
             return Settle::Requeue;
         }
     };

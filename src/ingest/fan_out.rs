@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, LongString};
 use tracing::Instrument;
 
 use crate::broker::{ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
@@ -72,7 +71,7 @@ pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Deliv
             {
                 Ok(()) => Settle::Ack,
                 Err(e) => {
-                    span.in_scope(|| tracing::warn!(error = %e, cause = %source(&e), "fan-out failed; event handed back"));
+                    span.in_scope(|| tracing::warn!(error = %crate::logging::Chain(&e), "fan-out failed; event handed back"));
                     Settle::Requeue
                 }
             }
@@ -84,10 +83,10 @@ pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Deliv
 async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result<(), IngestError> {
     // Without Redis the id check is skipped rather than stopping the flow:
     // delivery is at-least-once and receivers deduplicate on `Webhook-Id`.
-    let claimed = match ctx.markers.claim(&event.id).await {
+    let claimed = match ctx.markers.claim(&event.application_id, &event.id).await {
         Ok(marker) => Some(marker),
         Err(e) => {
-            tracing::warn!(error = %e, "event-id check unavailable; fanning out without it");
+            tracing::warn!(error = %crate::logging::Chain(&e), "event-id check unavailable; fanning out without it");
             None
         }
     };
@@ -117,7 +116,7 @@ async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result
         .collect();
     ctx.publisher.publish_all(&outgoing).await?;
     if claimed.is_some() {
-        ctx.markers.complete(&event.id);
+        ctx.markers.complete(&event.application_id, &event.id);
     }
     ctx.metrics.event_consumed(&event.event_type);
     ctx.metrics.jobs_enqueued(jobs.len());
@@ -126,36 +125,27 @@ async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result
 }
 
 async fn reject(ctx: &IngestContext, delivery: &Delivery, rejection: &Rejection) -> Settle {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        "x-reject-reason".into(),
-        AMQPValue::LongString(LongString::from(rejection.header())),
-    );
-    let queue = ctx.names.rejected();
-    let message = Outgoing {
-        exchange: "",
-        routing_key: &queue,
-        payload: &delivery.data,
-        headers: Some(headers),
-        message_id: delivery
+    let (queue, reason) = (ctx.names.rejected(), rejection.header());
+    let rejected = ctx.publisher.reject(
+        &queue,
+        &delivery.data,
+        delivery.properties.headers().clone(),
+        &reason,
+        delivery
             .properties
             .message_id()
             .as_ref()
             .map(|s| s.as_str()),
-    };
-    match ctx.publisher.publish(message).await {
+    );
+    match rejected.await {
         Ok(()) => {
             tracing::warn!(reason = rejection.reason.code(), "envelope rejected");
             ctx.metrics.event_rejected(rejection.reason);
             Settle::Ack
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot move the rejected envelope aside; handed back");
+            tracing::warn!(error = %crate::logging::Chain(&e), "cannot move the rejected envelope aside; handed back");
             Settle::Requeue
         }
     }
-}
-
-fn source(e: &dyn std::error::Error) -> String {
-    e.source().map(|s| s.to_string()).unwrap_or_default()
 }

@@ -141,7 +141,9 @@ impl SubscriptionCache {
                         tracing::warn!("subscription change feed lost; resubscribing");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot follow subscription changes"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::logging::Chain(&e), "cannot follow subscription changes")
+                }
             }
             tokio::select! {
                 _ = token.cancelled() => {}

@@ -11,11 +11,12 @@
 use deadpool_redis::redis;
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{MARKER_TTL, Marker, Store, StoreError};
+use super::store::{Keys, MARKER_TTL, Marker, Store, StoreError};
 
 /// Most operations sent in one pipeline.
 const MAX_BATCH: usize = 256;
 
+/// Operations on marker keys (`Keys::event`).
 enum Op {
     Claim(String, oneshot::Sender<Result<Marker, StoreError>>),
     Complete(String),
@@ -26,31 +27,35 @@ enum Op {
 #[derive(Clone)]
 pub struct EventMarkers {
     ops: mpsc::Sender<Op>,
+    keys: Keys,
 }
 
 impl EventMarkers {
     /// Spawns the batching task over `store`.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let keys = store.keys().clone();
         tokio::spawn(run(store, rx));
-        EventMarkers { ops: tx }
+        EventMarkers { ops: tx, keys }
     }
 
-    /// Claims `id`, reporting what its marker said before.
-    pub async fn claim(&self, id: &str) -> Result<Marker, StoreError> {
+    /// Claims event `id` of application `app` (ids are unique per
+    /// application), reporting what its marker said before.
+    pub async fn claim(&self, app: &str, id: &str) -> Result<Marker, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.ops
-            .send(Op::Claim(id.to_string(), tx))
+            .send(Op::Claim(self.keys.event(app, id), tx))
             .await
             .map_err(|_| unavailable("event-id marker task stopped"))?;
         rx.await
             .map_err(|_| unavailable("event-id marker task stopped"))?
     }
 
-    /// Marks `id` fanned out, without waiting; skipped if Redis is so far
-    /// behind that the queue is full (the marker then stays `pending`).
-    pub fn complete(&self, id: &str) {
-        let _ = self.ops.try_send(Op::Complete(id.to_string()));
+    /// Marks event `id` of `app` fanned out, without waiting; skipped if
+    /// Redis is so far behind that the queue is full (the marker then stays
+    /// `pending`).
+    pub fn complete(&self, app: &str, id: &str) {
+        let _ = self.ops.try_send(Op::Complete(self.keys.event(app, id)));
     }
 }
 
@@ -71,7 +76,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, operations = batch.len(), "event-id markers not written");
+                tracing::warn!(error = %crate::logging::Chain(&e), operations = batch.len(), "event-id markers not written");
                 for op in batch.drain(..) {
                     if let Op::Claim(_, reply) = op {
                         let _ = reply.send(Err(unavailable("event-id markers not written")));
@@ -84,22 +89,21 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>) {
 
 /// One pipeline for `ops`; the answers of the claims, in order.
 async fn send(store: &Store, ops: &[Op]) -> Result<Vec<Option<String>>, StoreError> {
-    let keys = store.keys();
     let mut pipe = redis::pipe();
     for op in ops {
         match op {
-            Op::Claim(id, _) => {
+            Op::Claim(key, _) => {
                 pipe.cmd("SET")
-                    .arg(keys.event(id))
+                    .arg(key)
                     .arg("pending")
                     .arg("NX")
                     .arg("GET")
                     .arg("EX")
                     .arg(MARKER_TTL.as_secs());
             }
-            Op::Complete(id) => {
+            Op::Complete(key) => {
                 pipe.cmd("SET")
-                    .arg(keys.event(id))
+                    .arg(key)
                     .arg("done")
                     .arg("EX")
                     .arg(MARKER_TTL.as_secs())

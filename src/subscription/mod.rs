@@ -10,5 +10,5 @@ mod webhook;
 pub use cache::SubscriptionCache;
 pub use cipher::{CipherError, SecretCipher};
 pub use markers::EventMarkers;
-pub use store::{Keys, Marker, Store, StoreError, TokenRecord};
+pub use store::{Keys, Marker, Store, StoreError, TokenRecord, Write};
 pub use webhook::{StoredSecret, Webhook, new_secret, rfc3339};

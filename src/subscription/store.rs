@@ -33,17 +33,15 @@ impl Keys {
     pub fn tokens(&self) -> String {
         format!("{}:tokens", self.ns)
     }
-    /// Marker of an event id already fanned out.
-    pub fn event(&self, id: &str) -> String {
-        format!("{}:event:{id}", self.ns)
+    /// Marker of event `id` of application `app` already fanned out. Event
+    /// ids are unique per application: two producers may both number their
+    /// events. (Application ids cannot contain `:`, so keys never collide.)
+    pub fn event(&self, app: &str, id: &str) -> String {
+        format!("{}:event:{app}:{id}", self.ns)
     }
     /// Pub/sub channel announcing changed applications.
     pub fn changes(&self) -> String {
         format!("{}:changes", self.ns)
-    }
-    /// Count of dead letters ever published (marks the stream's end).
-    pub fn dead_count(&self) -> String {
-        format!("{}:dead:count", self.ns)
     }
     /// Sorted set of replayed or discarded dead letter ids, scored by time.
     pub fn dead_settled(&self) -> String {
@@ -111,11 +109,56 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1"#;
 
+// Compare-and-set: written only if the stored record still has the revision
+// the caller read (ARGV[5]); records from before revisions existed are 0.
 const UPDATE: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+if tonumber(cjson.decode(current)['revision'] or 0) ~= tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1"#;
+
+// Import: replace the record, or add it while under the limit.
+const IMPORT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1"#;
+
+// Delete, if ARGV[3] is not empty only at that revision.
+const DELETE: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+if ARGV[3] ~= '' and tonumber(cjson.decode(current)['revision'] or 0) ~= tonumber(ARGV[3]) then
+  return -1
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[4])
+return 1"#;
+
+/// How a compare-and-set write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Written.
+    Done,
+    /// The webhook no longer exists.
+    Missing,
+    /// Another write came first: the stored revision is not the one read.
+    Conflict,
+}
+
+impl Write {
+    fn from_script(answer: i32) -> Write {
+        match answer {
+            1 => Write::Done,
+            0 => Write::Missing,
+            _ => Write::Conflict,
+        }
+    }
+}
 
 impl Store {
     /// Connects lazily to `url`; calls fail fast (2 s) while Redis is down.
@@ -182,6 +225,25 @@ impl Store {
         Ok(())
     }
 
+    /// Whether Redis persists its data (`appendonly` on, or a `save`
+    /// schedule); `None` when it does not say (CONFIG is often disabled on
+    /// managed Redis, which persists anyway).
+    pub async fn persists(&self) -> Result<Option<bool>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let config = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+        let appendonly: redis::RedisResult<Vec<String>> =
+            config("appendonly").query_async(&mut conn).await;
+        let save: redis::RedisResult<Vec<String>> = config("save").query_async(&mut conn).await;
+        Ok(match (appendonly, save) {
+            (Ok(a), Ok(s)) => {
+                let aof = a.get(1).is_some_and(|v| v == "yes");
+                let rdb = s.get(1).is_some_and(|v| !v.trim().is_empty());
+                Some(aof || rdb)
+            }
+            _ => None,
+        })
+    }
+
     /// Every webhook of `app`, oldest first.
     pub async fn list(&self, app: &str) -> Result<Vec<Webhook>, StoreError> {
         let mut conn = self.pool.get().await?;
@@ -220,28 +282,94 @@ impl Store {
         }
     }
 
-    /// Replaces an existing webhook; false if it no longer exists.
-    pub async fn update(&self, hook: &Webhook) -> Result<bool, StoreError> {
+    /// Replaces webhook `hook` if its stored revision is still the one it
+    /// was read at (`hook.revision`), storing it as the next revision.
+    /// Concurrent writers (a PATCH and a rotation, say) never overwrite each
+    /// other: the later one gets `Conflict`, reads again and reapplies.
+    pub async fn update(&self, hook: &Webhook) -> Result<Write, StoreError> {
+        let read_at = hook.revision;
+        let mut next = hook.clone();
+        next.revision = read_at + 1;
         let mut conn = self.pool.get().await?;
-        let updated: i32 = Script::new(UPDATE)
+        let answer: i32 = Script::new(UPDATE)
             .key(self.keys.webhooks(&hook.application_id))
             .arg(&hook.id)
-            .arg(self.encode(hook)?)
+            .arg(self.encode(&next)?)
+            .arg(self.keys.changes())
+            .arg(&hook.application_id)
+            .arg(read_at)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Write::from_script(answer))
+    }
+
+    /// Deletes a webhook, only at `revision` when one is given.
+    pub async fn delete(
+        &self,
+        app: &str,
+        id: &str,
+        revision: Option<u64>,
+    ) -> Result<Write, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let answer: i32 = Script::new(DELETE)
+            .key(self.keys.webhooks(app))
+            .arg(id)
+            .arg(self.keys.changes())
+            .arg(revision.map(|r| r.to_string()).unwrap_or_default())
+            .arg(app)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Write::from_script(answer))
+    }
+
+    /// Every stored webhook record, of `app` or of every application, as
+    /// stored: JSON with its secrets still sealed (`WF_SECRET_KEY`), for
+    /// `webhook-fanout webhooks export`.
+    pub async fn export(&self, app: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let keys: Vec<String> = match app {
+            Some(app) => vec![self.keys.webhooks(app)],
+            None => {
+                let pattern = self.keys.webhooks("*");
+                let mut iter = conn.scan_match::<_, String>(pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+                    keys.push(k?);
+                }
+                keys.sort();
+                keys
+            }
+        };
+        let mut conn = self.pool.get().await?;
+        let mut records = Vec::new();
+        for key in keys {
+            let mut raw: Vec<String> = conn.hvals(key).await?;
+            raw.sort();
+            records.extend(raw);
+        }
+        Ok(records)
+    }
+
+    /// Stores one exported record as it is (secrets stay sealed), replacing
+    /// a webhook with the same id; refused past the per-application `limit`.
+    /// Returns the webhook as read back (secrets opened), so a record that
+    /// this deployment cannot open (another `WF_SECRET_KEY`) is refused.
+    pub async fn import(&self, record: &str, limit: usize) -> Result<Webhook, StoreError> {
+        let hook = self.decode(record)?;
+        let mut conn = self.pool.get().await?;
+        let stored: i32 = Script::new(IMPORT)
+            .key(self.keys.webhooks(&hook.application_id))
+            .arg(&hook.id)
+            .arg(record)
+            .arg(limit)
             .arg(self.keys.changes())
             .arg(&hook.application_id)
             .invoke_async(&mut conn)
             .await?;
-        Ok(updated == 1)
-    }
-
-    /// Deletes a webhook; false if it did not exist.
-    pub async fn delete(&self, app: &str, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let removed: i32 = conn.hdel(self.keys.webhooks(app), id).await?;
-        if removed > 0 {
-            let _: i64 = conn.publish(self.keys.changes(), app).await?;
+        match stored {
+            1 => Ok(hook),
+            _ => Err(StoreError::LimitReached),
         }
-        Ok(removed > 0)
     }
 
     /// Records a token grant under the token's SHA-256 hex.
@@ -263,20 +391,6 @@ impl Store {
     /// A pooled connection, for callers that build their own pipelines.
     pub(crate) async fn connection(&self) -> Result<deadpool_redis::Connection, StoreError> {
         Ok(self.pool.get().await?)
-    }
-
-    /// Counts one more dead letter published.
-    pub async fn count_dead_letter(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let _: i64 = conn.incr(self.keys.dead_count(), 1).await?;
-        Ok(())
-    }
-
-    /// How many dead letters were ever published.
-    pub async fn dead_letter_count(&self) -> Result<u64, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let n: Option<u64> = conn.get(self.keys.dead_count()).await?;
-        Ok(n.unwrap_or(0))
     }
 
     /// Records dead letter `id` as replayed or discarded; entries older than

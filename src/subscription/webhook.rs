@@ -43,6 +43,10 @@ pub struct Webhook {
     pub updated_at: i64,
     /// Newest first; at most two.
     pub secrets: Vec<StoredSecret>,
+    /// Bumped by every write; writes are compare-and-set on it (the API's
+    /// `ETag`). Records written before it existed read as 0.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Webhook {
@@ -93,6 +97,11 @@ impl Webhook {
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
         })
+    }
+
+    /// The entity tag of this revision, for `ETag` and `If-Match`.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.revision)
     }
 
     /// The public object plus the current `secret` (create and rotation only).
@@ -150,6 +159,7 @@ mod tests {
                 value: Redacted("whsec_first".into()),
                 expires_at: None,
             }],
+            revision: 0,
         }
     }
 
