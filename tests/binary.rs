@@ -1,5 +1,6 @@
 //! The real binary, as deployed: SIGKILL while jobs wait in a delay tier,
-//! SIGTERM exiting 0, and the `dead-letters` subcommands.
+//! SIGTERM exiting 0 within its bound, and the `dead-letters` and
+//! `webhooks export|import` subcommands.
 
 mod common;
 
@@ -46,9 +47,13 @@ async fn metric(base: &str, sample: &str) -> f64 {
 }
 
 fn cli(ns: &str, args: &[&str]) -> (bool, String) {
+    cli_with(ns, &[], args)
+}
+
+fn cli_with(ns: &str, extra: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
         .args(args)
-        .envs(binary::env(ns, &[]))
+        .envs(binary::env(ns, extra))
         .output()
         .unwrap();
     (
@@ -180,6 +185,165 @@ async fn the_dead_letters_subcommands() {
     svc.child.kill().unwrap();
     svc.child.wait().unwrap();
     producer.close().await;
+    cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_shutdown_bound_with_a_silent_receiver_and_broker() {
+    // Everything that can stop answering does: the receiver (requests
+    // hang) and, once SIGTERM is near, RabbitMQ (a proxy that goes silent
+    // without closing), so every cancel and close waits for its timeout.
+    let ns = namespace();
+    let broker = common::proxy::Proxy::start("127.0.0.1:5672").await;
+    let url = broker.amqp_url();
+    let extra = [
+        ("WF_SHUTDOWN_TIMEOUT", "2s"),
+        ("WF_DELIVERY_TIMEOUT", "60s"),
+        ("WF_RETRY_SCHEDULE", "1s"),
+        ("WF_MAX_EVENT_AGE", "1h"),
+        ("WF_AMQP_URL", url.as_str()),
+    ];
+    let mut svc = spawn(&ns, &extra).await;
+    let rx = Receiver::start(0).await; // never answers
+    post(
+        &svc.base,
+        "/v1/applications/app_t/webhooks",
+        json!({"url": rx.url("/t"), "events": ["item.created"]}),
+    )
+    .await;
+    let producer = Producer::connect(&ns).await;
+    for i in 0..20 {
+        let id = format!("ev-t-{i}");
+        producer
+            .event(&id, "app_t", "item.created", json!({}))
+            .await;
+    }
+    rx.wait_for("/t", 8).await; // the webhook's cap, all hanging
+    broker.freeze();
+
+    let asked = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &svc.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = svc.child.wait().unwrap();
+    let took = asked.elapsed();
+    let bound = Duration::from_secs(2) + webhook_fanout::app::SHUTDOWN_MARGIN;
+    println!("SIGTERM to exit, 8 requests hanging and RabbitMQ silent: {took:?} (bound {bound:?})");
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    assert!(took <= bound, "took {took:?}");
+
+    // Nothing was lost: the broker requeues what the dead connection held.
+    broker.cut();
+    rx.set_status(200);
+    let direct = [("WF_RETRY_SCHEDULE", "1s"), ("WF_MAX_EVENT_AGE", "1h")];
+    let mut second = spawn(&ns, &direct).await;
+    eventually(
+        Duration::from_secs(30),
+        "all 20 events after restart",
+        || async {
+            let ids: std::collections::BTreeSet<String> =
+                rx.at("/t").iter().map(|r| r.header("webhook-id")).collect();
+            (ids.len() == 20).then_some(())
+        },
+    )
+    .await;
+
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    producer.close().await;
+    cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_secrets() {
+    let key = [(
+        "WF_SECRET_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )];
+    let source = common::TestService::start(&key).await;
+    let rx = Receiver::start(200).await;
+    let mut secrets = std::collections::HashMap::new();
+    for (app, path) in [("app_e1", "/e1"), ("app_e1", "/e2"), ("app_e2", "/e3")] {
+        let hook = source.webhook(app, &rx.url(path), &["item.created"]).await;
+        secrets.insert(path, hook["secret"].as_str().unwrap().to_string());
+    }
+
+    let file = std::env::temp_dir().join(format!("{}-webhooks.jsonl", source.ns));
+    let file_arg = file.to_str().unwrap();
+    let (ok, _) = cli_with(
+        &source.ns,
+        &key,
+        &["webhooks", "export", "--output", file_arg],
+    );
+    assert!(ok, "export succeeds");
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(exported.lines().count(), 3, "{exported}");
+    for secret in secrets.values() {
+        assert!(!exported.contains(secret.as_str()), "secrets stay sealed");
+    }
+
+    let target = namespace();
+    let (ok, _) = cli_with(&target, &key, &["webhooks", "import", "--input", file_arg]);
+    assert!(ok, "import succeeds");
+    let (ok, _) = cli_with(&target, &[], &["webhooks", "import", "--input", file_arg]);
+    assert!(
+        !ok,
+        "without the key the sealed secrets cannot be opened: refused"
+    );
+    let restored = common::TestService::join(&target, &key).await;
+    let producer = Producer::connect(&target).await;
+    producer
+        .event("ev-e1", "app_e1", "item.created", json!({}))
+        .await;
+    producer
+        .event("ev-e2", "app_e2", "item.created", json!({}))
+        .await;
+    for (path, secret) in &secrets {
+        let got = rx.wait_for(path, 1).await;
+        assert_eq!(
+            got[0].header("bridgeapi-signature"),
+            common::sign::bridge(secret, &got[0].body),
+            "{path} verifies with the secret shown at creation"
+        );
+    }
+
+    std::fs::remove_file(&file).unwrap();
+    producer.close().await;
+    restored.stop().await;
+    cleanup(&target).await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_warns_when_redis_keeps_nothing_on_disk() {
+    // The test Redis runs with `--save "" --appendonly no`, as many caches do.
+    let ns = namespace();
+    let port = binary::free_port();
+    let mut child = binary::spawn(&ns, port, &[], Stdio::piped());
+    let stderr = child.stderr.take().unwrap();
+    let (tx, found) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Redis persistence is off") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = found
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a start-up warning about Redis persistence");
+    assert!(
+        line.contains("appendonly") && line.contains("WF_REDIS_URL"),
+        "{line}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
     cleanup(&ns).await;
 }
 

@@ -338,10 +338,17 @@ impl Producer {
 
     /// Publishes raw bytes with routing key `key`, persistent, and awaits the confirm.
     pub async fn raw(&self, key: &str, body: &[u8]) {
+        let exchange = self.exchange.clone();
+        self.to(&exchange, key, body).await;
+    }
+
+    /// Publishes raw bytes to `exchange` (`""`: the default one, `key` is
+    /// the queue), persistent and mandatory, and awaits the confirm.
+    pub async fn to(&self, exchange: &str, key: &str, body: &[u8]) {
         let confirm = self
             .channel
             .basic_publish(
-                self.exchange.as_str().into(),
+                exchange.into(),
                 key.into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -356,7 +363,7 @@ impl Producer {
             .unwrap();
         assert!(
             confirm.is_ack() && confirm.take_message().is_none(),
-            "event routed to the ingest queue"
+            "message routed to a queue of {exchange:?}"
         );
     }
 

@@ -1,6 +1,8 @@
-//! A TCP proxy a test can cut: live connections are dropped and new ones
-//! refused until restored. It puts one service instance's RabbitMQ or Redis
-//! "down" without touching the shared servers other tests use.
+//! A TCP proxy a test can cut (live connections are dropped and new ones
+//! refused until restored) or freeze (connections stay open but nothing
+//! passes: a server that stopped answering). It puts one service instance's
+//! RabbitMQ or Redis "down" without touching the shared servers other tests
+//! use.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     down: Arc<AtomicBool>,
     cuts: watch::Sender<u64>,
+    frozen: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -22,7 +25,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let down = Arc::new(AtomicBool::new(false));
         let (cuts, _) = watch::channel(0u64);
-        let (d, c) = (down.clone(), cuts.clone());
+        let (frozen, _) = watch::channel(false);
+        let (d, c, f) = (down.clone(), cuts.clone(), frozen.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -33,6 +37,7 @@ impl Proxy {
                     continue;
                 }
                 let mut cut = c.subscribe();
+                let mut freeze = f.subscribe();
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -40,13 +45,27 @@ impl Proxy {
                     };
                     let (mut client, mut server) = (client, server);
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                        _ = cut.changed() => return,
+                        _ = freeze.wait_for(|f| *f) => {}
                     }
+                    // Frozen: both sockets stay open and silent until cut.
+                    let _ = cut.changed().await;
+                    drop((client, server));
                 });
             }
         });
-        Proxy { addr, down, cuts }
+        Proxy {
+            addr,
+            down,
+            cuts,
+            frozen,
+        }
+    }
+
+    /// Live connections stay open but nothing passes any more (until `cut`).
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
     }
 
     /// Drops every live connection and refuses new ones.
