@@ -109,10 +109,23 @@ for d in docs:
     kinds.setdefault(d.get("kind"), {})[name] = d
 deployments = kinds.get("Deployment", {})
 if len(deployments) != 3: problems.append(f"expected 3 Deployments, got {sorted(deployments)}")
+def seconds(v):
+    v = str(v).strip()
+    for unit, f in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
+        if v.endswith(unit) and v[:-len(unit)].isdigit(): return int(v[:-len(unit)]) * f
+    raise ValueError(v)
+config = {}
+for cm in kinds.get("ConfigMap", {}).values(): config.update(cm.get("data") or {})
+# The service's whole shutdown fits in WF_SHUTDOWN_TIMEOUT + 5 s (its margin,
+# SHUTDOWN_MARGIN in src/app.rs); a preStop sleep comes before it.
+shutdown = seconds(config.get("WF_SHUTDOWN_TIMEOUT", "25s")) + 5
 for name, d in deployments.items():
     spec = d["spec"]["template"]["spec"]
-    if spec.get("terminationGracePeriodSeconds", 30) <= 25: problems.append(f"{name}: grace period not above the 25 s shutdown timeout")
     c = spec["containers"][0]
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_s = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" else 0
+    need = pre_s + shutdown
+    if spec.get("terminationGracePeriodSeconds", 30) < need: problems.append(f"{name}: grace period below preStop {pre_s} s + WF_SHUTDOWN_TIMEOUT + 5 s = {need} s")
     if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz": problems.append(f"{name}: liveness is not /healthz")
     if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz": problems.append(f"{name}: readiness is not /readyz")
     roles = [e.get("value") for e in c.get("env", []) if e.get("name") == "WF_ROLES"]
