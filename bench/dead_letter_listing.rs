@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let spec = broker::TopologySpec {
         schedule: schedule.clone(),
         dead_letter_retention: Duration::from_secs(86_400),
-        queue_type: broker::QueueType::Classic,
+        queue_type: webhook_fanout::config::QueueType::Classic,
     };
     broker::declare(&conn, &names, &spec).await?;
     let store = Store::connect(REDIS, &ns)?;

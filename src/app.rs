@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::backoff::Backoff;
-use crate::broker::{self, ConfirmedPublisher, Names};
+use crate::broker::{self, ConfirmedPublisher, Names, TopologySpec};
 use crate::config::Settings;
 use crate::consume;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::{self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints};
+use crate::delivery::{
+    self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints, TargetPolicy,
+};
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::ingest::{self, IngestContext};
@@ -108,7 +110,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     Ok(Wiring {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
-        client: DeliveryClient::new(settings.delivery_timeout, settings.target_policy()),
+        client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings)),
         // Three quarters of the prefetch window is a webhook's share (in
         // flight plus waiting); past it only short waits are allowed, so a
         // slow webhook leaves a quarter free for the others.
@@ -139,6 +141,23 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     })
 }
 
+/// What the broker topology is declared with.
+fn topology(s: &Settings) -> TopologySpec {
+    TopologySpec {
+        schedule: s.retry_schedule.clone(),
+        dead_letter_retention: s.dead_letter_retention,
+        queue_type: s.queue_type,
+    }
+}
+
+/// The callback URL rules (`WF_ALLOW_HTTP`, `WF_ALLOW_PRIVATE_TARGETS`).
+fn target_policy(s: &Settings) -> TargetPolicy {
+    TargetPolicy {
+        allow_http: s.allow_http,
+        allow_private: s.allow_private_targets,
+    }
+}
+
 fn admin_state(w: &Wiring) -> Arc<AdminState> {
     Arc::new(AdminState {
         operator_token: w.settings.admin_token.clone(),
@@ -146,7 +165,7 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         store: w.store.clone(),
         catalogue: w.catalogue.clone(),
         client: w.client.clone(),
-        policy: w.settings.target_policy(),
+        policy: target_policy(&w.settings),
         metrics: w.metrics.clone(),
         health: w.health.clone(),
         dead_letters: w.dead_letters.clone(),
@@ -242,7 +261,7 @@ async fn session(
         conn = broker::connect(&s.amqp_url.0, &name) => conn.context("cannot connect to RabbitMQ")?,
         _ = token.cancelled() => return Ok(()),
     };
-    broker::declare(&conn, &w.names, &s.topology())
+    broker::declare(&conn, &w.names, &topology(s))
         .await
         .context("cannot declare topology")?;
     w.health.set_broker(true);

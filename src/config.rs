@@ -1,5 +1,8 @@
 //! Typed configuration read from `WF_*` environment variables, validated at start.
 //! A bad value stops start-up with a one-line error naming the variable.
+//! It depends on nothing of the service but plain value types (the retry
+//! schedule, durations): `app.rs` turns settings into topology and component
+//! settings.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,9 +12,8 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::broker::{QueueType, TopologySpec};
-use crate::delivery::TargetPolicy;
 use crate::retry::RetrySchedule;
+use crate::units::parse_duration;
 
 /// A value that must never reach a log line: `Debug` prints a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +44,15 @@ pub struct Roles {
     pub deliver: bool,
     /// Serve the `/v1` admin API (health and metrics are always served).
     pub api: bool,
+}
+
+/// The queue type of the work queues (`WF_QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Single-node classic queues.
+    Classic,
+    /// Replicated Raft queues, for RabbitMQ clusters.
+    Quorum,
 }
 
 /// Log output format (`WF_LOG_FORMAT`).
@@ -108,23 +119,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// What the broker topology is declared with.
-    pub fn topology(&self) -> TopologySpec {
-        TopologySpec {
-            schedule: self.retry_schedule.clone(),
-            dead_letter_retention: self.dead_letter_retention,
-            queue_type: self.queue_type,
-        }
-    }
-
-    /// The callback URL rules (`WF_ALLOW_HTTP`, `WF_ALLOW_PRIVATE_TARGETS`).
-    pub fn target_policy(&self) -> TargetPolicy {
-        TargetPolicy {
-            allow_http: self.allow_http,
-            allow_private: self.allow_private_targets,
-        }
-    }
-
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -322,23 +316,6 @@ fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError
     }
 }
 
-/// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let millis = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(millis).map(Duration::from_millis)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,16 +365,6 @@ mod tests {
             assert_eq!(e.variable, var, "{value}");
             assert!(e.to_string().contains(var));
         }
-    }
-
-    #[test]
-    fn durations_parse_every_unit() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("14d"), Some(Duration::from_secs(14 * 86400)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("1w"), None);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub mod logging;
 pub mod metrics;
 pub mod retry;
 pub mod subscription;
+pub mod units;
 
 pub use app::run;
 pub use config::Settings;

@@ -6,7 +6,7 @@ mod publisher;
 mod topology;
 
 pub use publisher::{ConfirmedPublisher, Outgoing, PublishError};
-pub use topology::{JOB_ROUTING_KEY, Names, QueueType, TopologySpec, declare, delete};
+pub use topology::{JOB_ROUTING_KEY, Names, TopologySpec, declare, delete};
 
 use std::time::Duration;
 

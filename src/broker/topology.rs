@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use lapin::{Channel, Connection, ExchangeKind};
 
+use crate::config::QueueType;
 use crate::retry::RetrySchedule;
 
 /// Routing key of delivery jobs on `{ns}.deliveries`.
@@ -74,15 +75,6 @@ fn table(pairs: Vec<(&str, AMQPValue)>) -> FieldTable {
 
 fn text(s: String) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
-}
-
-/// The queue type of the work queues (`WF_QUEUE_TYPE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueType {
-    /// Single-node classic queues.
-    Classic,
-    /// Replicated Raft queues, for RabbitMQ clusters.
-    Quorum,
 }
 
 /// What the declared topology depends on besides the names.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 
 /// The contract's default schedule.
 pub const DEFAULT_SCHEDULE: &str = "10s,30s,2m,10m,30m,1h,2h,4h,8h,12h";
