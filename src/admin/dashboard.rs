@@ -11,6 +11,8 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 
+use super::error::ApiError;
+
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 const STYLE: &str = include_str!("dashboard/style.css");
@@ -20,6 +22,19 @@ const STYLE: &str = include_str!("dashboard/style.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
+
+/// Serves `path` (`/dashboard` or under `/dashboard/`): GET only; the
+/// redirect, a file, or a 404 with the page's security headers.
+pub fn serve(method: &hyper::Method, path: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+    if method != hyper::Method::GET {
+        return Err(ApiError::method_not_allowed("GET".to_string()));
+    }
+    let Some(rest) = path.strip_prefix("/dashboard/") else {
+        return Ok(redirect());
+    };
+    let rest: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    Ok(asset(&rest).unwrap_or_else(|| secured(ApiError::not_found("route").response())))
+}
 
 /// The file at `rest` (the path segments after `dashboard`), if any.
 pub fn asset(rest: &[&str]) -> Option<Response<Full<Bytes>>> {

@@ -1,19 +1,14 @@
 //! Dead-letter endpoints (operator only): list with filters and a cursor,
 //! show, replay one or all matching, discard.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::json;
 
-use super::auth::Principal;
+use super::context::{AdminState, Call, Reply};
 use super::error::ApiError;
+use super::http::{json_response, no_content};
 use super::request::read_fields;
-use super::router::{AdminState, json_response, no_content};
 use crate::dead_letter::{DeadLetterError, Filter};
-
-type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -39,8 +34,8 @@ impl From<DeadLetterError> for ApiError {
 }
 
 /// `GET /v1/dead-letters?application_id=&webhook_id=&type=&limit=&cursor=`.
-pub async fn list(state: &AdminState, who: &Principal, query: Option<&str>) -> Reply {
-    who.operator_only()?;
+pub async fn list(state: &AdminState, call: Call) -> Reply {
+    let query = call.query.as_deref();
     let mut filter = Filter::default();
     let (mut limit, mut cursor) = (DEFAULT_LIMIT, None);
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -95,15 +90,15 @@ pub async fn list(state: &AdminState, who: &Principal, query: Option<&str>) -> R
 }
 
 /// `GET /v1/dead-letters/{id}`.
-pub async fn show(state: &AdminState, who: &Principal, id: &str) -> Reply {
-    who.operator_only()?;
+pub async fn show(state: &AdminState, call: Call) -> Reply {
+    let id = call.id.as_str();
     let letter = state.dead_letters.get(id).await?;
     Ok(json_response(StatusCode::OK, &letter.view(id)))
 }
 
 /// `POST /v1/dead-letters/{id}/replay`.
-pub async fn replay(state: &AdminState, who: &Principal, id: &str) -> Reply {
-    who.operator_only()?;
+pub async fn replay(state: &AdminState, call: Call) -> Reply {
+    let id = call.id.as_str();
     state.dead_letters.replay(id).await?;
     tracing::info!(dead_letter_id = id, "dead letter replayed");
     Ok(json_response(
@@ -113,17 +108,16 @@ pub async fn replay(state: &AdminState, who: &Principal, id: &str) -> Reply {
 }
 
 /// `DELETE /v1/dead-letters/{id}`.
-pub async fn discard(state: &AdminState, who: &Principal, id: &str) -> Reply {
-    who.operator_only()?;
+pub async fn discard(state: &AdminState, call: Call) -> Reply {
+    let id = call.id.as_str();
     state.dead_letters.discard(id).await?;
     tracing::info!(dead_letter_id = id, "dead letter discarded");
     Ok(no_content())
 }
 
 /// `POST /v1/dead-letters/replay` `{"application_id"?, "webhook_id"?, "type"?}`.
-pub async fn replay_matching(state: &AdminState, who: &Principal, body: Incoming) -> Reply {
-    who.operator_only()?;
-    let fields = read_fields(body, &["application_id", "webhook_id", "type"]).await?;
+pub async fn replay_matching(state: &AdminState, call: Call) -> Reply {
+    let fields = read_fields(call.body, &["application_id", "webhook_id", "type"]).await?;
     let filter = Filter {
         application_id: fields.string("application_id", "invalid_application_id")?,
         webhook_id: fields.string("webhook_id", "invalid_webhook_id")?,

@@ -21,7 +21,7 @@ pub struct ApiError {
     /// The request field at fault, for validation errors.
     pub field: Option<&'static str>,
     /// The methods a 405 allows, sent as the `Allow` header.
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -80,9 +80,9 @@ impl ApiError {
     }
 
     /// 405, naming the allowed methods in the message and the `Allow` header.
-    pub fn method_not_allowed(allowed: &'static str) -> Self {
+    pub fn method_not_allowed(allowed: String) -> Self {
         ApiError {
-            allow: Some(allowed),
+            allow: Some(allowed.clone()),
             ..Self::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -97,10 +97,13 @@ impl ApiError {
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
-        let mut r = super::router::json_response(self.status, &json!({ "error": error }));
-        if let Some(allow) = self.allow {
-            r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
+        let mut r = super::http::json_response(self.status, &json!({ "error": error }));
+        if let Some(value) = self
+            .allow
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            r.headers_mut().insert(ALLOW, value);
         }
         r
     }

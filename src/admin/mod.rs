@@ -2,16 +2,21 @@
 //! dashboard page, on hyper 1.x.
 
 mod auth;
+mod context;
 mod dashboard;
 mod dead_letters;
 mod error;
+mod http;
 mod precondition;
 mod request;
 mod router;
+mod routes;
 mod server;
+mod status;
 mod webhooks;
 
 pub use auth::{Principal, Role, hash_token, new_token};
+pub use context::AdminState;
 pub use error::ApiError;
-pub use router::AdminState;
+pub use router::operations;
 pub use server::serve;

@@ -12,7 +12,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::router::{AdminState, route};
+use super::context::AdminState;
+use super::router::route;
 
 /// Serves the admin API on `listener` until `token` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, token: CancellationToken) {

@@ -3,32 +3,29 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::ETAG;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::auth::{Principal, Role, hash_token, new_token};
+use super::auth::{Role, hash_token, new_token};
+use super::context::{AdminState, Call, Reply};
 use super::error::ApiError;
+use super::http::{json_response, no_content};
 use super::precondition::IfMatch;
 use super::request::{Fields, read_fields};
-use super::router::{AdminState, authorize, json_response, no_content};
 use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::subscription::{StoredSecret, TokenRecord, Webhook, Write, new_secret};
-
-type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Most webhooks an application may have.
 pub const WEBHOOK_LIMIT: usize = 10;
 const MAX_NAME_CHARS: usize = 128;
 
 /// `POST /v1/applications/{app}/tokens` (operator only).
-pub async fn create_token(state: &AdminState, who: &Principal, app: &str, body: Incoming) -> Reply {
-    who.operator_only()?;
-    authorize(who, app, Some(Role::Admin))?;
-    let fields = read_fields(body, &["role"]).await?;
+pub async fn create_token(state: &AdminState, call: Call) -> Reply {
+    let app = call.app.as_str();
+    let fields = read_fields(call.body, &["role"]).await?;
     let role = fields
         .string("role", "invalid_role")?
         .and_then(|r| Role::parse(&r))
@@ -47,17 +44,16 @@ pub async fn create_token(state: &AdminState, who: &Principal, app: &str, body: 
 }
 
 /// `GET /v1/applications/{app}/webhooks`.
-pub async fn list(state: &AdminState, who: &Principal, app: &str) -> Reply {
-    authorize(who, app, None)?;
-    let hooks = state.store.list(app).await?;
+pub async fn list(state: &AdminState, call: Call) -> Reply {
+    let hooks = state.store.list(&call.app).await?;
     let views: Vec<_> = hooks.iter().map(Webhook::view).collect();
     Ok(json_response(StatusCode::OK, &json!(views)))
 }
 
 /// `POST /v1/applications/{app}/webhooks`.
-pub async fn create(state: &AdminState, who: &Principal, app: &str, body: Incoming) -> Reply {
-    authorize(who, app, Some(Role::Admin))?;
-    let fields = read_fields(body, &["url", "name", "events", "enabled"]).await?;
+pub async fn create(state: &AdminState, call: Call) -> Reply {
+    let app = call.app.as_str();
+    let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
     let url = fields
         .string("url", "invalid_url")?
         .ok_or_else(|| ApiError::invalid("url", "invalid_url", "is required"))?;
@@ -93,9 +89,8 @@ pub async fn create(state: &AdminState, who: &Principal, app: &str, body: Incomi
 }
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
-pub async fn get(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
-    authorize(who, app, None)?;
-    let hook = find(state, app, id).await?;
+pub async fn get(state: &AdminState, call: Call) -> Reply {
+    let hook = find(state, &call.app, &call.id).await?;
     Ok(tagged(json_response(StatusCode::OK, &hook.view()), &hook))
 }
 
@@ -152,18 +147,10 @@ async fn write(
 const WRITE_ATTEMPTS: u32 = 32;
 
 /// `PATCH /v1/applications/{app}/webhooks/{id}`.
-pub async fn update(
-    state: &AdminState,
-    who: &Principal,
-    app: &str,
-    id: &str,
-    if_match: &IfMatch,
-    body: Incoming,
-) -> Reply {
-    authorize(who, app, Some(Role::Admin))?;
-    let fields = read_fields(body, &["url", "name", "events", "enabled"]).await?;
+pub async fn update(state: &AdminState, call: Call) -> Reply {
+    let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
     let changes = Changes::validate(state, &fields).await?;
-    let hook = write(state, app, id, if_match, |hook| {
+    let hook = write(state, &call.app, &call.id, &call.if_match, |hook| {
         changes.apply(hook);
         hook.updated_at = clock::unix_secs();
     })
@@ -240,14 +227,8 @@ impl Changes {
 
 /// `DELETE /v1/applications/{app}/webhooks/{id}`; with `If-Match`, only
 /// at that revision.
-pub async fn delete(
-    state: &AdminState,
-    who: &Principal,
-    app: &str,
-    id: &str,
-    if_match: &IfMatch,
-) -> Reply {
-    authorize(who, app, Some(Role::Admin))?;
+pub async fn delete(state: &AdminState, call: Call) -> Reply {
+    let (app, id, if_match) = (call.app.as_str(), call.id.as_str(), &call.if_match);
     let revision = match if_match {
         IfMatch::Revisions(_) => {
             let hook = find(state, app, id).await?;
@@ -268,14 +249,8 @@ pub async fn delete(
 }
 
 /// `POST /v1/applications/{app}/webhooks/{id}/rotate-secret`.
-pub async fn rotate(
-    state: &AdminState,
-    who: &Principal,
-    app: &str,
-    id: &str,
-    if_match: &IfMatch,
-) -> Reply {
-    authorize(who, app, Some(Role::Admin))?;
+pub async fn rotate(state: &AdminState, call: Call) -> Reply {
+    let (app, id, if_match) = (call.app.as_str(), call.id.as_str(), &call.if_match);
     let secret = new_secret();
     let hook = write(state, app, id, if_match, |hook| {
         hook.rotate(secret.clone(), clock::unix_secs())
@@ -294,8 +269,8 @@ pub async fn rotate(
 /// whatever the webhook's breaker says (the test is the probe); where this
 /// process delivers to the webhook too, the result reaches its breaker, so a
 /// fixed receiver's success closes the circuit at once.
-pub async fn test(state: &AdminState, who: &Principal, app: &str, id: &str) -> Reply {
-    authorize(who, app, Some(Role::Admin))?;
+pub async fn test(state: &AdminState, call: Call) -> Reply {
+    let (app, id) = (call.app.as_str(), call.id.as_str());
     let hook = find(state, app, id).await?;
     let signer = Signer::new(&hook.valid_secrets(clock::unix_secs()));
     let event_id = format!("test_{}", uuid::Uuid::new_v4().simple());
