@@ -1,8 +1,7 @@
-//! Subcommands besides `serve`, and signal handling.
+//! `webhook-fanout publish`: one event, as a producer would publish it.
 
 use anyhow::Context;
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 use webhook_fanout::Settings;
 use webhook_fanout::broker::{self, ConfirmedPublisher, Names, Outgoing, PublishError};
 
@@ -65,22 +64,4 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
             format!("cannot publish to {exchange} (is the service started once to declare it?)")
         }),
     }
-}
-
-/// Cancels `token` on SIGTERM or Ctrl-C.
-pub async fn on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("signal received");
-    token.cancel();
 }

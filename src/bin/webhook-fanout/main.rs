@@ -1,5 +1,7 @@
 //! The `webhook-fanout` binary: parses the command line, loads the settings,
-//! starts telemetry, and calls into the library.
+//! starts telemetry, and calls into the library. Its subcommands
+//! (`publish`, `dead-letters`, `webhooks`) and signal handling sit beside
+//! it in this folder, apart from the library.
 
 use std::process::ExitCode;
 
@@ -7,9 +9,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use webhook_fanout::config::Settings;
 
-mod cli;
-mod cli_dead_letters;
-mod cli_webhooks;
+mod dead_letters;
+mod publish;
+mod signal;
+mod webhooks;
 
 #[derive(Parser)]
 #[command(
@@ -27,13 +30,13 @@ enum Command {
     /// Run the service (roles from WF_ROLES).
     Serve,
     /// Publish one event envelope to {ns}.events, with publisher confirms.
-    Publish(cli::PublishArgs),
+    Publish(publish::PublishArgs),
     /// Inspect, replay and discard dead letters.
     #[command(subcommand, name = "dead-letters")]
-    DeadLetters(cli_dead_letters::DeadLetterCommand),
+    DeadLetters(dead_letters::DeadLetterCommand),
     /// Back up and restore webhooks (JSON lines, secrets still sealed).
     #[command(subcommand)]
-    Webhooks(cli_webhooks::WebhookCommand),
+    Webhooks(webhooks::WebhookCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,9 +54,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(settings).await,
-            Command::Publish(args) => cli::publish(&settings, args).await,
-            Command::DeadLetters(command) => cli_dead_letters::run(&settings, command).await,
-            Command::Webhooks(command) => cli_webhooks::run(&settings, command).await,
+            Command::Publish(args) => publish::publish(&settings, args).await,
+            Command::DeadLetters(command) => dead_letters::run(&settings, command).await,
+            Command::Webhooks(command) => webhooks::run(&settings, command).await,
         }
     });
     // Tasks still running (a request that never answers) end here: the
@@ -79,6 +82,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         })?;
     tracing::info!(addr = %settings.http_addr, namespace = %settings.namespace, "webhook-fanout starting");
     let shutdown = CancellationToken::new();
-    tokio::spawn(cli::on_signal(shutdown.clone()));
+    tokio::spawn(signal::on_signal(shutdown.clone()));
     webhook_fanout::run(settings, listener, shutdown).await
 }
