@@ -8,8 +8,11 @@ run: services build
 
 test: services browser lint
 	$(CARGO) test --all-targets --locked
+	@# Tests that disturb the shared broker, alone, after the others.
+	$(CARGO) test --locked --test it -- --ignored
 	scripts/api-fuzz.sh
 	scripts/check-deploy.sh
+	scripts/check-leftovers.sh
 
 services:
 	@scripts/ensure-services.sh

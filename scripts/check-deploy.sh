@@ -9,7 +9,7 @@
 #   - the kustomize base builds (`kubectl kustomize`, from Debian's kubectl
 #     package) and every object has the fields a deployment relies on.
 # The metric names the rules and the dashboard use are checked against a
-# running service by tests/deploy.rs.
+# running service by tests/it/deploy.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -80,7 +80,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                 settings.http_addr
             )
         })?;
-    tracing::info!(addr = %settings.http_addr, namespace = %settings.namespace, "webhook-fanout starting");
+    // The bound address, not the configured one: with port 0 (tests, side
+    // cars) the kernel picks it. Logged at warn level so the one line that
+    // says where the service listens survives RUST_LOG=warn.
+    let addr = listener.local_addr().unwrap_or(settings.http_addr);
+    tracing::warn!(target: "webhook_fanout::listening", %addr, namespace = %settings.namespace, "webhook-fanout listening on http://{addr}");
     let shutdown = CancellationToken::new();
     tokio::spawn(signal::on_signal(shutdown.clone()));
     webhook_fanout::run(settings, listener, shutdown).await

@@ -1,12 +1,10 @@
 //! /metrics after a scripted run: the counters match what happened, and no
 //! label carries an unbounded value.
 
-mod common;
-
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{Producer, TestService, eventually};
+use crate::common::receiver::Receiver;
+use crate::common::{Producer, TestService, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,8 @@
 //! Invalid envelopes are parked in `{ns}.rejected` with a reason, never
 //! dropped, and the service keeps running.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::{Producer, TestService, eventually};
+use crate::common::receiver::Receiver;
+use crate::common::{Producer, TestService, eventually};
 use lapin::types::AMQPValue;
 use serde_json::json;
 use std::time::Duration;

@@ -2,24 +2,20 @@
 //! SIGTERM exiting 0 within its bound, and the `dead-letters` and
 //! `webhooks export|import` subcommands.
 
-mod common;
-
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, binary, eventually, namespace};
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, binary, eventually};
 use serde_json::{Value, json};
 
 struct Binary {
-    child: Child,
+    child: binary::Process,
     base: String,
 }
 
 async fn spawn(ns: &str, extra: &[(&str, &str)]) -> Binary {
-    let port = binary::free_port();
-    let child = binary::spawn(ns, port, extra, Stdio::inherit());
-    let base = format!("http://127.0.0.1:{port}");
+    let binary::Spawned { child, base, .. } = binary::spawn(ns, extra);
     binary::wait_ready(&base).await;
     Binary { child, base }
 }
@@ -64,7 +60,7 @@ fn cli_with(ns: &str, extra: &[(&str, &str)], args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_waiting_in_a_delay_tier_survive_sigkill_and_sigterm_exits_zero() {
-    let ns = namespace();
+    let ns = crate::common::Namespace::new();
     let extra = [("WF_RETRY_SCHEDULE", "2s"), ("WF_MAX_EVENT_AGE", "1h")];
     let mut first = spawn(&ns, &extra).await;
     let rx = Receiver::start(200).await;
@@ -115,7 +111,7 @@ async fn jobs_waiting_in_a_delay_tier_survive_sigkill_and_sigterm_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letters_subcommands() {
-    let ns = namespace();
+    let ns = crate::common::Namespace::new();
     let mut svc = spawn(
         &ns,
         &[
@@ -193,8 +189,8 @@ async fn sigterm_exits_within_the_shutdown_bound_with_a_silent_receiver_and_brok
     // Everything that can stop answering does: the receiver (requests
     // hang) and, once SIGTERM is near, RabbitMQ (a proxy that goes silent
     // without closing), so every cancel and close waits for its timeout.
-    let ns = namespace();
-    let broker = common::proxy::Proxy::start("127.0.0.1:5672").await;
+    let ns = crate::common::Namespace::new();
+    let broker = crate::common::proxy::Proxy::start("127.0.0.1:5672").await;
     let url = broker.amqp_url();
     let extra = [
         ("WF_SHUTDOWN_TIMEOUT", "2s"),
@@ -261,7 +257,7 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         "WF_SECRET_KEY",
         "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
     )];
-    let source = common::TestService::start(&key).await;
+    let source = crate::common::TestService::start(&key).await;
     let rx = Receiver::start(200).await;
     let mut secrets = std::collections::HashMap::new();
     for (app, path) in [("app_e1", "/e1"), ("app_e1", "/e2"), ("app_e2", "/e3")] {
@@ -283,7 +279,7 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         assert!(!exported.contains(secret.as_str()), "secrets stay sealed");
     }
 
-    let target = namespace();
+    let target = crate::common::Namespace::new();
     let (ok, _) = cli_with(&target, &key, &["webhooks", "import", "--input", file_arg]);
     assert!(ok, "import succeeds");
     let (ok, _) = cli_with(&target, &[], &["webhooks", "import", "--input", file_arg]);
@@ -291,7 +287,7 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         !ok,
         "without the key the sealed secrets cannot be opened: refused"
     );
-    let restored = common::TestService::join(&target, &key).await;
+    let restored = crate::common::TestService::join(&target, &key).await;
     let producer = Producer::connect(&target).await;
     producer
         .event("ev-e1", "app_e1", "item.created", json!({}))
@@ -303,7 +299,7 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         let got = rx.wait_for(path, 1).await;
         assert_eq!(
             got[0].header("bridgeapi-signature"),
-            common::sign::bridge(secret, &got[0].body),
+            crate::common::sign::bridge(secret, &got[0].body),
             "{path} verifies with the secret shown at creation"
         );
     }
@@ -318,30 +314,24 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_warns_when_redis_keeps_nothing_on_disk() {
     // The test Redis runs with `--save "" --appendonly no`, as many caches do.
-    let ns = namespace();
-    let port = binary::free_port();
-    let mut child = binary::spawn(&ns, port, &[], Stdio::piped());
-    let stderr = child.stderr.take().unwrap();
-    let (tx, found) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("Redis persistence is off") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
-    });
-    let line = found
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a start-up warning about Redis persistence");
+    let ns = crate::common::Namespace::new();
+    let svc = binary::spawn(&ns, &[]);
+    let line = eventually(
+        Duration::from_secs(20),
+        "a start-up warning about Redis persistence",
+        || async {
+            let log = svc.log.lock().unwrap();
+            log.iter()
+                .find(|l| l.contains("Redis persistence is off"))
+                .cloned()
+        },
+    )
+    .await;
     assert!(
         line.contains("appendonly") && line.contains("WF_REDIS_URL"),
         "{line}"
     );
+    let mut child = svc.child;
     child.kill().unwrap();
     child.wait().unwrap();
     cleanup(&ns).await;
@@ -351,5 +341,5 @@ async fn cleanup(ns: &str) {
     let settings =
         webhook_fanout::Settings::from_map(&[("WF_NAMESPACE".to_string(), ns.to_string())].into())
             .unwrap();
-    common::delete_namespace(ns, &settings).await;
+    crate::common::delete_namespace(ns, &settings).await;
 }

@@ -1,12 +1,10 @@
 //! Retries through the TTL delay tiers, dead letters after the max age, and
 //! the operator's tools (list, show, replay, discard), on a millisecond clock.
 
-mod common;
-
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, TestService, eventually};
 use serde_json::{Value, json};
 
 const FAST: &[(&str, &str)] = &[
@@ -384,7 +382,7 @@ async fn only_the_operator_reaches_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_dropped_from_the_schedule_still_returns_its_jobs() {
-    let ns = common::namespace();
+    let ns = crate::common::Namespace::new();
     let old = TestService::join(
         &ns,
         &[("WF_RETRY_SCHEDULE", "1s"), ("WF_MAX_EVENT_AGE", "1h")],
@@ -420,8 +418,8 @@ async fn a_tier_dropped_from_the_schedule_still_returns_its_jobs() {
     producer.close().await;
     let new_settings = new.settings.clone();
     new.stop().await;
-    common::delete_namespace(&ns, &old_settings).await;
-    common::delete_namespace(&ns, &new_settings).await;
+    crate::common::delete_namespace(&ns, &old_settings).await;
+    crate::common::delete_namespace(&ns, &new_settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

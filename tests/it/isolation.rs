@@ -1,12 +1,10 @@
 //! Isolation: a hanging endpoint holds at most its share of the window, and a
 //! failing one is short-circuited until a probe succeeds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{Producer, TestService, eventually};
+use crate::common::receiver::Receiver;
+use crate::common::{Producer, TestService, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ pub mod proxy;
 pub mod receiver;
 pub mod sign;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -31,9 +32,63 @@ pub fn redis_url() -> String {
     std::env::var("WF_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
-/// A fresh namespace name.
+/// A fresh namespace name (prefer [`Namespace`], which also deletes it).
 pub fn namespace() -> String {
     format!("wft-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The retry tiers each namespace's services were started with, so that
+/// deleting a namespace deletes every tier queue it may have, whatever
+/// schedule each of its services used.
+static TIERS: LazyLock<Mutex<HashMap<String, BTreeSet<String>>>> = LazyLock::new(Default::default);
+
+/// Records that a service of `ns` declares the tiers of `schedule`.
+pub fn note_schedule(ns: &str, schedule: &str) {
+    let labels = schedule.split(',').map(|l| l.trim().to_string());
+    TIERS
+        .lock()
+        .unwrap()
+        .entry(ns.to_string())
+        .or_default()
+        .extend(labels);
+}
+
+/// A fresh namespace that is deleted (every queue, exchange and Redis key)
+/// when dropped, also when the test fails.
+pub struct Namespace(String);
+
+impl Namespace {
+    pub fn new() -> Namespace {
+        Namespace(namespace())
+    }
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let ns = self.0.clone();
+        // Its own runtime: the test's may be gone (a panic) or busy.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(delete(&ns));
+        })
+        .join();
+    }
 }
 
 /// Polls `check` every 20 ms until it yields `Some`, or panics after `within`.
@@ -105,6 +160,13 @@ impl TestService {
             env.insert(k.to_string(), v.to_string());
         }
         let settings = Settings::from_map(&env).expect("test settings are valid");
+        let tiers: Vec<String> = settings
+            .retry_schedule
+            .distinct_tiers()
+            .into_iter()
+            .map(|t| t.label)
+            .collect();
+        note_schedule(ns, &tiers.join(","));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -260,11 +322,34 @@ impl Drop for TestService {
     }
 }
 
-/// Deletes the namespace's queues, exchanges and Redis keys.
+/// Deletes the namespace's queues, exchanges and Redis keys (`settings`'
+/// tiers and every tier a service of the namespace was started with).
 pub async fn delete_namespace(ns: &str, settings: &Settings) {
+    let labels: Vec<String> = settings
+        .retry_schedule
+        .distinct_tiers()
+        .into_iter()
+        .map(|t| t.label)
+        .collect();
+    note_schedule(ns, &labels.join(","));
+    delete(ns).await;
+}
+
+/// Deletes every queue, exchange and Redis key of `ns` (the default
+/// schedule's tiers and those noted for it).
+async fn delete(ns: &str) {
+    let mut labels = TIERS.lock().unwrap().remove(ns).unwrap_or_default();
+    labels.extend(
+        webhook_fanout::retry::RetrySchedule::default()
+            .distinct_tiers()
+            .into_iter()
+            .map(|t| t.label),
+    );
+    let joined = labels.into_iter().collect::<Vec<_>>().join(",");
+    let schedule = webhook_fanout::retry::RetrySchedule::parse(&joined).unwrap();
     if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
         if let Ok(ch) = conn.create_channel().await {
-            let _ = broker::delete(&ch, &Names::new(ns), &settings.retry_schedule).await;
+            let _ = broker::delete(&ch, &Names::new(ns), &schedule).await;
         }
         let _ = conn.close(200, "cleanup".into()).await;
     }

@@ -1,10 +1,8 @@
 //! End to end through real RabbitMQ and Redis: events in, signed deliveries out.
 
-mod common;
-
-use common::receiver::{Received, Receiver};
-use common::sign::{bridge, standard};
-use common::{Producer, TestService};
+use crate::common::receiver::{Received, Receiver};
+use crate::common::sign::{bridge, standard};
+use crate::common::{Producer, TestService};
 use serde_json::json;
 
 fn secret(webhook: &serde_json::Value) -> String {

@@ -3,14 +3,12 @@
 //! playwright-core are installed by scripts/ensure-browser.sh (run by
 //! `make test`). Screenshots go to target/dashboard-screenshots/.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, eventually, sign};
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, TestService, eventually, sign};
 use serde_json::{Value, json};
 
 const APP: &str = "dash_app";

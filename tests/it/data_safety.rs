@@ -4,13 +4,11 @@
 //! never undo each other, event ids are per application, and a publisher
 //! channel closed from outside is reopened.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, eventually, sign};
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, TestService, eventually, sign};
 use deadpool_redis::redis::AsyncCommands;
 use lapin::types::AMQPValue;
 use serde_json::{Value, json};
@@ -179,7 +177,7 @@ async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() 
     // Redis loses every dead-letter key of the namespace (a restart without
     // persistence, a failover that lost writes, a flush).
     let keys: Vec<String> = {
-        let client = deadpool_redis::redis::Client::open(common::redis_url()).unwrap();
+        let client = deadpool_redis::redis::Client::open(crate::common::redis_url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let keys: Vec<String> = conn.keys(format!("{}:dead*", svc.ns)).await.unwrap();
         for k in &keys {
@@ -393,7 +391,7 @@ async fn a_publisher_channel_closed_from_outside_is_reopened_and_nothing_is_lost
 
     // Delete the exchange the fan-out publishes to: its next publish is a
     // channel error (404) that closes the ingest publisher's channel.
-    let conn = lapin::Connection::connect(&common::amqp_url(), Default::default())
+    let conn = lapin::Connection::connect(&crate::common::amqp_url(), Default::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();

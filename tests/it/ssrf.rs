@@ -1,10 +1,8 @@
 //! SSRF: a target that turned private after validation (DNS rebinding, or a
 //! record written before the rules) is refused at connect time.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::{Producer, TestService};
+use crate::common::receiver::Receiver;
+use crate::common::{Producer, TestService};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -14,7 +12,7 @@ async fn plant(svc: &TestService, id: &str, url: &str) {
         "events": ["item.created"], "enabled": true, "created_at": 0, "updated_at": 0,
         "secrets": [{"value": "whsec_c3NyZi10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm", "expires_at": null}],
     });
-    let mut redis = redis::Client::open(common::redis_url())
+    let mut redis = redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -43,7 +41,7 @@ async fn private_targets_are_refused_at_connect_time() {
         .call(
             "POST",
             "/v1/applications/app_x/webhooks",
-            Some(common::OPERATOR),
+            Some(crate::common::OPERATOR),
             Some(json!({"url": rx.url("/x"), "events": ["item.created"]})),
         )
         .await;
@@ -70,7 +68,12 @@ async fn private_targets_are_refused_at_connect_time() {
         "no request reached the private target"
     );
     let (_, page) = svc
-        .call("GET", "/v1/dead-letters", Some(common::OPERATOR), None)
+        .call(
+            "GET",
+            "/v1/dead-letters",
+            Some(crate::common::OPERATOR),
+            None,
+        )
         .await;
     let reasons: Vec<(String, String)> = page["items"]
         .as_array()
@@ -146,7 +149,7 @@ async fn the_table_of_non_public_targets_is_refused_at_create() {
             .call(
                 "POST",
                 "/v1/applications/app_t/webhooks",
-                Some(common::OPERATOR),
+                Some(crate::common::OPERATOR),
                 Some(body),
             )
             .await;
@@ -161,7 +164,7 @@ async fn the_table_of_non_public_targets_is_refused_at_create() {
         .call(
             "POST",
             "/v1/applications/app_t/webhooks",
-            Some(common::OPERATOR),
+            Some(crate::common::OPERATOR),
             Some(public),
         )
         .await;

@@ -3,11 +3,9 @@
 //! Syntax checks (promtool, compose, kustomize structure) are in
 //! scripts/check-deploy.sh, run by `make test`.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::TestService;
+use crate::common::TestService;
 
 fn referenced(path: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -32,7 +30,7 @@ fn referenced(path: &str) -> BTreeSet<String> {
 async fn alerts_and_dashboards_use_only_exported_metrics() {
     let svc = TestService::start(&[]).await;
     // Every family appears once the queue depths have been read.
-    common::eventually(
+    crate::common::eventually(
         std::time::Duration::from_secs(15),
         "queue depths",
         || async {

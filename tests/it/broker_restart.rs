@@ -3,11 +3,10 @@
 //! (`stop_app` / `start_app`). Durable queues and persistent messages come
 //! back, the service reconnects on its own, and every event is delivered.
 //!
-//! Alone in its test binary because it disturbs the broker every test shares
-//! (cargo runs test binaries one after another), and one test so its two
-//! faults do not overlap.
-
-mod common;
+//! It disturbs the broker every test shares, so it is `#[ignore]`d in the
+//! parallel run and run alone afterwards (`make test` runs
+//! `cargo test --test it -- --ignored`), as one test so its two faults do not
+//! overlap.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -15,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{Producer, TestService, eventually};
+use crate::common::receiver::Receiver;
+use crate::common::{Producer, TestService, eventually};
 
 const EVENTS: usize = 3_000;
 
@@ -79,6 +78,7 @@ async fn reach(published: &AtomicUsize, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "disturbs the shared broker: make test runs it alone, after the others"]
 async fn connections_killed_and_the_broker_restarted_during_a_stream_lose_nothing() {
     let svc = TestService::start(&[("WF_RETRY_SCHEDULE", "200ms")]).await;
     let rx = Receiver::start(200).await;

@@ -2,13 +2,11 @@
 //! hanging, failing or broken sibling must not delay, short-circuit or lose
 //! another webhook's events.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, TestService, eventually};
 use serde_json::{Value, json};
 
 /// Event ids with the instant each was published.

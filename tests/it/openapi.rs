@@ -3,9 +3,7 @@
 //! is documented, and nothing outside the table is routed. Response bodies are checked against the schemas by the
 //! schemathesis run in `make test` (scripts/api-fuzz.sh).
 
-mod common;
-
-use common::{OPERATOR, TestService};
+use crate::common::{OPERATOR, TestService};
 
 /// (method, path) of every operation in the document.
 fn documented() -> Vec<(String, String)> {

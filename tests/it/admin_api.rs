@@ -2,11 +2,9 @@
 //! secret rotation, the test call, errors, and cache invalidation across
 //! service processes.
 
-mod common;
-
-use common::receiver::Receiver;
-use common::sign::{bridge, standard};
-use common::{OPERATOR, Producer, TestService};
+use crate::common::receiver::Receiver;
+use crate::common::sign::{bridge, standard};
+use crate::common::{OPERATOR, Producer, TestService};
 use serde_json::{Value, json};
 
 const TEST_BODY: &str = r#"{"content":{"item_id":1234567890,"status":0,"user_uuid":"9a95b38f-f98b-417a-988b-9d0d584893e7"},"timestamp":1611681789,"type":"TEST_EVENT"}"#;

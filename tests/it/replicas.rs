@@ -1,14 +1,11 @@
 //! Several replicas on one namespace share the work, and survive SIGKILL at
 //! random moments under load without losing an event.
 
-mod common;
-
 use std::collections::HashSet;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, binary, eventually, namespace};
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, TestService, binary, eventually};
 use rand::Rng;
 use serde_json::json;
 
@@ -52,9 +49,9 @@ async fn two_replicas_share_the_work_and_fan_out_each_event_once() {
     a.stop().await;
 }
 
-fn spawn(ns: &str, port: u16) -> Child {
-    let extra = [("WF_RETRY_SCHEDULE", "500ms"), ("RUST_LOG", "error")];
-    binary::spawn(ns, port, &extra, Stdio::null())
+fn spawn(ns: &str) -> binary::Spawned {
+    let extra = [("WF_RETRY_SCHEDULE", "500ms"), ("RUST_LOG", "warn")];
+    binary::spawn(ns, &extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,21 +59,16 @@ async fn sigkill_twice_during_a_stream_of_5000_events_loses_nothing() {
     let seed: u64 = rand::rng().random();
     println!("seed {seed}");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
-    let ns = namespace();
-    let ports = [binary::free_port(), binary::free_port()];
-    let mut procs = [spawn(&ns, ports[0]), spawn(&ns, ports[1])];
+    let ns = crate::common::Namespace::new();
+    let mut procs = [spawn(&ns), spawn(&ns)];
     let http = reqwest::Client::new();
-    let ready =
-        |port: u16| async move { binary::wait_ready(&format!("http://127.0.0.1:{port}")).await };
-    ready(ports[0]).await;
-    ready(ports[1]).await;
+    binary::wait_ready(&procs[0].base).await;
+    binary::wait_ready(&procs[1].base).await;
+    let api = procs[0].base.clone();
     let receivers = [Receiver::start(200).await, Receiver::start(200).await];
     for (i, rx) in receivers.iter().enumerate() {
         let r = http
-            .post(format!(
-                "http://127.0.0.1:{}/v1/applications/app_k/webhooks",
-                ports[0]
-            ))
+            .post(format!("{api}/v1/applications/app_k/webhooks"))
             .bearer_auth(OPERATOR)
             .body(
                 json!({"url": rx.url(&format!("/{i}")), "events": ["transfer.updated"]})
@@ -106,10 +98,10 @@ async fn sigkill_twice_during_a_stream_of_5000_events_loses_nothing() {
             .await;
         if kills.contains(&n) {
             let which = rng.random_range(0..2);
-            procs[which].kill().unwrap(); // SIGKILL
-            procs[which].wait().unwrap();
+            procs[which].child.kill().unwrap(); // SIGKILL
+            procs[which].child.wait().unwrap();
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
-            procs[which] = spawn(&ns, ports[which]);
+            procs[which] = spawn(&ns);
         }
     }
     for (i, rx) in receivers.iter().enumerate() {
@@ -135,17 +127,17 @@ async fn sigkill_twice_during_a_stream_of_5000_events_loses_nothing() {
     }
 
     for p in &mut procs {
-        p.kill().unwrap();
-        p.wait().unwrap();
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
     }
     producer.close().await;
     let settings = webhook_fanout::Settings::from_map(
         &[
-            ("WF_NAMESPACE".to_string(), ns.clone()),
+            ("WF_NAMESPACE".to_string(), ns.to_string()),
             ("WF_RETRY_SCHEDULE".to_string(), "500ms".to_string()),
         ]
         .into(),
     )
     .unwrap();
-    common::delete_namespace(&ns, &settings).await;
+    crate::common::delete_namespace(&ns, &settings).await;
 }

@@ -1,20 +1,18 @@
 //! Secrets: encrypted at rest with WF_SECRET_KEY (plaintext from before still
 //! works), and no secret, token or payload in logs or metrics.
 
-mod common;
-
 use std::process::Command;
 
+use crate::common::receiver::Receiver;
+use crate::common::sign::bridge;
+use crate::common::{OPERATOR, Producer, TestService, binary};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::receiver::Receiver;
-use common::sign::bridge;
-use common::{OPERATOR, Producer, TestService, binary, namespace};
 use redis::AsyncCommands;
 use serde_json::json;
 
 async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(common::redis_url())
+    redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -83,7 +81,7 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
         .call(
             "PATCH",
             "/v1/applications/app_e/webhooks/wh_legacy",
-            Some(common::OPERATOR),
+            Some(crate::common::OPERATOR),
             Some(json!({"name": "migrated"})),
         )
         .await;
@@ -112,11 +110,7 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
-    let ns = namespace();
-    let port = binary::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let log_path = std::env::temp_dir().join(format!("{ns}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
+    let ns = crate::common::Namespace::new();
     let key = STANDARD.encode([5u8; 32]);
     let extra = [
         ("WF_SECRET_KEY", key.as_str()),
@@ -124,7 +118,11 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
         ("WF_LOG_FORMAT", "json"),
         ("RUST_LOG", "debug"),
     ];
-    let mut child = binary::spawn(&ns, port, &extra, log.into());
+    let binary::Spawned {
+        mut child,
+        base,
+        log,
+    } = binary::spawn(&ns, &extra);
     binary::wait_ready(&base).await;
     let http = reqwest::Client::new();
     let call = |method: &str, path: &str, token: &str, body: Option<serde_json::Value>| {
@@ -203,7 +201,7 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 
-    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let logs = log.lock().unwrap().join("\n");
     assert!(
         logs.contains("delivered") && logs.contains("retry scheduled"),
         "the run was logged"
@@ -222,9 +220,8 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
     }
 
     producer.close().await;
-    let _ = std::fs::remove_file(&log_path);
     let settings =
-        webhook_fanout::Settings::from_map(&[("WF_NAMESPACE".to_string(), ns.clone())].into())
+        webhook_fanout::Settings::from_map(&[("WF_NAMESPACE".to_string(), ns.to_string())].into())
             .unwrap();
-    common::delete_namespace(&ns, &settings).await;
+    crate::common::delete_namespace(&ns, &settings).await;
 }

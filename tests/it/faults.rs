@@ -1,13 +1,11 @@
 //! Faults: the broker connection lost, Redis unreachable, and shutdown with
 //! deliveries in flight. Nothing is lost, and no restart is needed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::receiver::Receiver;
-use common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::proxy::Proxy;
+use crate::common::receiver::Receiver;
+use crate::common::{OPERATOR, Producer, TestService, eventually};
 use serde_json::json;
 
 const RABBITMQ: &str = "127.0.0.1:5672";
@@ -138,7 +136,7 @@ async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_back_a_delivery_it_cannot_finish_in_time() {
-    let ns = common::namespace();
+    let ns = crate::common::Namespace::new();
     let first = TestService::join(
         &ns,
         &[
@@ -176,7 +174,7 @@ async fn shutdown_hands_back_a_delivery_it_cannot_finish_in_time() {
 
     producer.close().await;
     second.stop().await;
-    common::delete_namespace(&ns, &settings).await;
+    crate::common::delete_namespace(&ns, &settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

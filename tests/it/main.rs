@@ -1,0 +1,26 @@
+//! The integration tests, in one binary (one link of the crate, one set-up
+//! of shared helpers): a module per area, all against real RabbitMQ and
+//! Redis, each test in a fresh namespace that `common` deletes afterwards.
+
+mod common;
+
+mod admin_api;
+mod architecture;
+mod binary;
+mod broker_restart;
+mod config;
+mod dashboard;
+mod data_safety;
+mod deploy;
+mod docs;
+mod faults;
+mod isolation;
+mod metrics;
+mod openapi;
+mod pipeline;
+mod rejects;
+mod replicas;
+mod retries;
+mod secrets;
+mod shared_host;
+mod ssrf;
