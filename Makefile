@@ -7,6 +7,7 @@ run: services build
 	@scripts/dev-run.sh
 
 test: services browser lint
+	@rm -f target/tmp/test-namespaces.txt
 	$(CARGO) test --all-targets --locked
 	@# Tests that disturb the shared broker, alone, after the others.
 	$(CARGO) test --locked --test it -- --ignored

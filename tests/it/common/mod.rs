@@ -32,9 +32,22 @@ pub fn redis_url() -> String {
     std::env::var("WF_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+/// Where every namespace a test run creates is written down, for
+/// `scripts/check-leftovers.sh` (`make test` empties it first).
+pub const NAMESPACES_FILE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/test-namespaces.txt");
+
 /// A fresh namespace name (prefer [`Namespace`], which also deletes it).
 pub fn namespace() -> String {
-    format!("wft-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    let ns = format!("wft-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(NAMESPACES_FILE)
+    {
+        let _ = writeln!(f, "{ns}");
+    }
+    ns
 }
 
 /// The retry tiers each namespace's services were started with, so that
