@@ -6,7 +6,7 @@ use rand::Rng;
 
 /// Delays of 100 ms doubling up to `max`, each drawn uniformly below the cap.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     max: Duration,
     attempt: u32,
@@ -24,7 +24,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The next delay to wait before retrying.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let cap = self
             .base
             .saturating_mul(1 << self.attempt.min(16))
@@ -36,7 +36,7 @@ impl Backoff {
     }
 
     /// Back to the shortest delay after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

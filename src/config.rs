@@ -130,7 +130,9 @@ impl Settings {
     }
 
     /// Reads the settings through `lookup`, which returns a variable's value if set.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let get = |name: &str, default: &str| {
             lookup(name)
                 .filter(|v| !v.trim().is_empty())

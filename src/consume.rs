@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 /// How to settle a message once handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
+pub(crate) enum Settle {
     /// Done (its next hop, if any, is durable).
     Ack,
     /// Not handled (a dependency is down): hand back to the queue for a retry.
@@ -27,7 +27,7 @@ pub enum Settle {
 }
 
 /// A started consumer: the broker is already pushing messages to it.
-pub struct Consuming {
+pub(crate) struct Consuming {
     channel: Channel,
     consumer: lapin::Consumer,
     queue: String,
@@ -37,7 +37,7 @@ pub struct Consuming {
 /// Starts consuming `queue` with at most `concurrency` messages in hand: the
 /// prefetch equals the concurrency, so the broker never pushes more than can be
 /// worked on and the rest stays available to other replicas.
-pub async fn start(
+pub(crate) async fn start(
     conn: &Connection,
     queue: String,
     concurrency: usize,
@@ -67,7 +67,7 @@ impl Consuming {
     /// Handles messages until `token` is cancelled (Ok) or the channel fails
     /// (Err, so the caller reconnects). On cancel, in-flight handlers get
     /// `drain` to finish; what is left stays unacked and is redelivered.
-    pub async fn run<H, F>(
+    pub(crate) async fn run<H, F>(
         self,
         token: &CancellationToken,
         drain: Duration,

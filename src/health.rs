@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Readiness flags, set by the components that own each condition.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     broker: AtomicBool,
     redis: AtomicBool,
     consumers: AtomicBool,
@@ -13,24 +13,24 @@ pub struct Health {
 
 impl Health {
     /// Broker connected and topology declared.
-    pub fn set_broker(&self, up: bool) {
+    pub(crate) fn set_broker(&self, up: bool) {
         self.broker.store(up, Ordering::Release);
     }
     /// Redis answered the last ping.
-    pub fn set_redis(&self, up: bool) {
+    pub(crate) fn set_redis(&self, up: bool) {
         self.redis.store(up, Ordering::Release);
     }
     /// This process's consumers (per `WF_ROLES`) are running.
-    pub fn set_consumers(&self, up: bool) {
+    pub(crate) fn set_consumers(&self, up: bool) {
         self.consumers.store(up, Ordering::Release);
     }
     /// Shutdown began: never ready again.
-    pub fn set_stopping(&self) {
+    pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Release);
     }
 
     /// Why the process is not ready, or `None` when it is.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub(crate) fn not_ready_reason(&self) -> Option<&'static str> {
         if self.stopping.load(Ordering::Acquire) {
             Some("shutting down")
         } else if !self.broker.load(Ordering::Acquire) {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The wire version this release writes.
-pub const JOB_VERSION: u32 = 1;
+pub(crate) const JOB_VERSION: u32 = 1;
 
 /// One finished attempt, kept in the job's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,12 +140,12 @@ impl DeliveryJob {
 
     /// The 1-based number of the next request (`Webhook-Attempt`): attempts
     /// short-circuited by an open circuit sent nothing and do not count.
-    pub fn next_attempt(&self) -> u32 {
+    pub(crate) fn next_attempt(&self) -> u32 {
         self.requests_sent() + 1
     }
 
     /// How many requests were actually sent for this job.
-    pub fn requests_sent(&self) -> u32 {
+    pub(crate) fn requests_sent(&self) -> u32 {
         self.attempts.iter().filter(|a| a.sent).count() as u32
     }
 }

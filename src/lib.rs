@@ -25,32 +25,54 @@
 //! breakers, outcome, disposition), [`retry`] (the schedule),
 //! [`dead_letter`] (list, replay, discard), [`admin`] (HTTP API and the
 //! dashboard page), [`metrics`], [`health`], [`backoff`], [`clock`],
-//! [`config`], [`logging`] (buffered stderr), and [`app`] (wiring and
-//! shutdown order).
+//! [`config`], [`units`], [`logging`] (buffered stderr), and [`app`]
+//! (wiring and shutdown order).
+//!
+//! Layers: a module uses only modules of its own layer listed before it or
+//! of the layers below; `tests/it/architecture.rs` fails on any cycle, among
+//! the top-level modules or among the files of one module folder.
+//!
+//! ```text
+//! 5 wiring          app (settings -> components, run, shutdown order)
+//! 4 surfaces        admin (HTTP API, route table, dashboard)
+//! 3 pipeline        consume, ingest, dead_letter, delivery
+//! 2 infrastructure  logging, health, broker, subscription
+//! 1 values          units, clock, backoff, retry, event, job, metrics, config
+//! ```
+//!
+//! `config` depends only on values (the retry schedule, durations): `app`
+//! turns settings into topology and component settings. The delivery job
+//! (`job`) is a value shared by ingest, delivery and dead letters. The
+//! binary's code (CLI, subcommands, signals) is in `src/bin/webhook-fanout/`.
 //!
 //! Words around failures, the same in code, metrics, logs and docs:
 //! *reject* (an invalid envelope, to `{ns}.rejected`), *defer* (a job put
 //! back in a delay tier without a request), *schedule a retry* (after a
 //! failed request), *dead-letter* (given up), *drop* (its webhook is gone).
 
+// The library's public surface is deliberate: every `pub` item is reachable
+// from outside the crate (the binary, tests, benchmarks use it), or it is
+// `pub(crate)`. (For the library only: test and bench helpers may be `pub`.)
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod app;
-pub mod backoff;
+mod backoff;
 pub mod broker;
 pub mod clock;
 pub mod config;
-pub mod consume;
+mod consume;
 pub mod dead_letter;
-pub mod delivery;
+mod delivery;
 pub mod event;
-pub mod health;
-pub mod ingest;
+mod health;
+mod ingest;
 pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod retry;
 pub mod subscription;
-pub mod units;
+mod units;
 
 pub use app::run;
 pub use config::Settings;

@@ -133,7 +133,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
 struct BufferedStderr(Arc<Shared>);
 
 /// One log line, appended to the shared buffer whole when dropped.
-pub struct Line<'a> {
+pub(crate) struct Line<'a> {
     shared: &'a Shared,
     bytes: Vec<u8>,
 }

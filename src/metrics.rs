@@ -12,7 +12,7 @@ use crate::event::RejectReason;
 
 /// How one delivery attempt ended, as the `outcome` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeLabel {
+pub(crate) enum OutcomeLabel {
     /// 2xx within the timeout.
     Success,
     /// Any other status.
@@ -25,7 +25,7 @@ pub enum OutcomeLabel {
 
 impl OutcomeLabel {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::HttpError => "http_error",
@@ -239,35 +239,35 @@ impl Metrics {
     }
 
     /// A valid event of `event_type` was consumed.
-    pub fn event_consumed(&self, event_type: &str) {
+    pub(crate) fn event_consumed(&self, event_type: &str) {
         self.events_consumed.with_label_values(&[event_type]).inc();
     }
 
     /// An envelope was rejected to `{ns}.rejected`.
-    pub fn event_rejected(&self, reason: RejectReason) {
+    pub(crate) fn event_rejected(&self, reason: RejectReason) {
         self.events_rejected
             .with_label_values(&[reason.code()])
             .inc();
     }
 
     /// An event id seen before was skipped.
-    pub fn event_duplicate(&self) {
+    pub(crate) fn event_duplicate(&self) {
         self.events_duplicate.inc();
     }
 
     /// `n` delivery jobs were published and confirmed.
-    pub fn jobs_enqueued(&self, n: usize) {
+    pub(crate) fn jobs_enqueued(&self, n: usize) {
         self.jobs_enqueued.inc_by(n as u64);
     }
 
     /// One delivery attempt finished.
-    pub fn delivery_finished(&self, outcome: OutcomeLabel, elapsed: Duration) {
+    pub(crate) fn delivery_finished(&self, outcome: OutcomeLabel, elapsed: Duration) {
         self.deliveries.with_label_values(&[outcome.as_str()]).inc();
         self.delivery_duration.observe(elapsed.as_secs_f64());
     }
 
     /// A job was delivered `since_received` after its event first arrived.
-    pub fn delivered_end_to_end(&self, since_received: Duration) {
+    pub(crate) fn delivered_end_to_end(&self, since_received: Duration) {
         self.end_to_end.observe(since_received.as_secs_f64());
     }
 
@@ -279,46 +279,46 @@ impl Metrics {
     }
 
     /// A failed attempt was scheduled into delay tier `tier`.
-    pub fn retry_scheduled(&self, tier: &str) {
+    pub(crate) fn retry_scheduled(&self, tier: &str) {
         self.retries_scheduled.with_label_values(&[tier]).inc();
     }
 
     /// A job became a dead letter.
-    pub fn dead_lettered(&self) {
+    pub(crate) fn dead_lettered(&self) {
         self.dead_lettered.inc();
     }
 
     /// A job or dead letter this release cannot read was moved to the
     /// rejected queue, for `reason` (one of [`JOB_REJECT_REASONS`]).
-    pub fn job_rejected(&self, reason: &'static str) {
+    pub(crate) fn job_rejected(&self, reason: &'static str) {
         self.jobs_rejected.with_label_values(&[reason]).inc();
     }
 
     /// A job was dropped for `reason` (`webhook_deleted`).
-    pub fn job_dropped(&self, reason: &'static str) {
+    pub(crate) fn job_dropped(&self, reason: &'static str) {
         self.jobs_dropped.with_label_values(&[reason]).inc();
     }
 
     /// Counts a delivery in flight until the guard drops.
-    pub fn inflight(&self) -> InflightGuard {
+    pub(crate) fn inflight(&self) -> InflightGuard {
         self.inflight.inc();
         InflightGuard(self.inflight.clone())
     }
 
     /// A subscription cache lookup: `hit` or `miss`.
-    pub fn cache_lookup(&self, result: &'static str) {
+    pub(crate) fn cache_lookup(&self, result: &'static str) {
         self.cache_lookups.with_label_values(&[result]).inc();
     }
 
     /// A job was deferred to a tier of `delay` without a request, for
     /// `reason` (`endpoint_saturated`, `host_saturated`, `circuit_open`).
-    pub fn job_deferred(&self, reason: &'static str, delay: Duration) {
+    pub(crate) fn job_deferred(&self, reason: &'static str, delay: Duration) {
         self.jobs_deferred.with_label_values(&[reason]).inc();
         self.deferral_delay.observe(delay.as_secs_f64());
     }
 
     /// How many webhooks have an open circuit.
-    pub fn set_open_circuits(&self, n: usize) {
+    pub(crate) fn set_open_circuits(&self, n: usize) {
         self.circuits_open.set(n as i64);
     }
 
@@ -338,7 +338,7 @@ impl Metrics {
 }
 
 /// Decrements the in-flight gauge when dropped.
-pub struct InflightGuard(IntGauge);
+pub(crate) struct InflightGuard(IntGauge);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(value: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
     let value = value.trim();
     let split = value.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = value.split_at(split);

@@ -14,7 +14,7 @@ use crate::subscription::Store;
 
 /// An application token's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Manages the application's webhooks.
     Admin,
     /// Reads them.
@@ -23,7 +23,7 @@ pub enum Role {
 
 impl Role {
     /// Parses `admin` / `member`.
-    pub fn parse(s: &str) -> Option<Role> {
+    pub(super) fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
             "member" => Some(Role::Member),
@@ -31,7 +31,7 @@ impl Role {
         }
     }
     /// The stored name.
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Member => "member",
@@ -41,7 +41,7 @@ impl Role {
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
+pub(crate) enum Principal {
     /// The operator: everything.
     Operator,
     /// An application token.
@@ -56,7 +56,7 @@ pub enum Principal {
 impl Principal {
     /// `GET /v1/me`: the caller's role and, for an application token, its
     /// application (the dashboard shows what the role allows).
-    pub fn view(&self) -> serde_json::Value {
+    pub(super) fn view(&self) -> serde_json::Value {
         match self {
             Principal::Operator => serde_json::json!({"role": "operator", "application_id": null}),
             Principal::App {
@@ -68,7 +68,7 @@ impl Principal {
 
     /// Whether the caller may act on `app` with `need` (`None` = read).
     /// Another application's token sees 404, as if the resource did not exist.
-    pub fn authorize(&self, app: &str, need: Option<Role>) -> Result<(), ApiError> {
+    pub(crate) fn authorize(&self, app: &str, need: Option<Role>) -> Result<(), ApiError> {
         match self {
             Principal::Operator => Ok(()),
             Principal::App { application_id, .. } if application_id != app => {
@@ -84,7 +84,7 @@ impl Principal {
     }
 
     /// Only the operator may pass.
-    pub fn operator_only(&self) -> Result<(), ApiError> {
+    pub(crate) fn operator_only(&self) -> Result<(), ApiError> {
         match self {
             Principal::Operator => Ok(()),
             Principal::App { .. } => {
@@ -95,7 +95,7 @@ impl Principal {
 }
 
 /// A new application token: `wft_` + base64url of 32 random bytes.
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!(
@@ -105,12 +105,12 @@ pub fn new_token() -> String {
 }
 
 /// The stored form of a token.
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Identifies the caller from `Authorization: Bearer <token>`.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     headers: &HeaderMap,
     operator: Option<&Redacted<String>>,
     store: &Store,

@@ -21,10 +21,10 @@ use crate::metrics::Metrics;
 use crate::subscription::Store;
 
 /// A handler's answer.
-pub type Reply = Result<Response<Full<Bytes>>, ApiError>;
+pub(crate) type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Everything handlers share.
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// `WF_ADMIN_TOKEN`.
     pub operator_token: Option<Redacted<String>>,
     /// Whether the `/v1` API is served (`api` role).
@@ -49,7 +49,7 @@ pub struct AdminState {
 
 /// One request, as the route table hands it to a handler: its access rule
 /// has already been checked.
-pub struct Call {
+pub(crate) struct Call {
     /// Who is asking (`None` on public routes).
     pub who: Option<Principal>,
     /// The `{app}` path parameter, if the route has one.

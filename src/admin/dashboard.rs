@@ -25,7 +25,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// Serves `path` (`/dashboard` or under `/dashboard/`): GET only; the
 /// redirect, a file, or a 404 with the page's security headers.
-pub fn serve(method: &hyper::Method, path: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(super) fn serve(method: &hyper::Method, path: &str) -> Result<Response<Full<Bytes>>, ApiError> {
     if method != hyper::Method::GET {
         return Err(ApiError::method_not_allowed("GET".to_string()));
     }
@@ -37,7 +37,7 @@ pub fn serve(method: &hyper::Method, path: &str) -> Result<Response<Full<Bytes>>
 }
 
 /// The file at `rest` (the path segments after `dashboard`), if any.
-pub fn asset(rest: &[&str]) -> Option<Response<Full<Bytes>>> {
+pub(crate) fn asset(rest: &[&str]) -> Option<Response<Full<Bytes>>> {
     let (body, content_type) = match rest {
         [] | [""] | ["index.html"] => (INDEX, "text/html; charset=utf-8"),
         ["app.js"] => (SCRIPT, "text/javascript; charset=utf-8"),
@@ -52,7 +52,7 @@ pub fn asset(rest: &[&str]) -> Option<Response<Full<Bytes>>> {
 }
 
 /// `/dashboard` without the slash: the page's relative links need it.
-pub fn redirect() -> Response<Full<Bytes>> {
+pub(super) fn redirect() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
     r.headers_mut()
@@ -62,7 +62,7 @@ pub fn redirect() -> Response<Full<Bytes>> {
 }
 
 /// `response` with the page's security headers (e.g. a 404 under `/dashboard/`).
-pub fn secured(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+pub(crate) fn secured(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     secure(response.headers_mut());
     response
 }

@@ -34,7 +34,7 @@ impl From<DeadLetterError> for ApiError {
 }
 
 /// `GET /v1/dead-letters?application_id=&webhook_id=&type=&limit=&cursor=`.
-pub async fn list(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
     let query = call.query.as_deref();
     let mut filter = Filter::default();
     let (mut limit, mut cursor) = (DEFAULT_LIMIT, None);
@@ -90,14 +90,14 @@ pub async fn list(state: &AdminState, call: Call) -> Reply {
 }
 
 /// `GET /v1/dead-letters/{id}`.
-pub async fn show(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn show(state: &AdminState, call: Call) -> Reply {
     let id = call.id.as_str();
     let letter = state.dead_letters.get(id).await?;
     Ok(json_response(StatusCode::OK, &letter.view(id)))
 }
 
 /// `POST /v1/dead-letters/{id}/replay`.
-pub async fn replay(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn replay(state: &AdminState, call: Call) -> Reply {
     let id = call.id.as_str();
     state.dead_letters.replay(id).await?;
     tracing::info!(dead_letter_id = id, "dead letter replayed");
@@ -108,7 +108,7 @@ pub async fn replay(state: &AdminState, call: Call) -> Reply {
 }
 
 /// `DELETE /v1/dead-letters/{id}`.
-pub async fn discard(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn discard(state: &AdminState, call: Call) -> Reply {
     let id = call.id.as_str();
     state.dead_letters.discard(id).await?;
     tracing::info!(dead_letter_id = id, "dead letter discarded");
@@ -116,7 +116,7 @@ pub async fn discard(state: &AdminState, call: Call) -> Reply {
 }
 
 /// `POST /v1/dead-letters/replay` `{"application_id"?, "webhook_id"?, "type"?}`.
-pub async fn replay_matching(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn replay_matching(state: &AdminState, call: Call) -> Reply {
     let fields = read_fields(call.body, &["application_id", "webhook_id", "type"]).await?;
     let filter = Filter {
         application_id: fields.string("application_id", "invalid_application_id")?,

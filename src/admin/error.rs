@@ -11,7 +11,7 @@ use crate::subscription::StoreError;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(super) struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// snake_case code.
@@ -26,7 +26,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -37,7 +37,11 @@ impl ApiError {
     }
 
     /// 400 for a bad field: code `invalid_<field>`, message prefixed by the field.
-    pub fn invalid(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn invalid(
+        field: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
@@ -48,7 +52,7 @@ impl ApiError {
     }
 
     /// 401.
-    pub fn unauthorized() -> Self {
+    pub(super) fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -57,12 +61,12 @@ impl ApiError {
     }
 
     /// 403.
-    pub fn forbidden(message: &str) -> Self {
+    pub(super) fn forbidden(message: &str) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 404.
-    pub fn not_found(what: &str) -> Self {
+    pub(super) fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -71,7 +75,7 @@ impl ApiError {
     }
 
     /// 412: `If-Match` names a revision that is no longer the webhook's.
-    pub fn precondition_failed() -> Self {
+    pub(super) fn precondition_failed() -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
             "precondition_failed",
@@ -80,7 +84,7 @@ impl ApiError {
     }
 
     /// 405, naming the allowed methods in the message and the `Allow` header.
-    pub fn method_not_allowed(allowed: String) -> Self {
+    pub(super) fn method_not_allowed(allowed: String) -> Self {
         ApiError {
             allow: Some(allowed.clone()),
             ..Self::new(
@@ -92,7 +96,7 @@ impl ApiError {
     }
 
     /// The JSON response.
-    pub fn response(&self) -> Response<Full<Bytes>> {
+    pub(super) fn response(&self) -> Response<Full<Bytes>> {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(field) = self.field {
             error["field"] = json!(field);

@@ -8,7 +8,7 @@ use hyper::{Response, StatusCode};
 use serde_json::Value;
 
 /// A JSON response with `status`.
-pub fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut()
@@ -17,7 +17,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> 
 }
 
 /// An empty 204.
-pub fn no_content() -> Response<Full<Bytes>> {
+pub(crate) fn no_content() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r

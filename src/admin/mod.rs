@@ -15,8 +15,6 @@ mod server;
 mod status;
 mod webhooks;
 
-pub use auth::{Principal, Role, hash_token, new_token};
-pub use context::AdminState;
-pub use error::ApiError;
+pub(crate) use context::AdminState;
 pub use router::operations;
-pub use server::serve;
+pub(crate) use server::serve;

@@ -6,7 +6,7 @@ use hyper::header::IF_MATCH;
 
 /// What a request's `If-Match` header asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IfMatch {
+pub(crate) enum IfMatch {
     /// No header: the write applies to whatever revision is current.
     Absent,
     /// `*`: any existing revision.
@@ -17,7 +17,7 @@ pub enum IfMatch {
 
 impl IfMatch {
     /// Reads the header of `headers`.
-    pub fn from_headers(headers: &HeaderMap) -> IfMatch {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> IfMatch {
         let values: Vec<&str> = headers
             .get_all(IF_MATCH)
             .iter()
@@ -42,7 +42,7 @@ impl IfMatch {
     }
 
     /// Whether a webhook at `revision` satisfies it.
-    pub fn allows(&self, revision: u64) -> bool {
+    pub(crate) fn allows(&self, revision: u64) -> bool {
         match self {
             IfMatch::Absent | IfMatch::Any => true,
             IfMatch::Revisions(r) => r.contains(&revision),
@@ -51,7 +51,7 @@ impl IfMatch {
 
     /// Whether the client pinned a revision (a conflict is then its 412,
     /// not a reason to read again and retry).
-    pub fn pinned(&self) -> bool {
+    pub(crate) fn pinned(&self) -> bool {
         matches!(self, IfMatch::Revisions(_))
     }
 }

@@ -9,14 +9,14 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 
 /// The largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A request body parsed as a JSON object.
-pub struct Fields(Map<String, Value>);
+pub(crate) struct Fields(Map<String, Value>);
 
 /// Reads the body as a JSON object holding only `allowed` keys (an empty body
 /// counts as `{}`).
-pub async fn read_fields(body: Incoming, allowed: &[&str]) -> Result<Fields, ApiError> {
+pub(crate) async fn read_fields(body: Incoming, allowed: &[&str]) -> Result<Fields, ApiError> {
     let bytes = Limited::new(body, MAX_BODY_BYTES)
         .collect()
         .await
@@ -59,12 +59,12 @@ pub async fn read_fields(body: Incoming, allowed: &[&str]) -> Result<Fields, Api
 
 impl Fields {
     /// Whether `key` is present (even as null).
-    pub fn has(&self, key: &str) -> bool {
+    pub(super) fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
 
     /// An optional string; null counts as absent.
-    pub fn string(
+    pub(super) fn string(
         &self,
         key: &'static str,
         code: &'static str,
@@ -77,7 +77,11 @@ impl Fields {
     }
 
     /// An optional boolean.
-    pub fn boolean(&self, key: &'static str, code: &'static str) -> Result<Option<bool>, ApiError> {
+    pub(super) fn boolean(
+        &self,
+        key: &'static str,
+        code: &'static str,
+    ) -> Result<Option<bool>, ApiError> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -86,7 +90,7 @@ impl Fields {
     }
 
     /// An optional array of strings.
-    pub fn strings(
+    pub(super) fn strings(
         &self,
         key: &'static str,
         code: &'static str,

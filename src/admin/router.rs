@@ -18,7 +18,7 @@ use super::precondition::IfMatch;
 use super::routes::{Access, Found, ROUTES, Route, find};
 
 /// Handles one request.
-pub async fn route(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(super) async fn route(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     dispatch(&state, req).await.unwrap_or_else(|e| e.response())
 }
 

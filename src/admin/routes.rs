@@ -13,7 +13,7 @@ use super::{dead_letters, status, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Anyone, without a token; served whatever the process's roles.
     Public,
     /// Any valid token.
@@ -27,11 +27,11 @@ pub enum Access {
 }
 
 /// A handler: an async function of the shared state and one call.
-pub type Handler =
+pub(crate) type Handler =
     for<'a> fn(&'a AdminState, Call) -> Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 
 /// One operation.
-pub struct Route {
+pub(crate) struct Route {
     /// Its method.
     pub method: Method,
     /// Its path, with `{app}` and `{id}` for parameters, as in the OpenAPI
@@ -44,7 +44,7 @@ pub struct Route {
 
 impl Route {
     /// Runs the handler.
-    pub fn handle<'a>(
+    pub(crate) fn handle<'a>(
         &self,
         state: &'a AdminState,
         call: Call,
@@ -79,7 +79,7 @@ macro_rules! route {
 
 /// Every operation served. (The dashboard's static files under
 /// `/dashboard/` are served by prefix and are not part of the API.)
-pub static ROUTES: &[Route] = &[
+pub(crate) static ROUTES: &[Route] = &[
     route!(GET "/healthz", Public, status::healthz),
     route!(GET "/readyz", Public, status::readyz),
     route!(GET "/metrics", Public, status::metrics),
@@ -102,7 +102,7 @@ pub static ROUTES: &[Route] = &[
 
 /// What the path parameters of a matched route hold.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Params {
+pub(crate) struct Params {
     /// `{app}`.
     pub app: String,
     /// `{id}`.
@@ -110,7 +110,7 @@ pub struct Params {
 }
 
 /// How a request's method and path meet the table.
-pub enum Found<'r> {
+pub(crate) enum Found<'r> {
     /// This route, with these parameters.
     Route(&'r Route, Params),
     /// The path is served, but not with this method: these are.
@@ -122,7 +122,7 @@ pub enum Found<'r> {
 /// The route for `method` and `path` (slashes at either end ignored). When
 /// several patterns match, the one with fewer parameters wins
 /// (`/v1/dead-letters/replay` before `/v1/dead-letters/{id}`).
-pub fn find<'r>(routes: &'r [Route], method: &Method, path: &str) -> Found<'r> {
+pub(super) fn find<'r>(routes: &'r [Route], method: &Method, path: &str) -> Found<'r> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let mut matched: Vec<(&Route, Params, usize)> = routes
         .iter()

@@ -16,7 +16,7 @@ use super::context::AdminState;
 use super::router::route;
 
 /// Serves the admin API on `listener` until `token` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, token: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, token: CancellationToken) {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, _) = tokio::select! {

@@ -10,12 +10,12 @@ use super::error::ApiError;
 use super::http::json_response;
 
 /// `GET /healthz`: the process is alive.
-pub async fn healthz(_: &AdminState, _: Call) -> Reply {
+pub(super) async fn healthz(_: &AdminState, _: Call) -> Reply {
     Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
 }
 
 /// `GET /readyz`: 200, or 503 with the reason.
-pub async fn readyz(state: &AdminState, _: Call) -> Reply {
+pub(super) async fn readyz(state: &AdminState, _: Call) -> Reply {
     match state.health.not_ready_reason() {
         None => Ok(json_response(StatusCode::OK, &json!({"status": "ready"}))),
         Some(reason) => Err(ApiError::new(
@@ -27,7 +27,7 @@ pub async fn readyz(state: &AdminState, _: Call) -> Reply {
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
-pub async fn metrics(state: &AdminState, _: Call) -> Reply {
+pub(super) async fn metrics(state: &AdminState, _: Call) -> Reply {
     let mut r = Response::new(state.metrics.render().into());
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -37,7 +37,7 @@ pub async fn metrics(state: &AdminState, _: Call) -> Reply {
 }
 
 /// `GET /v1/event-types`.
-pub async fn event_types(state: &AdminState, _: Call) -> Reply {
+pub(crate) async fn event_types(state: &AdminState, _: Call) -> Reply {
     Ok(json_response(
         StatusCode::OK,
         &json!(state.catalogue.entries()),
@@ -45,7 +45,7 @@ pub async fn event_types(state: &AdminState, _: Call) -> Reply {
 }
 
 /// `GET /v1/me`: the caller's role and application.
-pub async fn me(_: &AdminState, call: Call) -> Reply {
+pub(super) async fn me(_: &AdminState, call: Call) -> Reply {
     let who = call.who.ok_or_else(ApiError::unauthorized)?;
     Ok(json_response(StatusCode::OK, &who.view()))
 }

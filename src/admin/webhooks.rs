@@ -19,11 +19,11 @@ use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::subscription::{StoredSecret, TokenRecord, Webhook, Write, new_secret};
 
 /// Most webhooks an application may have.
-pub const WEBHOOK_LIMIT: usize = 10;
+pub(super) const WEBHOOK_LIMIT: usize = 10;
 const MAX_NAME_CHARS: usize = 128;
 
 /// `POST /v1/applications/{app}/tokens` (operator only).
-pub async fn create_token(state: &AdminState, call: Call) -> Reply {
+pub(crate) async fn create_token(state: &AdminState, call: Call) -> Reply {
     let app = call.app.as_str();
     let fields = read_fields(call.body, &["role"]).await?;
     let role = fields
@@ -44,14 +44,14 @@ pub async fn create_token(state: &AdminState, call: Call) -> Reply {
 }
 
 /// `GET /v1/applications/{app}/webhooks`.
-pub async fn list(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
     let hooks = state.store.list(&call.app).await?;
     let views: Vec<_> = hooks.iter().map(Webhook::view).collect();
     Ok(json_response(StatusCode::OK, &json!(views)))
 }
 
 /// `POST /v1/applications/{app}/webhooks`.
-pub async fn create(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
     let app = call.app.as_str();
     let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
     let url = fields
@@ -89,7 +89,7 @@ pub async fn create(state: &AdminState, call: Call) -> Reply {
 }
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
-pub async fn get(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn get(state: &AdminState, call: Call) -> Reply {
     let hook = find(state, &call.app, &call.id).await?;
     Ok(tagged(json_response(StatusCode::OK, &hook.view()), &hook))
 }
@@ -147,7 +147,7 @@ async fn write(
 const WRITE_ATTEMPTS: u32 = 32;
 
 /// `PATCH /v1/applications/{app}/webhooks/{id}`.
-pub async fn update(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn update(state: &AdminState, call: Call) -> Reply {
     let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
     let changes = Changes::validate(state, &fields).await?;
     let hook = write(state, &call.app, &call.id, &call.if_match, |hook| {
@@ -227,7 +227,7 @@ impl Changes {
 
 /// `DELETE /v1/applications/{app}/webhooks/{id}`; with `If-Match`, only
 /// at that revision.
-pub async fn delete(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn delete(state: &AdminState, call: Call) -> Reply {
     let (app, id, if_match) = (call.app.as_str(), call.id.as_str(), &call.if_match);
     let revision = match if_match {
         IfMatch::Revisions(_) => {
@@ -249,7 +249,7 @@ pub async fn delete(state: &AdminState, call: Call) -> Reply {
 }
 
 /// `POST /v1/applications/{app}/webhooks/{id}/rotate-secret`.
-pub async fn rotate(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn rotate(state: &AdminState, call: Call) -> Reply {
     let (app, id, if_match) = (call.app.as_str(), call.id.as_str(), &call.if_match);
     let secret = new_secret();
     let hook = write(state, app, id, if_match, |hook| {
@@ -269,7 +269,7 @@ pub async fn rotate(state: &AdminState, call: Call) -> Reply {
 /// whatever the webhook's breaker says (the test is the probe); where this
 /// process delivers to the webhook too, the result reaches its breaker, so a
 /// fixed receiver's success closes the circuit at once.
-pub async fn test(state: &AdminState, call: Call) -> Reply {
+pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
     let (app, id) = (call.app.as_str(), call.id.as_str());
     let hook = find(state, app, id).await?;
     let signer = Signer::new(&hook.valid_secrets(clock::unix_secs()));

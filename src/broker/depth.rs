@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 /// How often depths are refreshed.
-pub const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Refreshes `webhooks_queue_depth{queue}` for `queues` (label, queue name)
 /// until cancelled. Failures are logged, never fatal: the consumers matter

@@ -32,7 +32,7 @@ pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
 }
 
 /// Closes a channel, bounded: an unanswered close must not stall shutdown.
-pub async fn close_channel(channel: &Channel, why: &str) {
+pub(crate) async fn close_channel(channel: &Channel, why: &str) {
     if channel.status().connected() {
         let _ = tokio::time::timeout(BROKER_RPC_TIMEOUT, channel.close(200, why.into())).await;
     }

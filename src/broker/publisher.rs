@@ -51,7 +51,7 @@ impl ConfirmedPublisher {
 
     /// Publishes every message, then awaits all confirms together: one round
     /// trip for the batch, not one per message.
-    pub async fn publish_all(&self, messages: &[Outgoing<'_>]) -> Result<(), PublishError> {
+    pub(crate) async fn publish_all(&self, messages: &[Outgoing<'_>]) -> Result<(), PublishError> {
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             let mut props = BasicProperties::default()
@@ -121,7 +121,7 @@ impl ConfirmedPublisher {
     /// Whether the channel is still open: a channel-level error (a publish to
     /// a deleted exchange, say) closes it for good, and the broker session
     /// must then start over.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.channel.status().connected()
     }
 

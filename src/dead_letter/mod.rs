@@ -6,5 +6,5 @@
 mod record;
 mod stream;
 
-pub use record::{DeadLetter, Filter, id_of, offset_of};
+pub use record::{DeadLetter, Filter, id_of};
 pub use stream::{DeadLetterError, DeadLetters, Page, ReplayAll};

@@ -9,7 +9,7 @@ use crate::job::{AttemptRecord, DeliveryJob, JOB_VERSION};
 use crate::subscription::rfc3339;
 
 /// The wire version this release writes.
-pub const DEAD_LETTER_VERSION: u32 = 1;
+pub(crate) const DEAD_LETTER_VERSION: u32 = 1;
 
 /// A dead letter as stored in `{ns}.dead`; its id is derived from its stream offset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub struct DeadLetter {
 
 /// Why a message of `{ns}.dead` is not a dead letter this release can read.
 #[derive(Debug, thiserror::Error)]
-pub enum DeadLetterFormatError {
+pub(crate) enum DeadLetterFormatError {
     /// Not the JSON of a dead letter.
     #[error("malformed dead letter")]
     Malformed(#[from] serde_json::Error),
@@ -51,7 +51,7 @@ pub enum DeadLetterFormatError {
 
 impl DeadLetterFormatError {
     /// The bounded code: the `reason` label of `webhooks_jobs_rejected_total`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed_dead_letter",
             Self::Version(_) => "unsupported_dead_letter_version",
@@ -59,7 +59,7 @@ impl DeadLetterFormatError {
     }
 
     /// The `x-reject-reason` header: the code and what was found.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             Self::Malformed(e) => format!("malformed_dead_letter: {e}"),
             Self::Version(v) => format!("unsupported_dead_letter_version: {v}"),
@@ -84,7 +84,7 @@ pub fn id_of(offset: u64) -> String {
 }
 
 /// The stream offset of a dead letter id.
-pub fn offset_of(id: &str) -> Option<u64> {
+pub(crate) fn offset_of(id: &str) -> Option<u64> {
     id.strip_prefix("dl_")?.parse().ok()
 }
 
@@ -94,7 +94,7 @@ fn seconds(ms: i64) -> String {
 
 impl DeadLetter {
     /// Decodes a dead letter, refusing versions this release does not know.
-    pub fn decode(bytes: &[u8]) -> Result<DeadLetter, DeadLetterFormatError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<DeadLetter, DeadLetterFormatError> {
         let version: crate::job::Versioned = serde_json::from_slice(bytes)?;
         if version.v != DEAD_LETTER_VERSION {
             return Err(DeadLetterFormatError::Version(version.v));
@@ -120,7 +120,7 @@ impl DeadLetter {
 
     /// A new job for a replay: same event id and body, a fresh max-age window;
     /// its first attempt is sent even through an open circuit (the probe).
-    pub fn replay_job(&self, now_ms: i64) -> DeliveryJob {
+    pub(crate) fn replay_job(&self, now_ms: i64) -> DeliveryJob {
         DeliveryJob {
             v: JOB_VERSION,
             event_id: self.event_id.clone(),

@@ -87,7 +87,7 @@ impl DeadLetters {
     }
 
     /// Counts unreadable dead letters moved aside in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }

@@ -20,11 +20,11 @@ use super::target::{PublicResolver, TargetPolicy};
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// `User-Agent` of every delivery.
-pub const USER_AGENT_VALUE: &str = concat!("webhook-fanout/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT_VALUE: &str = concat!("webhook-fanout/", env!("CARGO_PKG_VERSION"));
 
 /// What came back from one attempt, before classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// A response arrived; `retry_after` is its parsed `Retry-After` in seconds.
     Response {
         /// HTTP status code.
@@ -42,7 +42,7 @@ pub enum Transport {
 
 impl Transport {
     /// The HTTP status, if a response came back.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Transport::Response { status, .. } => Some(*status),
             _ => None,
@@ -52,7 +52,7 @@ impl Transport {
 
 /// One attempt's result and duration.
 #[derive(Debug, Clone)]
-pub struct AttemptResult {
+pub(crate) struct AttemptResult {
     /// What came back.
     pub transport: Transport,
     /// Wall time of the attempt.
@@ -60,7 +60,7 @@ pub struct AttemptResult {
 }
 
 /// What to send in one attempt.
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     /// The callback URL checked by [`DeliveryClient::check`], or why it was
     /// refused (the attempt then fails without a request).
     pub target: &'a Result<Uri, String>,
@@ -78,7 +78,7 @@ type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<By
 
 /// Shared delivery client; clones share the connection pool.
 #[derive(Clone)]
-pub struct DeliveryClient {
+pub(crate) struct DeliveryClient {
     http: HttpsClient,
     timeout: Duration,
     policy: TargetPolicy,
@@ -86,7 +86,7 @@ pub struct DeliveryClient {
 
 impl DeliveryClient {
     /// A client with the given whole-attempt timeout and target policy.
-    pub fn new(timeout: Duration, policy: TargetPolicy) -> Self {
+    pub(crate) fn new(timeout: Duration, policy: TargetPolicy) -> Self {
         let mut http = HttpConnector::new_with_resolver(PublicResolver {
             allow_private: policy.allow_private,
         });
@@ -112,13 +112,13 @@ impl DeliveryClient {
 
     /// `raw` checked against the target policy (scheme, credentials,
     /// literal non-public addresses; names are checked at connect time).
-    pub fn check(&self, raw: &str) -> Result<Uri, String> {
+    pub(crate) fn check(&self, raw: &str) -> Result<Uri, String> {
         let url = self.policy.parse(raw)?;
         Uri::try_from(url.as_str()).map_err(|e| format!("url is not usable: {e}"))
     }
 
     /// Signs and POSTs one attempt; never panics, never follows redirects.
-    pub async fn deliver(&self, attempt: Attempt<'_>) -> AttemptResult {
+    pub(crate) async fn deliver(&self, attempt: Attempt<'_>) -> AttemptResult {
         let started = Instant::now();
         let transport = match self.request(&attempt) {
             Err(refused) => Transport::Refused(refused),

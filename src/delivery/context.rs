@@ -12,7 +12,7 @@ use crate::retry::RetrySchedule;
 use crate::subscription::SubscriptionCache;
 
 /// Everything the worker needs, shared by all in-flight jobs.
-pub struct DeliverContext {
+pub(crate) struct DeliverContext {
     /// Webhook lookups.
     pub cache: Arc<SubscriptionCache>,
     /// HTTP client.

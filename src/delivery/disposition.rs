@@ -13,7 +13,7 @@ use crate::retry::{Next, RetrySchedule, Tier};
 
 /// How one pass through the worker ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
+pub(super) enum Disposition {
     /// A 2xx arrived.
     Delivered,
     /// Nowhere to deliver (the webhook was deleted): ack and count.
@@ -31,7 +31,7 @@ pub enum Disposition {
 
 /// Where the job goes next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hop {
+pub(super) enum Hop {
     /// Nothing more to publish: ack it.
     Ack,
     /// Publish it to this delay tier, then ack it.
@@ -41,7 +41,7 @@ pub enum Hop {
 }
 
 /// What the planning needs besides the job.
-pub struct Plan<'a> {
+pub(super) struct Plan<'a> {
     /// `WF_RETRY_SCHEDULE`.
     pub schedule: &'a RetrySchedule,
     /// `WF_MAX_EVENT_AGE`.
@@ -57,7 +57,7 @@ pub struct Plan<'a> {
 const MAX_DEFERRAL_TIER: usize = 2;
 
 /// The hop for `job` (its history already holds this pass's attempt).
-pub fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -> Hop {
+pub(super) fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -> Hop {
     let attempts = job.attempts.len() as u32;
     let next = match disposition {
         Disposition::Delivered | Disposition::Drop(_) => return Hop::Ack,
@@ -89,7 +89,7 @@ pub fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -> Hop {
 /// The reason of a job given up at max age: `circuit_open` when its circuit
 /// stopped every attempt (the receiver never got a request), so an operator
 /// knows the endpoint was never reached; else `max_age_exceeded`.
-pub fn expired(job: &DeliveryJob) -> &'static str {
+pub(super) fn expired(job: &DeliveryJob) -> &'static str {
     if !job.attempts.is_empty() && job.requests_sent() == 0 {
         "circuit_open"
     } else {
@@ -104,7 +104,7 @@ pub fn expired(job: &DeliveryJob) -> &'static str {
 /// third tier) and the first tier long enough for the backlog: the jobs of a
 /// receiver that cannot keep up wait about until it can take them, instead of
 /// cycling through the broker every few seconds at everyone else's cost.
-pub fn deferral_tier(
+pub(super) fn deferral_tier(
     deferrals: u32,
     backlog: Option<Duration>,
     delays: &[Duration],

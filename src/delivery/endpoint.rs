@@ -17,21 +17,21 @@ use super::host::{Host, HostPermit};
 /// A job waiting for its webhook's slot gives up (and is deferred) when the
 /// webhook started or finished no delivery for this long: a hanging receiver
 /// does not hold the window, a busy but answering one keeps its queue.
-pub const SLOT_WAIT: Duration = Duration::from_millis(250);
+pub(super) const SLOT_WAIT: Duration = Duration::from_millis(250);
 /// The longest any job waits for a slot, however busy the webhook.
-pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(5);
+pub(super) const MAX_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// A job is deferred rather than queued when its expected wait (the webhook's
 /// average attempt time × its place in the queue ÷ the webhook's concurrency)
 /// is longer than this.
-pub const WAIT_BUDGET: Duration = Duration::from_secs(1);
+pub(super) const WAIT_BUDGET: Duration = Duration::from_secs(1);
 /// Beyond its share of the window (`max_queued`), a webhook may still queue
 /// jobs that will wait less than this: a fast receiver absorbs a burst in
 /// memory, a slow one cannot crowd the others out.
-pub const SHARE_GRACE: Duration = Duration::from_millis(100);
+pub(super) const SHARE_GRACE: Duration = Duration::from_millis(100);
 
 /// Circuit breaker settings.
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Consecutive failures that open the circuit.
     pub threshold: u32,
     /// How long it stays open before one probe is let through.
@@ -40,7 +40,7 @@ pub struct BreakerConfig {
 
 /// What the breaker allows for the next job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Closed: deliver.
     Pass,
     /// Half-open: this job is the single probe.
@@ -52,7 +52,7 @@ pub enum Admit {
 /// A circuit breaker: closed, open until a deadline, or half-open with one
 /// probe in flight. Pure state; the caller passes the clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Breaker {
+pub(super) enum Breaker {
     /// Delivering; counts consecutive failures.
     Closed {
         /// Failures in a row so far.
@@ -69,7 +69,7 @@ pub enum Breaker {
 
 impl Breaker {
     /// Decides for the next job at `now`.
-    pub fn admit(&mut self, now: Instant) -> Admit {
+    pub(super) fn admit(&mut self, now: Instant) -> Admit {
         match self {
             Breaker::Closed { .. } => Admit::Pass,
             Breaker::Open { until } if now >= *until => {
@@ -81,7 +81,7 @@ impl Breaker {
     }
 
     /// Records an attempt's result; returns whether open/closed changed.
-    pub fn record(&mut self, success: bool, now: Instant, config: BreakerConfig) -> bool {
+    pub(super) fn record(&mut self, success: bool, now: Instant, config: BreakerConfig) -> bool {
         let was_open = self.is_open();
         *self = match (&*self, success) {
             (_, true) => Breaker::Closed { failures: 0 },
@@ -98,14 +98,14 @@ impl Breaker {
     }
 
     /// Whether the circuit is open or half-open.
-    pub fn is_open(&self) -> bool {
+    pub(super) fn is_open(&self) -> bool {
         !matches!(self, Breaker::Closed { .. })
     }
 }
 
 /// Why no delivery slot was given: the caller defers the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saturated {
+pub(crate) enum Saturated {
     /// The webhook's own cap is taken and its queue is long or stalled.
     Webhook,
     /// The host's politeness cap (`WF_HOST_CONCURRENCY`) has no fair share left.
@@ -114,7 +114,7 @@ pub enum Saturated {
 
 impl Saturated {
     /// The `reason` label of `webhooks_jobs_deferred_total`.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Saturated::Webhook => "endpoint_saturated",
             Saturated::Host => "host_saturated",
@@ -123,14 +123,14 @@ impl Saturated {
 }
 
 /// A delivery slot: the webhook's permit and, with a host cap, the host's.
-pub struct Slot {
+pub(crate) struct Slot {
     _webhook: OwnedSemaphorePermit,
     _host: Option<HostPermit>,
 }
 
 /// One webhook's limits: its concurrency cap, its circuit breaker and the
 /// estimate of the jobs it has waiting in delay tiers.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     id: String,
     url: String,
     permits: Arc<Semaphore>,
@@ -145,13 +145,13 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The breaker's decision for the next job.
-    pub fn admit(&self) -> Admit {
+    pub(crate) fn admit(&self) -> Admit {
         self.breaker().admit(Instant::now())
     }
 
     /// Records an attempt's result and duration; true when the circuit
     /// opened or closed.
-    pub fn record(&self, success: bool, duration: Duration) -> bool {
+    pub(crate) fn record(&self, success: bool, duration: Duration) -> bool {
         self.progress().finished(duration);
         self.breaker().record(success, Instant::now(), self.config)
     }
@@ -165,7 +165,7 @@ impl Endpoint {
     /// process consumes the job again, so the estimate cannot drift with
     /// replicas. With N replicas each sees about 1/N of the jobs and offers
     /// 1/N of the webhook's total concurrency, so the estimate holds.
-    pub fn deferred_wait(&self) -> Option<Duration> {
+    pub(crate) fn deferred_wait(&self) -> Option<Duration> {
         let mut p = self.progress();
         let average = p.average?;
         let waiting = p.deferred_waiting(Instant::now()) as u32;
@@ -173,7 +173,7 @@ impl Endpoint {
     }
 
     /// One more job deferred for this webhook, back in `delay`.
-    pub fn note_deferred(&self, delay: Duration) {
+    pub(crate) fn note_deferred(&self, delay: Duration) {
         let mut p = self.progress();
         // Past this many the wait is far beyond the longest tier anyway:
         // stop counting rather than grow without bound.
@@ -183,7 +183,7 @@ impl Endpoint {
     }
 
     /// The probe could not be sent: let the next job probe instead.
-    pub fn release_probe(&self) {
+    pub(crate) fn release_probe(&self) {
         let mut b = self.breaker();
         if *b == Breaker::HalfOpen {
             *b = Breaker::Open {
@@ -193,17 +193,8 @@ impl Endpoint {
     }
 
     /// Whether the circuit is open (or probing).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.breaker().is_open()
-    }
-
-    /// The breaker's state: `closed`, `open` or `half_open`.
-    pub fn breaker_state(&self) -> &'static str {
-        match *self.breaker() {
-            Breaker::Closed { .. } => "closed",
-            Breaker::Open { .. } => "open",
-            Breaker::HalfOpen => "half_open",
-        }
     }
 
     /// A delivery slot for this webhook. When all are taken, a job waits for
@@ -212,7 +203,7 @@ impl Endpoint {
     /// for its fair share of the host. `Err` means saturated: the caller
     /// defers the job, so a slow webhook never holds more than its share of
     /// the prefetch window for long, while a fast one absorbs bursts in memory.
-    pub async fn slot(&self) -> Result<Slot, Saturated> {
+    pub(crate) async fn slot(&self) -> Result<Slot, Saturated> {
         let webhook = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -281,7 +272,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const IDLE_EVICT: Duration = Duration::from_secs(600);
 
 /// Every webhook this process has delivered to, and the hosts they share.
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     map: Mutex<HashMap<String, Arc<Endpoint>>>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     last_sweep: Mutex<Instant>,
@@ -295,7 +286,7 @@ impl Endpoints {
     /// `concurrency` requests at once per webhook; at most `max_queued` more
     /// waiting for one; breakers per `config`; with `host_limit`, at most that
     /// many requests at once per host (scheme, host, port), shared fairly.
-    pub fn new(
+    pub(crate) fn new(
         concurrency: usize,
         max_queued: usize,
         config: BreakerConfig,
@@ -314,7 +305,7 @@ impl Endpoints {
 
     /// The endpoint of webhook `id` delivering to `url`. A changed URL is a
     /// new receiver: it starts with fresh limits and a closed breaker.
-    pub fn of(&self, id: &str, url: &str) -> Arc<Endpoint> {
+    pub(crate) fn of(&self, id: &str, url: &str) -> Arc<Endpoint> {
         let mut map = lock(&self.map);
         if let Some(e) = map.get(id)
             && e.url == url
@@ -327,7 +318,7 @@ impl Endpoints {
     }
 
     /// Webhook `id`'s endpoint, if this process has one.
-    pub fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
         lock(&self.map).get(id).cloned()
     }
 
@@ -357,18 +348,19 @@ impl Endpoints {
     }
 
     /// How many webhooks have an open circuit now.
-    pub fn open_circuits(&self) -> usize {
+    pub(crate) fn open_circuits(&self) -> usize {
         lock(&self.map).values().filter(|e| e.is_open()).count()
     }
 
     /// How many webhooks and hosts this process keeps state for.
-    pub fn tracked(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
         (lock(&self.map).len(), lock(&self.hosts).len())
     }
 
     /// Forgets webhooks unused for 10 minutes (a deleted webhook's, say),
     /// at most once a minute; called periodically, off the delivery path.
-    pub fn sweep_if_due(&self) {
+    pub(crate) fn sweep_if_due(&self) {
         let now = Instant::now();
         {
             let mut last = lock(&self.last_sweep);
@@ -430,7 +422,7 @@ impl Progress {
 /// `SLOT_WAIT`), or its expected wait is over `WAIT_BUDGET`, or the webhook
 /// already has `max_queued` waiting and this one would wait over
 /// `SHARE_GRACE`.
-pub fn should_wait(
+pub(super) fn should_wait(
     position: usize,
     max_queued: usize,
     concurrency: usize,
@@ -446,7 +438,7 @@ pub fn should_wait(
 }
 
 /// `scheme://host:port` of a URL (the whole string if it does not parse).
-pub fn origin(url: &str) -> String {
+pub(super) fn origin(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => format!(
             "{}://{}:{}",

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 const HOST_WAIT: Duration = Duration::from_secs(1);
 
 /// One host's shared slots.
-pub struct Host {
+pub(super) struct Host {
     limit: usize,
     state: Mutex<HostState>,
     freed: Notify,
@@ -42,7 +42,7 @@ impl HostState {
 }
 
 /// A held host slot; dropping it frees the slot and wakes the waiters.
-pub struct HostPermit {
+pub(super) struct HostPermit {
     host: Arc<Host>,
     id: String,
 }
@@ -59,7 +59,7 @@ impl Drop for HostPermit {
 
 impl Host {
     /// A host allowing `limit` requests at once.
-    pub fn new(limit: usize) -> Host {
+    pub(super) fn new(limit: usize) -> Host {
         Host {
             limit,
             state: Mutex::new(HostState::default()),
@@ -69,7 +69,7 @@ impl Host {
 
     /// A slot for webhook `id`, waiting up to `HOST_WAIT` for its fair share;
     /// `None` means the caller defers the job.
-    pub async fn acquire(self: &Arc<Self>, id: &str) -> Option<HostPermit> {
+    pub(super) async fn acquire(self: &Arc<Self>, id: &str) -> Option<HostPermit> {
         if self.try_take(id) {
             return Some(self.permit(id));
         }
@@ -133,7 +133,7 @@ fn decrement(map: &mut HashMap<String, usize>, id: &str) {
 /// more: the host has one free and the webhook stays within its share, the
 /// limit divided among the active webhooks, and never more than half of it
 /// while alone, so a sibling that shows up later always finds room.
-pub fn fair(limit: usize, total: usize, held: usize, active: usize) -> bool {
+pub(super) fn fair(limit: usize, total: usize, held: usize, active: usize) -> bool {
     let share = (limit / active.max(2)).max(1);
     total < limit && held < share
 }

@@ -8,7 +8,7 @@ use crate::metrics::OutcomeLabel;
 
 /// Why an attempt failed, as recorded in the job history and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The `outcome` metric label.
     pub label: OutcomeLabel,
     /// The HTTP status, if a response came back.
@@ -21,7 +21,7 @@ pub struct Failure {
 
 /// What to do with a job after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A 2xx arrived within the timeout.
     Delivered,
     /// Failed; schedule a retry.
@@ -31,7 +31,7 @@ pub enum Outcome {
 }
 
 /// Classifies the transport result of one attempt.
-pub fn classify(transport: &Transport) -> Outcome {
+pub(crate) fn classify(transport: &Transport) -> Outcome {
     match transport {
         Transport::Response { status, .. } if (200..300).contains(status) => Outcome::Delivered,
         Transport::Response {

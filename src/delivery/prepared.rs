@@ -19,7 +19,7 @@ use crate::subscription::Webhook;
 const MAX_ENTRIES: usize = 10_000;
 
 /// One webhook, ready to deliver to.
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The webhook as cached.
     pub webhook: Webhook,
     /// The target checked against the SSRF policy, or why it is refused.
@@ -55,14 +55,14 @@ type Entry = (Arc<[Webhook]>, Arc<Prepared>);
 
 /// The per-process memo of prepared webhooks.
 #[derive(Default)]
-pub struct PreparedWebhooks {
+pub(crate) struct PreparedWebhooks {
     map: Mutex<HashMap<String, Entry>>,
 }
 
 impl PreparedWebhooks {
     /// Webhook `id` of `list` (the cache's current copy), prepared; `None` if
     /// it is not in the list.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         list: &Arc<[Webhook]>,
         id: &str,

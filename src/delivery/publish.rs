@@ -16,7 +16,7 @@ use crate::job::DeliveryJob;
 
 /// Plans `disposition` for `job` and carries the hop out; `endpoint` is the
 /// webhook's (absent when there is none to ask, e.g. a deleted webhook).
-pub async fn dispose(
+pub(super) async fn dispose(
     ctx: &DeliverContext,
     mut job: DeliveryJob,
     endpoint: Option<&Endpoint>,

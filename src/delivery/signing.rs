@@ -11,13 +11,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Precomputed HMAC key schedules for a webhook's valid secrets, newest first.
 #[derive(Clone)]
-pub struct Signer {
+pub(crate) struct Signer {
     keys: Vec<(HmacSha256, HmacSha256)>,
 }
 
 impl Signer {
     /// Prepares keys for `secrets` (newest first).
-    pub fn new(secrets: &[&str]) -> Signer {
+    pub(crate) fn new(secrets: &[&str]) -> Signer {
         let keys = secrets
             .iter()
             .map(|s| {
@@ -31,7 +31,7 @@ impl Signer {
     }
 
     /// `v1=<HEX>[,v1=<HEX>]`.
-    pub fn bridge(&self, body: &[u8]) -> String {
+    pub(crate) fn bridge(&self, body: &[u8]) -> String {
         let parts: Vec<String> = self
             .keys
             .iter()
@@ -45,7 +45,7 @@ impl Signer {
     }
 
     /// `v1,<base64>[ v1,<base64>]` over `id.timestamp.body`.
-    pub fn standard(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+    pub(crate) fn standard(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let parts: Vec<String> = self
             .keys
             .iter()
@@ -72,19 +72,17 @@ fn standard_key(secret: &str) -> Vec<u8> {
         .unwrap_or_else(|| secret.as_bytes().to_vec())
 }
 
-/// `BridgeApi-Signature` value for `body` under `secrets` (newest first).
-pub fn bridge_signature(secrets: &[&str], body: &[u8]) -> String {
-    Signer::new(secrets).bridge(body)
-}
-
-/// `Webhook-Signature` value for `body` under `secrets` (newest first).
-pub fn standard_signature(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> String {
-    Signer::new(secrets).standard(id, timestamp, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bridge_signature(secrets: &[&str], body: &[u8]) -> String {
+        Signer::new(secrets).bridge(body)
+    }
+
+    fn standard_signature(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> String {
+        Signer::new(secrets).standard(id, timestamp, body)
+    }
 
     #[test]
     fn standard_webhooks_specification_vector() {

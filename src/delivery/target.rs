@@ -12,11 +12,11 @@ use hyper_util::client::legacy::connect::dns::Name;
 use url::{Host, Url};
 
 /// The longest callback URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
+pub(super) const MAX_URL_LEN: usize = 2048;
 
 /// What callback targets this deployment accepts.
 #[derive(Debug, Clone, Copy)]
-pub struct TargetPolicy {
+pub(crate) struct TargetPolicy {
     /// Accept `http://` URLs (`WF_ALLOW_HTTP`).
     pub allow_http: bool,
     /// Accept loopback, private and other non-public addresses (`WF_ALLOW_PRIVATE_TARGETS`).
@@ -25,7 +25,7 @@ pub struct TargetPolicy {
 
 impl TargetPolicy {
     /// Checks a callback URL as a webhook is saved, resolving its host.
-    pub async fn validate(&self, raw: &str) -> Result<Url, String> {
+    pub(crate) async fn validate(&self, raw: &str) -> Result<Url, String> {
         let url = self.parse(raw)?;
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(443);
@@ -50,7 +50,7 @@ impl TargetPolicy {
     }
 
     /// Syntax and scheme checks only (no DNS); also refuses literal non-public IPs.
-    pub fn parse(&self, raw: &str) -> Result<Url, String> {
+    pub(crate) fn parse(&self, raw: &str) -> Result<Url, String> {
         if raw.len() > MAX_URL_LEN {
             return Err(format!("url must be at most {MAX_URL_LEN} characters"));
         }
@@ -86,7 +86,7 @@ impl TargetPolicy {
 }
 
 /// Whether `ip` is a globally routable unicast address.
-pub fn is_public(ip: IpAddr) -> bool {
+pub(super) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => is_public_v6(v6),
@@ -146,7 +146,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 /// DNS resolver for the delivery client that drops non-public addresses, so a
 /// name re-pointed at an internal address after validation is still refused.
 #[derive(Clone)]
-pub struct PublicResolver {
+pub(super) struct PublicResolver {
     /// Keep every address (`WF_ALLOW_PRIVATE_TARGETS`).
     pub allow_private: bool,
 }

@@ -18,7 +18,7 @@ use crate::job::{AttemptRecord, DeliveryJob};
 use crate::metrics::OutcomeLabel;
 
 /// Handles one job message; the returned value says how to settle it.
-pub async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
+pub(crate) async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
     let job = match DeliveryJob::decode(data) {
         Ok(job) => job,
         Err(e) => return Box::pin(reject(ctx, data, &e)).await,

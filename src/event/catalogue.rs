@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const TEST_EVENT: &str = "TEST_EVENT";
 
 /// The exact body of every test delivery (contract section 4).
-pub const TEST_EVENT_BODY: &str = r#"{"content":{"item_id":1234567890,"status":0,"user_uuid":"9a95b38f-f98b-417a-988b-9d0d584893e7"},"timestamp":1611681789,"type":"TEST_EVENT"}"#;
+pub(crate) const TEST_EVENT_BODY: &str = r#"{"content":{"item_id":1234567890,"status":0,"user_uuid":"9a95b38f-f98b-417a-988b-9d0d584893e7"},"timestamp":1611681789,"type":"TEST_EVENT"}"#;
 
 const EMBEDDED: &str = include_str!("catalogue.json");
 
@@ -43,14 +43,14 @@ impl Catalogue {
     }
 
     /// Loads a deployment's catalogue file.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::from_json(&text)
     }
 
     /// Parses and checks a catalogue: unique, non-empty types of at most 128 chars.
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub(crate) fn from_json(text: &str) -> Result<Self, String> {
         let entries: Vec<CatalogueEntry> =
             serde_json::from_str(text).map_err(|e| format!("not a valid catalogue: {e}"))?;
         let mut types = HashSet::new();
@@ -80,7 +80,7 @@ impl Catalogue {
     }
 
     /// Whether a webhook may subscribe to `event_type`.
-    pub fn is_subscribable(&self, event_type: &str) -> bool {
+    pub(crate) fn is_subscribable(&self, event_type: &str) -> bool {
         self.entries
             .iter()
             .any(|e| e.subscribable && e.event_type == event_type)

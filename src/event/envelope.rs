@@ -8,7 +8,7 @@ use super::catalogue::{Catalogue, TEST_EVENT};
 use super::minify::minify_json;
 
 /// The largest envelope accepted, in bytes.
-pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
 
 /// Why an envelope was rejected to `{ns}.rejected`; the code is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +190,7 @@ fn event_id(value: Option<&RawValue>, message_id: Option<&str>) -> Result<String
 }
 
 /// Whether `s` is 1-128 chars of `[A-Za-z0-9_.-]` (application ids).
-pub fn is_valid_application_id(s: &str) -> bool {
+pub(crate) fn is_valid_application_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))

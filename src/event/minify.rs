@@ -3,7 +3,7 @@
 
 /// Removes insignificant whitespace from valid JSON, keeping key order, number
 /// spelling and string escapes byte for byte.
-pub fn minify_json(json: &str) -> String {
+pub(crate) fn minify_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     let (mut in_string, mut escaped) = (false, false);
     for c in json.chars() {

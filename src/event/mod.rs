@@ -5,6 +5,7 @@ mod catalogue;
 mod envelope;
 mod minify;
 
-pub use catalogue::{Catalogue, CatalogueEntry, TEST_EVENT, TEST_EVENT_BODY};
-pub use envelope::{Event, MAX_ENVELOPE_BYTES, RejectReason, Rejection, is_valid_application_id};
-pub use minify::minify_json;
+pub(crate) use catalogue::TEST_EVENT_BODY;
+pub use catalogue::{Catalogue, CatalogueEntry, TEST_EVENT};
+pub(crate) use envelope::is_valid_application_id;
+pub use envelope::{Event, RejectReason, Rejection};

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::subscription::{EventMarkers, Marker, StoreError, SubscriptionCache, Webhook};
 
 /// Everything fan-out needs, shared by all in-flight events.
-pub struct IngestContext {
+pub(crate) struct IngestContext {
     /// Event types.
     pub catalogue: Arc<Catalogue>,
     /// Subscriptions.
@@ -39,7 +39,11 @@ enum IngestError {
 }
 
 /// One job per enabled webhook subscribed to the event's type.
-pub fn fan_out(event: &Event, webhooks: &[Webhook], received_at_ms: i64) -> Vec<DeliveryJob> {
+pub(super) fn fan_out(
+    event: &Event,
+    webhooks: &[Webhook],
+    received_at_ms: i64,
+) -> Vec<DeliveryJob> {
     webhooks
         .iter()
         .filter(|w| w.application_id == event.application_id && w.wants(&event.event_type))
@@ -48,7 +52,10 @@ pub fn fan_out(event: &Event, webhooks: &[Webhook], received_at_ms: i64) -> Vec<
 }
 
 /// Handles one message of `{ns}.ingest`; returns it with how to settle it.
-pub async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> (Delivery, Settle) {
+pub(crate) async fn handle_event(
+    ctx: Arc<IngestContext>,
+    delivery: Delivery,
+) -> (Delivery, Settle) {
     let message_id = delivery
         .properties
         .message_id()

@@ -3,4 +3,4 @@
 
 mod fan_out;
 
-pub use fan_out::{IngestContext, fan_out, handle_event};
+pub(crate) use fan_out::{IngestContext, handle_event};

@@ -3,4 +3,5 @@
 
 mod schedule;
 
-pub use schedule::{DEFAULT_SCHEDULE, Next, RetrySchedule, Tier};
+pub(crate) use schedule::{DEFAULT_SCHEDULE, Next};
+pub use schedule::{RetrySchedule, Tier};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::units::parse_duration;
 
 /// The contract's default schedule.
-pub const DEFAULT_SCHEDULE: &str = "10s,30s,2m,10m,30m,1h,2h,4h,8h,12h";
+pub(crate) const DEFAULT_SCHEDULE: &str = "10s,30s,2m,10m,30m,1h,2h,4h,8h,12h";
 
 /// One delay tier: a durable queue `{ns}.retry.<label>` whose TTL is `delay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct Tier {
 
 /// What happens to a job after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Wait in this tier, then try again.
     After(Tier),
     /// The next attempt would fall past the max age: dead-letter it now.
@@ -72,14 +72,14 @@ impl RetrySchedule {
     /// Decides after the `attempts`-th failed attempt (1-based) of a job first
     /// received `age` ago: the next tier, or a dead letter when the next attempt
     /// would fall after received time + `max_age`.
-    pub fn next(&self, attempts: u32, age: Duration, max_age: Duration) -> Next {
+    pub(crate) fn next(&self, attempts: u32, age: Duration, max_age: Duration) -> Next {
         let index = (attempts.max(1) as usize - 1).min(self.tiers.len() - 1);
         self.within_age(self.tiers[index].clone(), age, max_age)
     }
 
     /// Like `next`, but waits at least `at_least` (a `Retry-After`): the first
     /// tier that long, bounded by the schedule's largest tier.
-    pub fn next_at_least(
+    pub(crate) fn next_at_least(
         &self,
         attempts: u32,
         at_least: Duration,

@@ -26,7 +26,7 @@ struct Entry {
 }
 
 /// Read-through cache over `Store::list`, shared by ingest and delivery.
-pub struct SubscriptionCache {
+pub(crate) struct SubscriptionCache {
     store: Store,
     metrics: Arc<Metrics>,
     entries: RwLock<HashMap<String, Entry>>,
@@ -37,7 +37,7 @@ pub struct SubscriptionCache {
 
 impl SubscriptionCache {
     /// An empty cache over `store`.
-    pub fn new(store: Store, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(store: Store, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(SubscriptionCache {
             store,
             metrics,
@@ -49,7 +49,7 @@ impl SubscriptionCache {
 
     /// The application's webhooks, from memory when fresh. If Redis fails, a
     /// stale copy is served rather than stopping deliveries.
-    pub async fn webhooks(&self, app: &str) -> Result<Arc<[Webhook]>, StoreError> {
+    pub(crate) async fn webhooks(&self, app: &str) -> Result<Arc<[Webhook]>, StoreError> {
         if let Some(hit) = self.fresh(app) {
             self.metrics.cache_lookup("hit");
             return Ok(hit);
@@ -75,7 +75,7 @@ impl SubscriptionCache {
     }
 
     /// Drops `app`'s entry (a change was announced).
-    pub fn invalidate(&self, app: &str) {
+    pub(crate) fn invalidate(&self, app: &str) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.write().remove(app);
     }
@@ -108,7 +108,11 @@ impl SubscriptionCache {
     /// Follows `{ns}:changes` until `token` is cancelled, resubscribing with
     /// backoff; the whole cache is dropped on each (re)subscribe since
     /// announcements may have been missed meanwhile.
-    pub async fn follow_changes(self: Arc<Self>, redis_url: String, token: CancellationToken) {
+    pub(crate) async fn follow_changes(
+        self: Arc<Self>,
+        redis_url: String,
+        token: CancellationToken,
+    ) {
         let channel = self.store.keys().changes();
         let mut backoff = crate::backoff::Backoff::default();
         while !token.is_cancelled() {

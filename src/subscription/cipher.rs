@@ -23,20 +23,20 @@ pub enum CipherError {
 
 /// Seals and opens stored secrets; without a key it stores plaintext.
 #[derive(Clone)]
-pub struct SecretCipher {
+pub(crate) struct SecretCipher {
     aead: Option<ChaCha20Poly1305>,
 }
 
 impl SecretCipher {
     /// A cipher for `key` (none: plaintext storage).
-    pub fn new(key: Option<&[u8; 32]>) -> Self {
+    pub(crate) fn new(key: Option<&[u8; 32]>) -> Self {
         SecretCipher {
             aead: key.map(|k| ChaCha20Poly1305::new(Key::from_slice(k))),
         }
     }
 
     /// The stored form of `secret`.
-    pub fn seal(&self, secret: &str) -> String {
+    pub(crate) fn seal(&self, secret: &str) -> String {
         let Some(aead) = &self.aead else {
             return secret.to_string();
         };
@@ -50,7 +50,7 @@ impl SecretCipher {
     }
 
     /// The secret from its stored form.
-    pub fn open(&self, stored: &str) -> Result<String, CipherError> {
+    pub(crate) fn open(&self, stored: &str) -> Result<String, CipherError> {
         let Some(b64) = stored.strip_prefix(PREFIX) else {
             return Ok(stored.to_string());
         };

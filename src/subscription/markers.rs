@@ -25,14 +25,14 @@ enum Op {
 /// Handle on the batching task; cheap to clone. The task ends when the last
 /// handle is dropped.
 #[derive(Clone)]
-pub struct EventMarkers {
+pub(crate) struct EventMarkers {
     ops: mpsc::Sender<Op>,
     keys: Keys,
 }
 
 impl EventMarkers {
     /// Spawns the batching task over `store`.
-    pub fn start(store: Store) -> Self {
+    pub(crate) fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let keys = store.keys().clone();
         tokio::spawn(run(store, rx));
@@ -41,7 +41,7 @@ impl EventMarkers {
 
     /// Claims event `id` of application `app` (ids are unique per
     /// application), reporting what its marker said before.
-    pub async fn claim(&self, app: &str, id: &str) -> Result<Marker, StoreError> {
+    pub(crate) async fn claim(&self, app: &str, id: &str) -> Result<Marker, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.ops
             .send(Op::Claim(self.keys.event(app, id), tx))
@@ -54,7 +54,7 @@ impl EventMarkers {
     /// Marks event `id` of `app` fanned out, without waiting; skipped if
     /// Redis is so far behind that the queue is full (the marker then stays
     /// `pending`).
-    pub fn complete(&self, app: &str, id: &str) {
+    pub(crate) fn complete(&self, app: &str, id: &str) {
         let _ = self.ops.try_send(Op::Complete(self.keys.event(app, id)));
     }
 }

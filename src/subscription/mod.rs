@@ -7,8 +7,11 @@ mod markers;
 mod store;
 mod webhook;
 
-pub use cache::SubscriptionCache;
-pub use cipher::{CipherError, SecretCipher};
-pub use markers::EventMarkers;
-pub use store::{Keys, Marker, Store, StoreError, TokenRecord, Write};
-pub use webhook::{StoredSecret, Webhook, new_secret, rfc3339};
+pub(crate) use cache::SubscriptionCache;
+pub use cipher::CipherError;
+pub(crate) use markers::EventMarkers;
+pub(crate) use store::{Marker, TokenRecord};
+pub use store::{Store, StoreError, Write};
+pub use webhook::StoredSecret;
+pub use webhook::Webhook;
+pub(crate) use webhook::{new_secret, rfc3339};

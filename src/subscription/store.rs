@@ -16,39 +16,39 @@ pub(crate) const MARKER_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// Redis key names, all under `{ns}:`.
 #[derive(Debug, Clone)]
-pub struct Keys {
+pub(crate) struct Keys {
     ns: String,
 }
 
 impl Keys {
     /// Keys of namespace `ns`.
-    pub fn new(ns: &str) -> Self {
+    pub(crate) fn new(ns: &str) -> Self {
         Keys { ns: ns.to_string() }
     }
     /// Hash of an application's webhooks: id -> JSON record.
-    pub fn webhooks(&self, app: &str) -> String {
+    pub(crate) fn webhooks(&self, app: &str) -> String {
         format!("{}:webhooks:{app}", self.ns)
     }
     /// Hash of API tokens: SHA-256 hex -> JSON record.
-    pub fn tokens(&self) -> String {
+    pub(crate) fn tokens(&self) -> String {
         format!("{}:tokens", self.ns)
     }
     /// Marker of event `id` of application `app` already fanned out. Event
     /// ids are unique per application: two producers may both number their
     /// events. (Application ids cannot contain `:`, so keys never collide.)
-    pub fn event(&self, app: &str, id: &str) -> String {
+    pub(crate) fn event(&self, app: &str, id: &str) -> String {
         format!("{}:event:{app}:{id}", self.ns)
     }
     /// Pub/sub channel announcing changed applications.
-    pub fn changes(&self) -> String {
+    pub(crate) fn changes(&self) -> String {
         format!("{}:changes", self.ns)
     }
     /// Sorted set of replayed or discarded dead letter ids, scored by time.
-    pub fn dead_settled(&self) -> String {
+    pub(crate) fn dead_settled(&self) -> String {
         format!("{}:dead:settled", self.ns)
     }
     /// Glob matching every key of the namespace.
-    pub fn pattern(&self) -> String {
+    pub(crate) fn pattern(&self) -> String {
         format!("{}:*", self.ns)
     }
 }
@@ -75,7 +75,7 @@ pub enum StoreError {
 
 /// What the event-id marker said when claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Marker {
+pub(crate) enum Marker {
     /// First sight: this caller fans it out.
     New,
     /// Claimed before but not finished (a crash, or a concurrent copy).
@@ -86,7 +86,7 @@ pub enum Marker {
 
 /// An API token's grant; the token itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
+pub(crate) struct TokenRecord {
     /// The application the token acts for.
     pub application_id: String,
     /// `admin` or `member`.
@@ -192,7 +192,7 @@ impl Store {
     }
 
     /// Seals webhook secrets with `cipher` from now on (`WF_SECRET_KEY`).
-    pub fn with_cipher(mut self, cipher: SecretCipher) -> Self {
+    pub(crate) fn with_cipher(mut self, cipher: SecretCipher) -> Self {
         self.cipher = cipher;
         self
     }
@@ -214,12 +214,12 @@ impl Store {
     }
 
     /// The key names in use.
-    pub fn keys(&self) -> &Keys {
+    pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
 
     /// Whether Redis answers a PING.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
@@ -228,7 +228,7 @@ impl Store {
     /// Whether Redis persists its data (`appendonly` on, or a `save`
     /// schedule); `None` when it does not say (CONFIG is often disabled on
     /// managed Redis, which persists anyway).
-    pub async fn persists(&self) -> Result<Option<bool>, StoreError> {
+    pub(crate) async fn persists(&self) -> Result<Option<bool>, StoreError> {
         let mut conn = self.pool.get().await?;
         let config = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
         let appendonly: redis::RedisResult<Vec<String>> =
@@ -373,7 +373,11 @@ impl Store {
     }
 
     /// Records a token grant under the token's SHA-256 hex.
-    pub async fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+    pub(crate) async fn put_token(
+        &self,
+        hash: &str,
+        record: &TokenRecord,
+    ) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         let _: i64 = conn
             .hset(self.keys.tokens(), hash, serde_json::to_string(record)?)
@@ -382,7 +386,7 @@ impl Store {
     }
 
     /// The grant of the token whose SHA-256 hex is `hash`.
-    pub async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+    pub(crate) async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let mut conn = self.pool.get().await?;
         let raw: Option<String> = conn.hget(self.keys.tokens(), hash).await?;
         Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
@@ -395,7 +399,7 @@ impl Store {
 
     /// Records dead letter `id` as replayed or discarded; entries older than
     /// `keep` are trimmed (their dead letters have expired from the stream).
-    pub async fn settle_dead_letter(
+    pub(crate) async fn settle_dead_letter(
         &self,
         id: &str,
         now_ms: i64,
@@ -411,7 +415,7 @@ impl Store {
     }
 
     /// Every settled dead letter id.
-    pub async fn settled_dead_letters(
+    pub(crate) async fn settled_dead_letters(
         &self,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut conn = self.pool.get().await?;
@@ -420,13 +424,13 @@ impl Store {
     }
 
     /// How many dead letter ids are recorded as settled.
-    pub async fn settled_dead_letter_count(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn settled_dead_letter_count(&self) -> Result<u64, StoreError> {
         let mut conn = self.pool.get().await?;
         Ok(conn.zcard(self.keys.dead_settled()).await?)
     }
 
     /// Whether dead letter `id` was replayed or discarded.
-    pub async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.pool.get().await?;
         let score: Option<f64> = conn.zscore(self.keys.dead_settled(), id).await?;
         Ok(score.is_some())

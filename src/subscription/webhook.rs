@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::config::Redacted;
 
 /// How long a rotated-out secret keeps signing deliveries.
-pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
+pub(crate) const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
 
 /// One signing secret; `expires_at` is set once a newer secret replaced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,12 +51,12 @@ pub struct Webhook {
 
 impl Webhook {
     /// Whether this webhook receives `event_type` now.
-    pub fn wants(&self, event_type: &str) -> bool {
+    pub(crate) fn wants(&self, event_type: &str) -> bool {
         self.enabled && self.events.iter().any(|e| e == event_type)
     }
 
     /// Secrets that still sign at `now` (Unix seconds), newest first.
-    pub fn valid_secrets(&self, now: i64) -> Vec<&str> {
+    pub(crate) fn valid_secrets(&self, now: i64) -> Vec<&str> {
         self.secrets
             .iter()
             .filter(|s| s.expires_at.is_none_or(|t| t > now))
@@ -105,7 +105,7 @@ impl Webhook {
     }
 
     /// The public object plus the current `secret` (create and rotation only).
-    pub fn view_with_secret(&self) -> serde_json::Value {
+    pub(crate) fn view_with_secret(&self) -> serde_json::Value {
         let mut v = self.view();
         v["secret"] = json!(self.secrets.first().map(|s| s.value.0.as_str()));
         v
@@ -113,7 +113,7 @@ impl Webhook {
 }
 
 /// A new secret: `whsec_` + base64 of 32 bytes from the OS-seeded CSPRNG.
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!(
@@ -123,7 +123,7 @@ pub fn new_secret() -> String {
 }
 
 /// Unix seconds as RFC 3339 UTC, e.g. `2026-11-26T16:21:26Z`.
-pub fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -132,11 +132,13 @@ mod redacted_string {
     use super::Redacted;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Redacted<String>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Redacted<String>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.0)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Redacted<String>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Redacted<String>, D::Error> {
         String::deserialize(d).map(Redacted)
     }
 }
