@@ -7,8 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, eventually, sign};
+use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually, sign};
 use deadpool_redis::redis::AsyncCommands;
 use lapin::types::AMQPValue;
 use serde_json::{Value, json};
@@ -71,12 +70,11 @@ async fn a_job_this_release_cannot_read_is_moved_to_rejected_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_written_by_the_previous_release_are_delivered() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     let hook = svc
         .webhook("app_old", &rx.url("/old"), &["item.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jobs-a097311");
     let mut expected = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -115,8 +113,7 @@ async fn jobs_written_by_the_previous_release_are_delivered() {
         "each old job delivered, attempts counted on"
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 /// Every dead letter of the namespace, as the API lists them.
@@ -130,8 +127,8 @@ async fn dead_letters(svc: &TestService) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     let hook = svc
         .call(
             "POST",
@@ -141,7 +138,6 @@ async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() 
         )
         .await
         .1;
-    let producer = Producer::connect(&svc.ns).await;
     // Queued while the webhook is enabled would be delivered; publish jobs
     // straight to the deliveries exchange for the disabled webhook instead.
     for i in 0..3 {
@@ -162,12 +158,12 @@ async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() 
         .to("", &svc.names().dead(), b"{\"v\": 9, \"what\": \"future\"}")
         .await;
     let listed = eventually(Duration::from_secs(15), "3 dead letters", || async {
-        let items = dead_letters(&svc).await;
+        let items = dead_letters(svc).await;
         (items.len() >= 3).then_some(items)
     })
     .await;
     assert_eq!(listed.len(), 3, "the unreadable one is not listed");
-    let reasons = rejected_reasons(&svc, &producer, 1).await;
+    let reasons = rejected_reasons(svc, producer, 1).await;
     assert_eq!(
         reasons,
         ["unsupported_dead_letter_version: 9"],
@@ -186,7 +182,7 @@ async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() 
         keys
     };
     println!("deleted from Redis: {keys:?}");
-    let after = dead_letters(&svc).await;
+    let after = dead_letters(svc).await;
     let ids = |items: &[Value]| -> BTreeSet<String> {
         items
             .iter()
@@ -210,7 +206,7 @@ async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() 
 
     // Its settled mark went with Redis: it is copied aside again (the stream
     // still holds it), and still not listed.
-    let reasons = rejected_reasons(&svc, &producer, 1).await;
+    let reasons = rejected_reasons(svc, producer, 1).await;
     assert_eq!(reasons, ["unsupported_dead_letter_version: 9"]);
 
     // Fixed and re-enabled, the webhook gets the replay.
@@ -242,14 +238,13 @@ async fn dead_letters_stay_visible_and_replayable_when_redis_loses_their_keys() 
         shown["event_id"].as_str().unwrap()
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_patches_never_undo_a_rotation_and_if_match_guards_writes() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     let hook = svc
         .webhook("app_cas", &rx.url("/cas"), &["item.created"])
         .await;
@@ -274,7 +269,6 @@ async fn concurrent_patches_never_undo_a_rotation_and_if_match_guards_writes() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let secret = rotated["secret"].as_str().unwrap();
 
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-cas", "app_cas", "item.created", json!({}))
         .await;
@@ -346,17 +340,15 @@ async fn concurrent_patches_never_undo_a_rotation_and_if_match_guards_writes() {
         .unwrap();
     assert_eq!(delete.status(), 204);
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_id_from_two_applications_is_two_events() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_x", &rx.url("/x"), &["item.created"]).await;
     svc.webhook("app_y", &rx.url("/y"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("evt-1", "app_x", "item.created", json!({}))
         .await;
@@ -373,17 +365,15 @@ async fn the_same_event_id_from_two_applications_is_two_events() {
         .await;
     assert_eq!(rx.at("/x").len(), 1, "the duplicate from app_x was skipped");
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_channel_closed_from_outside_is_reopened_and_nothing_is_lost() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_ch", &rx.url("/ch"), &["item.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-ch-0", "app_ch", "item.created", json!({}))
         .await;
@@ -427,6 +417,5 @@ async fn a_publisher_channel_closed_from_outside_is_reopened_and_nothing_is_lost
     assert_eq!(ids.len(), 6, "every event delivered: {ids:?}");
 
     let _ = conn.close(200, "done".into()).await;
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }

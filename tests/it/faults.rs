@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::proxy::Proxy;
 use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually};
 use serde_json::json;
 
 const RABBITMQ: &str = "127.0.0.1:5672";
@@ -36,10 +36,9 @@ async fn all_delivered(rx: &Receiver, path: &str, ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_broker_connection_is_reestablished_and_nothing_is_lost() {
     let proxy = Proxy::start(RABBITMQ).await;
-    let svc = TestService::start(&[("WF_AMQP_URL", &proxy.amqp_url())]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[("WF_AMQP_URL", &proxy.amqp_url())]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_b", &rx.url("/b"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
     let ids: Vec<String> = (0..40).map(|i| format!("ev-b-{i}")).collect();
     for id in &ids[..20] {
         producer.event(id, "app_b", "item.created", json!({})).await;
@@ -47,26 +46,24 @@ async fn a_lost_broker_connection_is_reestablished_and_nothing_is_lost() {
     rx.wait_for("/b", 1).await;
 
     proxy.cut();
-    wait_readiness(&svc, false).await;
+    wait_readiness(svc, false).await;
     // Events keep arriving while the service is cut off: they wait in RabbitMQ.
     for id in &ids[20..] {
         producer.event(id, "app_b", "item.created", json!({})).await;
     }
     proxy.restore();
-    wait_readiness(&svc, true).await;
-    all_delivered(&rx, "/b", &ids).await;
+    wait_readiness(svc, true).await;
+    all_delivered(rx, "/b", &ids).await;
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() {
     let proxy = Proxy::start(REDIS).await;
-    let svc = TestService::start(&[("WF_REDIS_URL", &proxy.redis_url())]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[("WF_REDIS_URL", &proxy.redis_url())]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_r", &rx.url("/r"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-r-0", "app_r", "item.created", json!({}))
         .await;
@@ -74,12 +71,12 @@ async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() 
 
     proxy.cut();
     let outage = std::time::Instant::now();
-    wait_readiness(&svc, false).await;
+    wait_readiness(svc, false).await;
     let ids: Vec<String> = (1..=10).map(|i| format!("ev-r-{i}")).collect();
     for id in &ids {
         producer.event(id, "app_r", "item.created", json!({})).await;
     }
-    all_delivered(&rx, "/r", &ids).await;
+    all_delivered(rx, "/r", &ids).await;
     println!(
         "10 events delivered {:?} into a Redis outage",
         outage.elapsed()
@@ -102,11 +99,11 @@ async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() 
     // Hold the outage for 10 s in all (a fault's length, not a wait for a condition).
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
     assert!(
-        !ready(&svc).await,
+        !ready(svc).await,
         "still not ready at the end of the outage"
     );
     proxy.restore();
-    wait_readiness(&svc, true).await;
+    wait_readiness(svc, true).await;
     let (s, list) = svc
         .call(
             "GET",
@@ -130,8 +127,7 @@ async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() 
         .await;
     assert_eq!(s, 201);
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

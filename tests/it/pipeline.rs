@@ -2,7 +2,7 @@
 
 use crate::common::receiver::{Received, Receiver};
 use crate::common::sign::{bridge, standard};
-use crate::common::{Producer, TestService};
+use crate::common::{Fixture, Producer, TestService};
 use serde_json::json;
 
 fn secret(webhook: &serde_json::Value) -> String {
@@ -11,12 +11,11 @@ fn secret(webhook: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_carries_every_contract_field() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     let hook = svc
         .webhook("app_42", &rx.url("/hook"), &["item.refreshed"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
 
     let envelope = r#"{"id":"0b8f6f0e-6a55-4c1e-9a1f-4c0f6f1f2a10","application_id":"app_42","type":"item.refreshed","timestamp":1611681789,
         "content": {"item_id": 1234567890, "status": 0, "user_uuid": "9a95b38f-f98b-417a-988b-9d0d584893e7"}}"#;
@@ -55,14 +54,13 @@ async fn a_delivery_carries_every_contract_field() {
             >= 1.0
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_fans_out_to_every_subscribed_webhook_of_its_application_only() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook(
         "app_a",
         &rx.url("/a1"),
@@ -75,7 +73,6 @@ async fn an_event_fans_out_to_every_subscribed_webhook_of_its_application_only()
         .await;
     svc.webhook("app_b", &rx.url("/b1"), &["transfer.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
 
     producer
         .event("ev-fan-1", "app_a", "transfer.created", json!({"n": 1}))
@@ -92,16 +89,14 @@ async fn an_event_fans_out_to_every_subscribed_webhook_of_its_application_only()
     assert!(rx.at("/a3").is_empty(), "not subscribed to the type");
     assert!(rx.at("/b1").is_empty(), "another application's webhook");
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribed_types_and_unknown_applications_deliver_nothing() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_u", &rx.url("/u"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
 
     producer
         .event("ev-u-1", "app_u", "payment.link.updated", json!({}))
@@ -122,16 +117,14 @@ async fn unsubscribed_types_and_unknown_applications_deliver_nothing() {
     assert_eq!(svc.metric("webhooks_jobs_enqueued_total").await, 0.0);
     assert!(rx.received().is_empty());
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_event_id_is_delivered_once() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_d", &rx.url("/d"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
 
     producer
         .event("ev-dup", "app_d", "item.created", json!({"copy": 1}))
@@ -145,8 +138,7 @@ async fn a_duplicate_event_id_is_delivered_once() {
     assert_eq!(rx.at("/d").len(), 1);
     assert_eq!(svc.metric("webhooks_jobs_enqueued_total").await, 1.0);
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

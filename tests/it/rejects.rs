@@ -1,8 +1,7 @@
 //! Invalid envelopes are parked in `{ns}.rejected` with a reason, never
 //! dropped, and the service keeps running.
 
-use crate::common::receiver::Receiver;
-use crate::common::{Producer, TestService, eventually};
+use crate::common::{Fixture, eventually};
 use lapin::types::AMQPValue;
 use serde_json::json;
 use std::time::Duration;
@@ -16,10 +15,9 @@ fn reason(headers: &lapin::types::FieldTable) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_invalid_envelope_is_parked_with_its_reason() {
-    let svc = TestService::start(&[]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     svc.webhook("app_r", &rx.url("/r"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
 
     let mut big =
         json!({"application_id": "app_r", "type": "item.created", "content": {}}).to_string();
@@ -78,6 +76,5 @@ async fn every_kind_of_invalid_envelope_is_parked_with_its_reason() {
         .await;
     rx.wait_for("/r", 1).await;
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually};
 use serde_json::{Value, json};
 
 const FAST: &[(&str, &str)] = &[
@@ -97,11 +97,10 @@ async fn attempts_come_back_with_growing_gaps_then_one_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_fails_twice_gets_the_third_attempt_and_no_dead_letter() {
-    let svc = TestService::start(FAST).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(FAST).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.then(&[500, 503]);
     svc.webhook("app_3", &rx.url("/3"), &["item.created"]).await;
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-3", "app_3", "item.created", json!({}))
         .await;
@@ -111,10 +110,9 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt_and_no_dead_letter()
     svc.metric_reaches(r#"webhooks_deliveries_total{outcome="success"}"#, 1.0)
         .await;
     assert_eq!(svc.metric("webhooks_dead_lettered_total").await, 0.0);
-    assert_eq!(dead_letters(&svc, "").await["items"], json!([]));
+    assert_eq!(dead_letters(svc, "").await["items"], json!([]));
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,17 +325,16 @@ async fn deleted_webhooks_drop_jobs_and_disabled_ones_dead_letter_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_429_is_respected() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_RETRY_SCHEDULE", "100ms,1500ms"),
         ("WF_MAX_EVENT_AGE", "1h"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.retry_after("1");
     rx.then(&[429]);
     svc.webhook("app_429", &rx.url("/r"), &["item.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-429", "app_429", "item.created", json!({}))
         .await;
@@ -354,8 +351,7 @@ async fn retry_after_on_429_is_respected() {
             >= 1.0
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

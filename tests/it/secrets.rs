@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::common::receiver::Receiver;
 use crate::common::sign::bridge;
-use crate::common::{OPERATOR, Producer, TestService, binary};
+use crate::common::{Fixture, OPERATOR, Producer, binary};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use redis::AsyncCommands;
@@ -22,8 +22,8 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
     let key = STANDARD.encode([42u8; 32]);
-    let svc = TestService::start(&[("WF_SECRET_KEY", &key)]).await;
-    let rx = Receiver::start(200).await;
+    let f = Fixture::start(&[("WF_SECRET_KEY", &key)]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     let hook = svc.webhook("app_e", &rx.url("/e"), &["item.created"]).await;
     let secret = hook["secret"].as_str().unwrap();
     let raw: String = redis()
@@ -61,7 +61,6 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
         .await
         .unwrap();
 
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-e", "app_e", "item.created", json!({}))
         .await;
@@ -104,8 +103,7 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
         )
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

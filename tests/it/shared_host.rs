@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually};
 use serde_json::{Value, json};
 
 /// Event ids with the instant each was published.
@@ -114,37 +114,35 @@ fn id_of(webhook: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_webhook_does_not_silence_its_sibling_on_the_same_host() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_DELIVERY_TIMEOUT", "30s"),
         ("WF_SHUTDOWN_TIMEOUT", "1s"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.set_path_status("/hang", 0);
     svc.webhook("app_s", &rx.url("/hang"), &["item.created"])
         .await;
     svc.webhook("app_s", &rx.url("/ok"), &["item.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
 
-    let published = publish_paced(&producer, &["app_s"], 400).await;
-    assert_all_arrive_promptly(&rx, "/ok", &published[0], Duration::from_secs(20)).await;
+    let published = publish_paced(producer, &["app_s"], 400).await;
+    assert_all_arrive_promptly(rx, "/ok", &published[0], Duration::from_secs(20)).await;
     assert!(!rx.at("/hang").is_empty(), "the hanging sibling was called");
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sibling_does_not_open_the_breaker_of_a_recovering_webhook() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_CIRCUIT_BREAKER_THRESHOLD", "3"),
         ("WF_CIRCUIT_BREAKER_COOLDOWN", "30s"),
         ("WF_RETRY_SCHEDULE", "200ms"),
         ("WF_MAX_EVENT_AGE", "1h"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.set_path_status("/bad", 500);
     rx.then_at("/flaky", &[500, 500]);
     svc.webhook("app_b", &rx.url("/bad"), &["item.created"])
@@ -152,7 +150,6 @@ async fn a_failing_sibling_does_not_open_the_breaker_of_a_recovering_webhook() {
     let flaky = svc
         .webhook("app_b", &rx.url("/flaky"), &["item.refreshed"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
     for i in 0..10 {
         producer
             .event(&format!("ev-b-{i}"), "app_b", "item.created", json!({}))
@@ -181,30 +178,28 @@ async fn a_failing_sibling_does_not_open_the_breaker_of_a_recovering_webhook() {
         .await;
     assert_eq!(rx.at("/flaky").len(), 3, "delivered on the third request");
     assert_eq!(
-        dead_letters_of(&svc, &id_of(&flaky)).await,
+        dead_letters_of(svc, &id_of(&flaky)).await,
         Vec::<Value>::new()
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_replay_of_a_fixed_webhook_with_an_open_breaker_delivers_every_event_once() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_CIRCUIT_BREAKER_THRESHOLD", "3"),
         ("WF_CIRCUIT_BREAKER_COOLDOWN", "1h"),
         ("WF_RETRY_SCHEDULE", "100ms"),
         ("WF_MAX_EVENT_AGE", "2s"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.set_path_status("/down", 500);
     let hook = svc
         .webhook("app_r", &rx.url("/down"), &["item.created"])
         .await;
     let hook_id = id_of(&hook);
-    let producer = Producer::connect(&svc.ns).await;
     let events: BTreeSet<String> = (0..20).map(|i| format!("ev-r-{i}")).collect();
     for id in &events {
         producer.event(id, "app_r", "item.created", json!({})).await;
@@ -214,7 +209,7 @@ async fn bulk_replay_of_a_fixed_webhook_with_an_open_breaker_delivers_every_even
         Duration::from_secs(20),
         "20 dead letters for /down",
         || async {
-            let letters = dead_letters_of(&svc, &hook_id).await;
+            let letters = dead_letters_of(svc, &hook_id).await;
             (letters.len() >= 20).then_some(letters)
         },
     )
@@ -254,7 +249,7 @@ async fn bulk_replay_of_a_fixed_webhook_with_an_open_breaker_delivers_every_even
         Duration::from_secs(20),
         "all 20 replayed events at /down",
         || async {
-            let first = first_receipts(&rx, "/down", fixed);
+            let first = first_receipts(rx, "/down", fixed);
             (first.len() >= 20).then_some(first)
         },
     )
@@ -279,15 +274,14 @@ async fn bulk_replay_of_a_fixed_webhook_with_an_open_breaker_delivers_every_even
         received, expected,
         "each event once, with its original Webhook-Id"
     );
-    assert_eq!(dead_letters_of(&svc, &hook_id).await, Vec::<Value>::new());
+    assert_eq!(dead_letters_of(svc, &hook_id).await, Vec::<Value>::new());
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_applications_on_one_host_do_not_affect_each_other() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_DELIVERY_TIMEOUT", "30s"),
         ("WF_CIRCUIT_BREAKER_THRESHOLD", "3"),
         ("WF_RETRY_SCHEDULE", "200ms,500ms"),
@@ -295,7 +289,7 @@ async fn two_applications_on_one_host_do_not_affect_each_other() {
         ("WF_SHUTDOWN_TIMEOUT", "1s"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.set_path_status("/a1-hang", 0);
     rx.set_path_status("/a1-fail", 500);
     svc.webhook("app_1", &rx.url("/a1-hang"), &["item.created"])
@@ -304,38 +298,35 @@ async fn two_applications_on_one_host_do_not_affect_each_other() {
         .await;
     svc.webhook("app_2", &rx.url("/a2-ok"), &["item.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
 
-    let published = publish_paced(&producer, &["app_1", "app_2"], 300).await;
-    assert_all_arrive_promptly(&rx, "/a2-ok", &published[1], Duration::from_secs(20)).await;
+    let published = publish_paced(producer, &["app_1", "app_2"], 300).await;
+    assert_all_arrive_promptly(rx, "/a2-ok", &published[1], Duration::from_secs(20)).await;
     println!(
         "app_1 meanwhile: {} requests at /a1-hang, {} at /a1-fail",
         rx.at("/a1-hang").len(),
         rx.at("/a1-fail").len()
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_cap_is_shared_fairly_so_a_hanging_webhook_cannot_take_its_siblings_share() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_HOST_CONCURRENCY", "8"),
         ("WF_DELIVERY_TIMEOUT", "30s"),
         ("WF_SHUTDOWN_TIMEOUT", "1s"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     rx.set_path_status("/hang", 0);
     svc.webhook("app_h", &rx.url("/hang"), &["item.created"])
         .await;
     svc.webhook("app_h", &rx.url("/ok"), &["item.created"])
         .await;
-    let producer = Producer::connect(&svc.ns).await;
 
-    let published = publish_paced(&producer, &["app_h"], 200).await;
-    assert_all_arrive_promptly(&rx, "/ok", &published[0], Duration::from_secs(20)).await;
+    let published = publish_paced(producer, &["app_h"], 200).await;
+    assert_all_arrive_promptly(rx, "/ok", &published[0], Duration::from_secs(20)).await;
     let hanging = rx.at("/hang").len();
     println!("/hang: {hanging} requests held open of the host's 8");
     assert!(hanging <= 4, "at most half the host alone: {hanging}");
@@ -345,8 +336,7 @@ async fn a_host_cap_is_shared_fairly_so_a_hanging_webhook_cannot_take_its_siblin
     )
     .await;
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 /// Deferred jobs counted in `le` buckets of `webhooks_deferral_delay_seconds`.

@@ -1,8 +1,7 @@
 //! SSRF: a target that turned private after validation (DNS rebinding, or a
 //! record written before the rules) is refused at connect time.
 
-use crate::common::receiver::Receiver;
-use crate::common::{Producer, TestService};
+use crate::common::{Fixture, TestService};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -29,13 +28,13 @@ async fn plant(svc: &TestService, id: &str, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_targets_are_refused_at_connect_time() {
-    let svc = TestService::start(&[
+    let f = Fixture::start(&[
         ("WF_ALLOW_PRIVATE_TARGETS", "false"),
         ("WF_RETRY_SCHEDULE", "100ms"),
         ("WF_MAX_EVENT_AGE", "1s"),
     ])
     .await;
-    let rx = Receiver::start(200).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     // Refused when saved...
     let (s, b) = svc
         .call(
@@ -48,16 +47,15 @@ async fn private_targets_are_refused_at_connect_time() {
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_url")));
     // ...and at connect time, for a name that resolves to loopback and for a literal address.
     let port = rx.addr.port();
-    plant(&svc, "wh_name", &format!("http://localhost:{port}/name")).await;
+    plant(svc, "wh_name", &format!("http://localhost:{port}/name")).await;
     plant(
-        &svc,
+        svc,
         "wh_literal",
         &format!("http://127.0.0.1:{port}/literal"),
     )
     .await;
-    plant(&svc, "wh_v6", &format!("http://[::1]:{port}/v6")).await;
+    plant(svc, "wh_v6", &format!("http://[::1]:{port}/v6")).await;
 
-    let producer = Producer::connect(&svc.ns).await;
     producer
         .event("ev-x", "app_x", "item.created", json!({}))
         .await;
@@ -109,8 +107,7 @@ async fn private_targets_are_refused_at_connect_time() {
         "{named}"
     );
 
-    producer.close().await;
-    svc.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

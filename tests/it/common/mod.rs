@@ -371,6 +371,30 @@ async fn delete(ns: &str) {
     }
 }
 
+/// The usual set-up in one: a service in a fresh namespace (deleted with
+/// it), a receiver answering 200 (programmable per path) and a producer.
+pub struct Fixture {
+    pub svc: TestService,
+    pub rx: receiver::Receiver,
+    pub producer: Producer,
+}
+
+impl Fixture {
+    /// A service with test defaults plus `extra`, its receiver and producer.
+    pub async fn start(extra: &[(&str, &str)]) -> Fixture {
+        let svc = TestService::start(extra).await;
+        let rx = receiver::Receiver::start(200).await;
+        let producer = Producer::connect(&svc.ns).await;
+        Fixture { svc, rx, producer }
+    }
+
+    /// Closes the producer and stops the service (deleting its namespace).
+    pub async fn stop(self) {
+        self.producer.close().await;
+        self.svc.stop().await;
+    }
+}
+
 /// A producer: a confirmed channel publishing to `{ns}.events`.
 pub struct Producer {
     conn: Connection,
