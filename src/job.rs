@@ -126,11 +126,15 @@ impl DeliveryJob {
 
     /// Decodes a job, refusing other versions (whatever else they hold).
     pub fn decode(bytes: &[u8]) -> Result<DeliveryJob, JobError> {
-        let version: Versioned = serde_json::from_slice(bytes)?;
-        if version.v != JOB_VERSION {
-            return Err(JobError::Version(version.v));
+        // One parse on the hot path; the version alone only when that fails.
+        match serde_json::from_slice::<DeliveryJob>(bytes) {
+            Ok(job) if job.v == JOB_VERSION => Ok(job),
+            Ok(job) => Err(JobError::Version(job.v)),
+            Err(e) => match serde_json::from_slice::<Versioned>(bytes) {
+                Ok(other) if other.v != JOB_VERSION => Err(JobError::Version(other.v)),
+                _ => Err(JobError::Malformed(e)),
+            },
         }
-        Ok(serde_json::from_slice(bytes)?)
     }
 
     /// The wire bytes.

@@ -95,11 +95,16 @@ fn seconds(ms: i64) -> String {
 impl DeadLetter {
     /// Decodes a dead letter, refusing versions this release does not know.
     pub(crate) fn decode(bytes: &[u8]) -> Result<DeadLetter, DeadLetterFormatError> {
-        let version: crate::job::Versioned = serde_json::from_slice(bytes)?;
-        if version.v != DEAD_LETTER_VERSION {
-            return Err(DeadLetterFormatError::Version(version.v));
+        match serde_json::from_slice::<DeadLetter>(bytes) {
+            Ok(letter) if letter.v == DEAD_LETTER_VERSION => Ok(letter),
+            Ok(letter) => Err(DeadLetterFormatError::Version(letter.v)),
+            Err(e) => match serde_json::from_slice::<crate::job::Versioned>(bytes) {
+                Ok(other) if other.v != DEAD_LETTER_VERSION => {
+                    Err(DeadLetterFormatError::Version(other.v))
+                }
+                _ => Err(DeadLetterFormatError::Malformed(e)),
+            },
         }
-        Ok(serde_json::from_slice(bytes)?)
     }
 
     /// A dead letter for `job`, given up for `reason` at `now_ms`.
