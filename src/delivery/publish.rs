@@ -23,6 +23,12 @@ pub(super) async fn dispose(
     disposition: Disposition,
 ) -> Settle {
     let age = Duration::from_millis((clock::unix_millis() - job.received_at_ms).max(0) as u64);
+    // Only a deferral asks for the webhook's backlog (a lock and a prune of
+    // its deferral heap): not every delivered job.
+    let backlog = match disposition {
+        Disposition::Deferred(_) => endpoint.and_then(Endpoint::deferred_wait),
+        _ => None,
+    };
     let hop = plan(
         &job,
         &disposition,
@@ -30,7 +36,7 @@ pub(super) async fn dispose(
             schedule: &ctx.schedule,
             max_age: ctx.max_age,
             age,
-            backlog: endpoint.and_then(Endpoint::deferred_wait),
+            backlog,
         },
     );
     match hop {
