@@ -284,9 +284,9 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
             signer: &signer,
         })
         .await;
+    let outcome = crate::delivery::classify(&result.transport);
     if let Some(endpoint) = state.endpoints.get(id) {
-        let delivered = crate::delivery::classify(&result.transport) == Outcome::Delivered;
-        if endpoint.record(delivered, result.duration) {
+        if endpoint.record(outcome == Outcome::Delivered, result.duration) {
             state
                 .metrics
                 .set_open_circuits(state.endpoints.open_circuits());
@@ -298,11 +298,14 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
         event_type = TEST_EVENT,
         "test event sent"
     );
-    Ok(json_response(StatusCode::OK, &test_report(&result)))
+    Ok(json_response(
+        StatusCode::OK,
+        &test_report(&result, &outcome),
+    ))
 }
 
-fn test_report(result: &AttemptResult) -> serde_json::Value {
-    let (delivered, status, error) = match &crate::delivery::classify(&result.transport) {
+fn test_report(result: &AttemptResult, outcome: &Outcome) -> serde_json::Value {
+    let (delivered, status, error) = match outcome {
         Outcome::Delivered => (true, result.transport.status(), None),
         Outcome::Retry(f) | Outcome::GiveUp(f) => (false, f.status, Some(f.error.clone())),
     };
