@@ -103,8 +103,12 @@ pub struct Store {
     cipher: SecretCipher,
 }
 
-const CREATE: &str = r#"
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+// Store a record: replace the webhook with its id, or add it while the
+// application is under the limit (a create's id is new, so it only adds).
+const PUT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1"#;
@@ -117,15 +121,6 @@ if not current then return 0 end
 if tonumber(cjson.decode(current)['revision'] or 0) ~= tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1"#;
-
-// Import: replace the record, or add it while under the limit.
-const IMPORT: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  return 0
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1"#;
 
 // Delete, if ARGV[3] is not empty only at that revision.
@@ -265,20 +260,24 @@ impl Store {
 
     /// Adds a webhook unless the application already has `limit`.
     pub async fn create(&self, hook: &Webhook, limit: usize) -> Result<(), StoreError> {
+        self.put(hook, &self.encode(hook)?, limit).await
+    }
+
+    /// Stores `record` (the stored form of `hook`) with the `PUT` script.
+    async fn put(&self, hook: &Webhook, record: &str, limit: usize) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
-        let created: i32 = Script::new(CREATE)
+        let stored: i32 = Script::new(PUT)
             .key(self.keys.webhooks(&hook.application_id))
             .arg(&hook.id)
-            .arg(self.encode(hook)?)
+            .arg(record)
             .arg(limit)
             .arg(self.keys.changes())
             .arg(&hook.application_id)
             .invoke_async(&mut conn)
             .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::LimitReached)
+        match stored {
+            1 => Ok(()),
+            _ => Err(StoreError::LimitReached),
         }
     }
 
@@ -356,20 +355,8 @@ impl Store {
     /// this deployment cannot open (another `WF_SECRET_KEY`) is refused.
     pub async fn import(&self, record: &str, limit: usize) -> Result<Webhook, StoreError> {
         let hook = self.decode(record)?;
-        let mut conn = self.pool.get().await?;
-        let stored: i32 = Script::new(IMPORT)
-            .key(self.keys.webhooks(&hook.application_id))
-            .arg(&hook.id)
-            .arg(record)
-            .arg(limit)
-            .arg(self.keys.changes())
-            .arg(&hook.application_id)
-            .invoke_async(&mut conn)
-            .await?;
-        match stored {
-            1 => Ok(hook),
-            _ => Err(StoreError::LimitReached),
-        }
+        self.put(&hook, record, limit).await?;
+        Ok(hook)
     }
 
     /// Records a token grant under the token's SHA-256 hex.
