@@ -1,7 +1,9 @@
 //! The consumer loop shared by ingest and delivery: bounded concurrency
-//! (prefetch plus a semaphore), one task per message, and a graceful stop
-//! that leaves unfinished messages unacked so RabbitMQ redelivers them.
+//! (prefetch plus a semaphore), one task per message, acks coalesced in
+//! delivery order, and a graceful stop that leaves unfinished messages
+//! unacked so RabbitMQ redelivers them.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,6 +89,8 @@ impl Consuming {
         let permits = Arc::new(Semaphore::new(concurrency));
         let tracker = TaskTracker::new();
         let handler = Arc::new(handler);
+        let (notes, inbox) = mpsc::unbounded_channel();
+        let settling = tokio::spawn(settle_in_order(channel.clone(), inbox));
         let result = loop {
             let permit = tokio::select! {
                 _ = token.cancelled() => break Ok(()),
@@ -100,10 +104,17 @@ impl Consuming {
                     None => break Err(lapin::ErrorKind::IOError(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "consumer stream ended").into()).into()),
                 },
             };
-            let (handler, channel) = (handler.clone(), channel.clone());
+            let tag = delivery.delivery_tag;
+            // Sent before the handler starts, so it precedes its `Settled`.
+            let _ = notes.send(Note::Received(tag));
+            let (handler, notes) = (handler.clone(), notes.clone());
             tracker.spawn(async move {
-                let (delivery, settle) = handler(delivery).await;
-                settle_message(&channel, &delivery, settle).await;
+                let (_delivery, settle) = handler(delivery).await;
+                if settle == Settle::Requeue {
+                    // A short pause so a dependency outage does not spin the queue.
+                    tokio::time::sleep(REQUEUE_PAUSE).await;
+                }
+                let _ = notes.send(Note::Settled(tag, settle));
                 drop(permit);
             });
         };
@@ -123,30 +134,240 @@ impl Consuming {
         {
             tracing::warn!(queue = %queue, "in-flight work not finished in time; handed back unacked");
         }
+        // Every handler is done or abandoned: send the last acks.
+        drop(notes);
+        if tokio::time::timeout_at(deadline, settling).await.is_err() {
+            tracing::warn!(queue = %queue, "last acks not sent in time; the broker redelivers those messages");
+        }
         crate::broker::close_channel(&channel, "shutdown").await;
         result
     }
 }
 
-/// Acks or requeues on the channel itself: `Delivery::acker` would route
-/// each through lapin's internal RPC task first, one more hand-off (and
-/// thread wake-up) per message.
-async fn settle_message(channel: &Channel, delivery: &Delivery, settle: Settle) {
-    let tag = delivery.delivery_tag;
-    let outcome = match settle {
-        Settle::Ack => channel.basic_ack(tag, BasicAckOptions::default()).await,
-        Settle::Requeue => {
-            // A short pause so a dependency outage does not spin the queue.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let options = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
+/// How long a message handed back waits first, so a dependency outage does
+/// not spin the queue.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the consumer loop and the handlers tell the settling task.
+enum Note {
+    /// The broker handed over `tag`; it is settled later.
+    Received(u64),
+    /// The handler of `tag` is done with it.
+    Settled(u64, Settle),
+}
+
+/// Where one received message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Its handler still runs.
+    Handling,
+    /// Finished: to ack.
+    Done,
+    /// Finished: to hand back to the queue.
+    Requeue,
+    /// Already acked or handed back on its own (an earlier message was
+    /// still being handled). An ack with `multiple` may pass over it, but
+    /// never name its tag: the broker would refuse an ack of an unknown tag.
+    Sent,
+}
+
+/// One settling frame, in the order it must reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// `basic.ack`; with `multiple`, every unacked message up to `tag`.
+    Ack { tag: u64, multiple: bool },
+    /// `basic.nack` with `requeue`.
+    Requeue(u64),
+}
+
+/// A channel's received messages, in delivery order, and where they stand.
+#[derive(Debug, Default)]
+struct Ledger {
+    open: VecDeque<(u64, Standing)>,
+}
+
+impl Ledger {
+    fn received(&mut self, tag: u64) {
+        self.open.push_back((tag, Standing::Handling));
+    }
+
+    fn settled(&mut self, tag: u64, settle: Settle) {
+        // Tags rise in delivery order, so `open` is sorted.
+        if let Ok(i) = self.open.binary_search_by_key(&tag, |(t, _)| *t) {
+            self.open[i].1 = match settle {
+                Settle::Ack => Standing::Done,
+                Settle::Requeue => Standing::Requeue,
             };
-            channel.basic_nack(tag, options).await
         }
-    };
-    if let Err(e) = outcome {
-        // The channel is gone; the broker redelivers the message.
-        tracing::warn!(error = %crate::logging::Chain(&e), "could not settle message; the broker will redeliver it");
+    }
+
+    /// What to send now for every finished message. The finished front goes
+    /// as runs of one ack with `multiple`, each run broken by a requeue sent
+    /// before the next run's ack, so no requeue is ever acked by mistake.
+    /// Finished messages behind one still handled (a slow webhook) are sent
+    /// one by one at once: nothing waits for a slow neighbour, so the
+    /// prefetch window never fills with finished work.
+    fn actions(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut run = None;
+        while let Some(&(tag, standing)) = self.open.front() {
+            match standing {
+                Standing::Handling => break,
+                Standing::Done => run = Some(tag),
+                Standing::Sent => {}
+                Standing::Requeue => {
+                    if let Some(last) = run.take() {
+                        actions.push(Action::Ack {
+                            tag: last,
+                            multiple: true,
+                        });
+                    }
+                    actions.push(Action::Requeue(tag));
+                }
+            }
+            self.open.pop_front();
+        }
+        if let Some(last) = run {
+            actions.push(Action::Ack {
+                tag: last,
+                multiple: true,
+            });
+        }
+        for (tag, standing) in self.open.iter_mut() {
+            match *standing {
+                Standing::Done => actions.push(Action::Ack {
+                    tag: *tag,
+                    multiple: false,
+                }),
+                Standing::Requeue => actions.push(Action::Requeue(*tag)),
+                Standing::Handling | Standing::Sent => continue,
+            }
+            *standing = Standing::Sent;
+        }
+        actions
+    }
+}
+
+/// Most notes taken in one pass.
+const SETTLE_BATCH: usize = 512;
+
+/// Settles one channel's messages as their handlers finish (see
+/// [`Ledger::actions`]): under load most acks are covered by one
+/// `basic.ack` with `multiple`, which spares the broker an operation per
+/// message.
+async fn settle_in_order(channel: Channel, mut notes: mpsc::UnboundedReceiver<Note>) {
+    let mut ledger = Ledger::default();
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    while notes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        for note in batch.drain(..) {
+            match note {
+                Note::Received(tag) => ledger.received(tag),
+                Note::Settled(tag, settle) => ledger.settled(tag, settle),
+            }
+        }
+        if let Err(e) = send(&channel, ledger.actions()).await {
+            // The channel is gone; the broker redelivers what was not acked.
+            tracing::warn!(error = %crate::logging::Chain(&e), "could not settle messages; the broker will redeliver them");
+        }
+    }
+}
+
+/// Sends `actions` in order: acks go out together, but a requeue waits for
+/// the acks before it and goes before those after it.
+async fn send(channel: &Channel, actions: Vec<Action>) -> lapin::Result<()> {
+    let mut acks = Vec::new();
+    let mut result = Ok(());
+    for action in actions {
+        match action {
+            Action::Ack { tag, multiple } => {
+                acks.push(channel.basic_ack(tag, BasicAckOptions { multiple }));
+            }
+            Action::Requeue(tag) => {
+                for r in futures_util::future::join_all(acks.drain(..)).await {
+                    result = result.and(r);
+                }
+                let options = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                result = result.and(channel.basic_nack(tag, options).await);
+            }
+        }
+    }
+    for r in futures_util::future::join_all(acks).await {
+        result = result.and(r);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(tag: u64, multiple: bool) -> Action {
+        Action::Ack { tag, multiple }
+    }
+
+    fn ledger(tags: std::ops::RangeInclusive<u64>) -> Ledger {
+        let mut l = Ledger::default();
+        tags.for_each(|t| l.received(t));
+        l
+    }
+
+    #[test]
+    fn finished_in_order_is_one_ack() {
+        let mut l = ledger(1..=4);
+        for t in [2, 1, 4, 3] {
+            l.settled(t, Settle::Ack);
+        }
+        assert_eq!(l.actions(), vec![ack(4, true)]);
+        assert!(l.actions().is_empty(), "nothing is sent twice");
+    }
+
+    #[test]
+    fn finished_behind_a_slow_message_is_acked_at_once_and_alone() {
+        let mut l = ledger(1..=3);
+        l.settled(2, Settle::Ack);
+        l.settled(3, Settle::Ack);
+        assert_eq!(l.actions(), vec![ack(2, false), ack(3, false)]);
+        l.received(4);
+        l.settled(4, Settle::Ack);
+        assert_eq!(l.actions(), vec![ack(4, false)]);
+        l.settled(1, Settle::Ack);
+        // Not 4: the broker refuses (and closes the channel on) an ack of a
+        // tag already acked, even with `multiple`.
+        assert_eq!(l.actions(), vec![ack(1, true)]);
+        assert!(l.actions().is_empty());
+    }
+
+    #[test]
+    fn a_requeue_is_sent_before_any_ack_that_would_cover_it() {
+        let mut l = ledger(1..=4);
+        l.settled(1, Settle::Ack);
+        l.settled(2, Settle::Requeue);
+        l.settled(3, Settle::Ack);
+        assert_eq!(
+            l.actions(),
+            vec![ack(1, true), Action::Requeue(2), ack(3, true)]
+        );
+        l.settled(4, Settle::Requeue);
+        assert_eq!(l.actions(), vec![Action::Requeue(4)]);
+    }
+
+    #[test]
+    fn a_requeue_behind_a_slow_message_goes_at_once() {
+        let mut l = ledger(1..=3);
+        l.settled(2, Settle::Requeue);
+        assert_eq!(l.actions(), vec![Action::Requeue(2)]);
+        l.settled(1, Settle::Ack);
+        l.settled(3, Settle::Ack);
+        assert_eq!(l.actions(), vec![ack(3, true)]);
+    }
+
+    #[test]
+    fn a_tag_not_received_is_ignored() {
+        let mut l = ledger(1..=1);
+        l.settled(7, Settle::Ack);
+        assert!(l.actions().is_empty());
     }
 }
