@@ -160,7 +160,7 @@ async fn send(
             let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
             ctx.metrics
                 .delivered_end_to_end(Duration::from_millis(age_ms));
-            tracing::info!(
+            tracing::debug!(
                 duration_ms = result.duration.as_millis() as u64,
                 "delivered"
             );
