@@ -97,9 +97,9 @@ pub struct Settings {
     pub roles: Roles,
     /// `WF_EVENT_CATALOGUE`: a JSON file replacing the embedded event catalogue.
     pub event_catalogue: Option<PathBuf>,
-    /// `WF_DELIVERY_CONCURRENCY`, default 64: deliveries in flight per process.
+    /// `WF_DELIVERY_CONCURRENCY`, default 200: deliveries in flight per process.
     pub delivery_concurrency: usize,
-    /// `WF_INGEST_CONCURRENCY`, default 64: events fanned out concurrently per process.
+    /// `WF_INGEST_CONCURRENCY`, default 200: events fanned out concurrently per process.
     pub ingest_concurrency: usize,
     /// `WF_LOG_FORMAT`, default `pretty`.
     pub log_format: LogFormat,
@@ -177,11 +177,11 @@ impl Settings {
             event_catalogue: optional("WF_EVENT_CATALOGUE").map(PathBuf::from),
             delivery_concurrency: count(
                 "WF_DELIVERY_CONCURRENCY",
-                &get("WF_DELIVERY_CONCURRENCY", "64"),
+                &get("WF_DELIVERY_CONCURRENCY", "200"),
             )?,
             ingest_concurrency: count(
                 "WF_INGEST_CONCURRENCY",
-                &get("WF_INGEST_CONCURRENCY", "64"),
+                &get("WF_INGEST_CONCURRENCY", "200"),
             )?,
             endpoint_concurrency: count(
                 "WF_ENDPOINT_CONCURRENCY",
