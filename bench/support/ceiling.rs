@@ -2,6 +2,10 @@
 //! consumer publishing one job per receiver with confirms, then acking ->
 //! queue -> consumer that signs (HMAC-SHA256) and POSTs, acking on 2xx.
 //! tokio, lapin and hyper only; no Redis, no validation, no retries.
+//!
+//! Built like `full` of the shared ceiling probe (`bench-limit`), so it is
+//! at least as strong: each stage on a connection of its own (its own lapin
+//! I/O thread) and a prefetch of 200 on both consumers.
 
 use std::sync::Arc;
 
@@ -34,13 +38,17 @@ pub async fn run(receivers: &Receivers, n: usize) -> anyhow::Result<Figures> {
             .queue_declare(q.as_str().into(), durable, FieldTable::default())
             .await?;
     }
+    let stages = [
+        Arc::new(Connection::connect(AMQP, ConnectionProperties::default()).await?),
+        Arc::new(Connection::connect(AMQP, ConnectionProperties::default()).await?),
+    ];
     let fan_out = tokio::spawn(fan_out(
-        conn.clone(),
+        stages[0].clone(),
         input.clone(),
         jobs.clone(),
         receivers.urls.len(),
     ));
-    let deliver = tokio::spawn(deliver(conn.clone(), jobs.clone(), receivers.clone()));
+    let deliver = tokio::spawn(deliver(stages[1].clone(), jobs.clone(), receivers.clone()));
     let publisher = Publisher::new("", Some(&input)).await?;
     let figures = burst(&publisher, receivers, n).await;
     publisher.close().await;
@@ -51,9 +59,14 @@ pub async fn run(receivers: &Receivers, n: usize) -> anyhow::Result<Figures> {
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    let _ = conn.close(200, "done".into()).await;
+    for c in stages.iter().chain([&conn]) {
+        let _ = c.close(200, "done".into()).await;
+    }
     figures
 }
+
+/// Prefetch of both consumers, as in the shared probe.
+const PREFETCH: u16 = 200;
 
 async fn fan_out(
     conn: Arc<Connection>,
@@ -62,7 +75,9 @@ async fn fan_out(
     k: usize,
 ) -> anyhow::Result<()> {
     let consume = conn.create_channel().await?;
-    consume.basic_qos(32, BasicQosOptions::default()).await?;
+    consume
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
     let publish = conn.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
@@ -111,7 +126,9 @@ async fn fan_out(
 
 async fn deliver(conn: Arc<Connection>, jobs: String, receivers: Receivers) -> anyhow::Result<()> {
     let consume = conn.create_channel().await?;
-    consume.basic_qos(64, BasicQosOptions::default()).await?;
+    consume
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
     let mut consumer = consume
         .basic_consume(
             jobs.as_str().into(),
