@@ -156,7 +156,7 @@ enum Note {
     Settled(u64, Settle),
 }
 
-/// Where one received message stands.
+/// Where one received, unsettled message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
     /// Its handler still runs.
@@ -165,10 +165,6 @@ enum Standing {
     Done,
     /// Finished: to hand back to the queue.
     Requeue,
-    /// Already acked or handed back on its own (an earlier message was
-    /// still being handled). An ack with `multiple` may pass over it, but
-    /// never name its tag: the broker would refuse an ack of an unknown tag.
-    Sent,
 }
 
 /// One settling frame, in the order it must reach the broker.
@@ -180,7 +176,10 @@ enum Action {
     Requeue(u64),
 }
 
-/// A channel's received messages, in delivery order, and where they stand.
+/// A channel's unsettled messages, in delivery order, and where they stand.
+/// A message leaves it once its ack or requeue is sent, so it never holds
+/// more than the prefetch window plus what finished since the last pass,
+/// however long one handler runs.
 #[derive(Debug, Default)]
 struct Ledger {
     open: VecDeque<(u64, Standing)>,
@@ -206,7 +205,9 @@ impl Ledger {
     /// before the next run's ack, so no requeue is ever acked by mistake.
     /// Finished messages behind one still handled (a slow webhook) are sent
     /// one by one at once: nothing waits for a slow neighbour, so the
-    /// prefetch window never fills with finished work.
+    /// prefetch window never fills with finished work. A run's ack names
+    /// its last tag, never one sent before (the broker would refuse an ack
+    /// of an unknown tag, even with `multiple`); it may pass over those.
     fn actions(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut run = None;
@@ -214,7 +215,6 @@ impl Ledger {
             match standing {
                 Standing::Handling => break,
                 Standing::Done => run = Some(tag),
-                Standing::Sent => {}
                 Standing::Requeue => {
                     if let Some(last) = run.take() {
                         actions.push(Action::Ack {
@@ -233,17 +233,17 @@ impl Ledger {
                 multiple: true,
             });
         }
-        for (tag, standing) in self.open.iter_mut() {
-            match *standing {
+        self.open.retain(|&(tag, standing)| {
+            match standing {
+                Standing::Handling => return true,
                 Standing::Done => actions.push(Action::Ack {
-                    tag: *tag,
+                    tag,
                     multiple: false,
                 }),
-                Standing::Requeue => actions.push(Action::Requeue(*tag)),
-                Standing::Handling | Standing::Sent => continue,
+                Standing::Requeue => actions.push(Action::Requeue(tag)),
             }
-            *standing = Standing::Sent;
-        }
+            false
+        });
         actions
     }
 }
@@ -338,6 +338,20 @@ mod tests {
         // tag already acked, even with `multiple`.
         assert_eq!(l.actions(), vec![ack(1, true)]);
         assert!(l.actions().is_empty());
+    }
+
+    #[test]
+    fn a_long_handler_does_not_grow_the_ledger() {
+        let mut l = ledger(1..=1);
+        for tag in 2..=10_000 {
+            l.received(tag);
+            l.settled(tag, Settle::Ack);
+            assert_eq!(l.actions(), vec![ack(tag, false)]);
+        }
+        assert_eq!(l.open.len(), 1, "only the message still handled is kept");
+        l.settled(1, Settle::Ack);
+        assert_eq!(l.actions(), vec![ack(1, true)]);
+        assert!(l.open.is_empty());
     }
 
     #[test]
