@@ -317,10 +317,7 @@ async fn session(
         consuming
             .run(token, s.shutdown_timeout, move |d| {
                 let ctx = ctx.clone();
-                async move {
-                    let settle = delivery::handle_job(&ctx, &d.data).await;
-                    (d, settle)
-                }
+                async move { delivery::handle_job(&ctx, &d.data).await }
             })
             .await
     };

@@ -77,7 +77,7 @@ impl Consuming {
     ) -> lapin::Result<()>
     where
         H: Fn(Delivery) -> F + Send + Sync + 'static,
-        F: Future<Output = (Delivery, Settle)> + Send + 'static,
+        F: Future<Output = Settle> + Send + 'static,
     {
         let Consuming {
             channel,
@@ -109,7 +109,7 @@ impl Consuming {
             let _ = notes.send(Note::Received(tag));
             let (handler, notes) = (handler.clone(), notes.clone());
             tracker.spawn(async move {
-                let (_delivery, settle) = handler(delivery).await;
+                let settle = handler(delivery).await;
                 if settle == Settle::Requeue {
                     // A short pause so a dependency outage does not spin the queue.
                     tokio::time::sleep(REQUEUE_PAUSE).await;

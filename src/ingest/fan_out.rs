@@ -51,11 +51,8 @@ pub(super) fn fan_out(
         .collect()
 }
 
-/// Handles one message of `{ns}.ingest`; returns it with how to settle it.
-pub(crate) async fn handle_event(
-    ctx: Arc<IngestContext>,
-    delivery: Delivery,
-) -> (Delivery, Settle) {
+/// Handles one message of `{ns}.ingest`; returns how to settle it.
+pub(crate) async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> Settle {
     let message_id = delivery
         .properties
         .message_id()
@@ -67,7 +64,7 @@ pub(crate) async fn handle_event(
         &ctx.catalogue,
         clock::unix_secs(),
     );
-    let settle = match parsed {
+    match parsed {
         // Boxed (a rare path): keeps each event's task small to move.
         Err(rejection) => Box::pin(reject(&ctx, &delivery, &rejection)).await,
         Ok(event) => {
@@ -83,8 +80,7 @@ pub(crate) async fn handle_event(
                 }
             }
         }
-    };
-    (delivery, settle)
+    }
 }
 
 async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result<(), IngestError> {
