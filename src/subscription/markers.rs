@@ -1,70 +1,135 @@
-//! Event-id markers, batched: the claims of all events being fanned out at a
-//! moment go to Redis as one pipeline instead of one round trip each, on a
-//! connection the batching task keeps (a pool checkout costs a round trip of
-//! its own).
+//! Event-id markers. A claim is `SET NX GET` of `pending`; what it returns
+//! says whether the id is new, in progress or done. Claims go straight to
+//! Redis on one kept multiplexed connection, which pipelines the claims of
+//! all events being fanned out at a moment by itself (a pool checkout would
+//! cost a round trip of its own, and a batching task a hop each way).
 //!
-//! A claim is `SET NX GET` of `pending`; what it returns says whether the id
-//! is new, in progress or done. A completion sets `done`; it is not awaited
-//! (the event is acked without waiting for it) and rides along with the next
-//! claims, or goes on its own after [`COMPLETE_DELAY`] when none come. If it
-//! is lost, the marker stays `pending`, which still stops later copies of
-//! the id, and only a redelivery after a crash is fanned out again, as it
-//! would be anyway.
+//! A completion sets `done`; it is not awaited (the event is acked without
+//! waiting for it): completions are gathered for up to [`COMPLETE_DELAY`]
+//! and go as one pipeline. Until it is written, a claim of that id in this
+//! process answers `done` from memory, as if it had been. If it is lost, the
+//! marker stays `pending`, which still stops later copies of the id, and
+//! only a redelivery after a crash is fanned out again, as it would be
+//! anyway.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::redis;
-use tokio::sync::{mpsc, oneshot};
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::store::{Keys, MARKER_TTL, Marker, Store, StoreError};
 
-/// Most operations sent in one pipeline.
+/// Most completions sent in one pipeline.
 const MAX_BATCH: usize = 256;
 
-/// The longest a completion waits for claims to ride along with.
+/// The longest a completion waits for others to go with.
 const COMPLETE_DELAY: Duration = Duration::from_millis(50);
 
-/// Operations on marker keys (`Keys::event`).
-enum Op {
-    Claim(String, oneshot::Sender<Result<Marker, StoreError>>),
-    Complete(String),
-}
+/// The longest a claim waits for Redis before the event goes on without it.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Handle on the batching task; cheap to clone. The task ends when the last
-/// handle is dropped.
+/// Handle on the markers; cheap to clone. The completion task ends when the
+/// last handle is dropped.
 #[derive(Clone)]
 pub(crate) struct EventMarkers {
-    ops: mpsc::Sender<Op>,
-    keys: Keys,
+    completions: mpsc::Sender<String>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    /// The connection claims and completions use, taken out of the pool
+    /// and dropped on the first error, so the next call connects afresh.
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Keys whose completion is queued but not written yet.
+    completing: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        let mut kept = self.conn.lock().await;
+        if let Some(conn) = kept.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = deadpool_redis::Connection::take(self.store.connection().await?);
+        Ok(kept.insert(conn).clone())
+    }
+
+    async fn forget_connection(&self) {
+        *self.conn.lock().await = None;
+    }
+
+    fn completing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.completing.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl EventMarkers {
-    /// Spawns the batching task over `store`.
+    /// Spawns the completion task over `store`.
     pub(crate) fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let keys = store.keys().clone();
-        tokio::spawn(run(store, rx));
-        EventMarkers { ops: tx, keys }
+        let shared = Arc::new(Shared {
+            store,
+            conn: tokio::sync::Mutex::new(None),
+            completing: Mutex::new(HashSet::new()),
+        });
+        tokio::spawn(run(shared.clone(), rx));
+        EventMarkers {
+            completions: tx,
+            shared,
+        }
+    }
+
+    fn keys(&self) -> &Keys {
+        self.shared.store.keys()
     }
 
     /// Claims event `id` of application `app` (ids are unique per
     /// application), reporting what its marker said before.
     pub(crate) async fn claim(&self, app: &str, id: &str) -> Result<Marker, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.ops
-            .send(Op::Claim(self.keys.event(app, id), tx))
-            .await
-            .map_err(|_| unavailable("event-id marker task stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("event-id marker task stopped"))?
+        let key = self.keys().event(app, id);
+        if self.shared.completing().contains(&key) {
+            return Ok(Marker::Done);
+        }
+        let mut conn = self.shared.connection().await?;
+        let claim = redis::cmd("SET")
+            .arg(&key)
+            .arg("pending")
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(MARKER_TTL.as_secs())
+            .to_owned();
+        let answer = tokio::time::timeout(CLAIM_TIMEOUT, claim.query_async(&mut conn)).await;
+        match answer {
+            Ok(Ok(previous)) => Ok(marker(previous)),
+            Ok(Err(e)) => {
+                self.shared.forget_connection().await;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.shared.forget_connection().await;
+                Err(unavailable("event-id claim timed out"))
+            }
+        }
     }
 
     /// Marks event `id` of `app` fanned out, without waiting; skipped if
     /// Redis is so far behind that the queue is full (the marker then stays
     /// `pending`).
     pub(crate) fn complete(&self, app: &str, id: &str) {
-        let _ = self.ops.try_send(Op::Complete(self.keys.event(app, id)));
+        let key = self.keys().event(app, id);
+        self.shared.completing().insert(key.clone());
+        if let Err(e) = self.completions.try_send(key) {
+            let key = match e {
+                mpsc::error::TrySendError::Full(k) | mpsc::error::TrySendError::Closed(k) => k,
+            };
+            self.shared.completing().remove(&key);
+        }
     }
 }
 
@@ -72,41 +137,33 @@ fn unavailable(why: &'static str) -> StoreError {
     StoreError::Redis(redis::RedisError::from((redis::ErrorKind::Io, why)))
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Op>) {
-    let mut conn = None;
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<String>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // When completions waiting for claims to ride along with go on their own.
+    // When the completions gathered so far go.
     let mut due = None;
     loop {
-        let woke = tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_BATCH) => match n {
-                0 => Woke::Closed,
-                _ => Woke::Ops,
-            },
-            _ = sleep_until(due) => Woke::Due,
+        let room = MAX_BATCH - batch.len();
+        let closed = tokio::select! {
+            n = rx.recv_many(&mut batch, room) => n == 0,
+            _ = sleep_until(due) => false,
         };
-        let claims = batch.iter().any(|op| matches!(op, Op::Claim(..)));
-        if woke == Woke::Ops && !claims && batch.len() < MAX_BATCH {
-            // Only completions so far: give claims a moment to come.
-            due = due.or(Some(Instant::now() + COMPLETE_DELAY));
+        let now = Instant::now();
+        if !closed && batch.len() < MAX_BATCH && due.is_none_or(|at| now < at) {
+            due = due.or(Some(now + COMPLETE_DELAY));
             continue;
         }
         if !batch.is_empty() {
-            flush(&store, &mut conn, &mut batch).await;
+            flush(&shared, &batch).await;
+            let mut completing = shared.completing();
+            for key in batch.drain(..) {
+                completing.remove(&key);
+            }
         }
         due = None;
-        if woke == Woke::Closed {
+        if closed {
             return;
         }
     }
-}
-
-/// Why the batching task woke.
-#[derive(PartialEq, Eq)]
-enum Woke {
-    Ops,
-    Due,
-    Closed,
 }
 
 async fn sleep_until(due: Option<Instant>) {
@@ -116,66 +173,28 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-/// Sends `batch` (completions first, so a claim of the same id sees them)
-/// and answers its claims.
-async fn flush(store: &Store, conn: &mut Option<deadpool_redis::Connection>, batch: &mut Vec<Op>) {
-    batch.sort_by_key(|op| matches!(op, Op::Claim(..)));
-    match send(store, conn, batch).await {
-        Ok(answers) => {
-            let mut answers = answers.into_iter();
-            for op in batch.drain(..) {
-                if let Op::Claim(_, reply) = op {
-                    let _ = reply.send(Ok(marker(answers.next().flatten())));
-                }
-            }
-        }
-        Err(e) => {
-            // The connection may be broken: the next batch takes a fresh one.
-            *conn = None;
-            tracing::warn!(error = %crate::logging::Chain(&e), operations = batch.len(), "event-id markers not written");
-            for op in batch.drain(..) {
-                if let Op::Claim(_, reply) = op {
-                    let _ = reply.send(Err(unavailable("event-id markers not written")));
-                }
-            }
-        }
-    }
-}
-
-/// One pipeline for `ops` on the kept connection; the answers of the
-/// claims, in order.
-async fn send(
-    store: &Store,
-    conn: &mut Option<deadpool_redis::Connection>,
-    ops: &[Op],
-) -> Result<Vec<Option<String>>, StoreError> {
+/// Writes the completions of `keys` as one pipeline.
+async fn flush(shared: &Shared, keys: &[String]) {
     let mut pipe = redis::pipe();
-    for op in ops {
-        match op {
-            Op::Claim(key, _) => {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg("pending")
-                    .arg("NX")
-                    .arg("GET")
-                    .arg("EX")
-                    .arg(MARKER_TTL.as_secs());
-            }
-            Op::Complete(key) => {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg("done")
-                    .arg("EX")
-                    .arg(MARKER_TTL.as_secs())
-                    .ignore();
-            }
-        }
+    for key in keys {
+        pipe.cmd("SET")
+            .arg(key)
+            .arg("done")
+            .arg("EX")
+            .arg(MARKER_TTL.as_secs())
+            .ignore();
     }
-    let conn = match conn {
-        Some(c) => c,
-        None => conn.insert(store.connection().await?),
+    let written = async {
+        let mut conn = shared.connection().await?;
+        match tokio::time::timeout(CLAIM_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(answer) => answer.map_err(StoreError::from),
+            Err(_) => Err(unavailable("event-id completions timed out")),
+        }
     };
-    Ok(pipe.query_async(&mut **conn).await?)
+    if let Err(e) = written.await {
+        shared.forget_connection().await;
+        tracing::warn!(error = %crate::logging::Chain(&e), completions = keys.len(), "event-id markers not written");
+    }
 }
 
 fn marker(previous: Option<String>) -> Marker {
@@ -197,10 +216,12 @@ mod tests {
     /// Talks to the local Redis in a namespace of its own, and deletes the
     /// keys it wrote.
     #[tokio::test]
-    async fn completions_ride_with_the_next_claims_or_go_alone_shortly() {
+    async fn claims_see_completions_at_once_and_other_processes_soon() {
         let ns = format!("test-markers-{}", uuid::Uuid::new_v4().simple());
         let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
         let markers = EventMarkers::start(store.clone());
+        // Another replica of the service, on its own connection.
+        let other = EventMarkers::start(store.clone());
         let keys = [
             store.keys().event("app", "a"),
             store.keys().event("app", "b"),
@@ -208,13 +229,14 @@ mod tests {
 
         assert_eq!(markers.claim("app", "a").await.unwrap(), Marker::New);
         assert_eq!(markers.claim("app", "a").await.unwrap(), Marker::InProgress);
+        assert_eq!(other.claim("app", "a").await.unwrap(), Marker::InProgress);
         markers.complete("app", "a");
-        // The completion goes ahead of the claim that carries it.
+        // Not written yet, but this process knows.
         assert_eq!(markers.claim("app", "a").await.unwrap(), Marker::Done);
 
         assert_eq!(markers.claim("app", "b").await.unwrap(), Marker::New);
         markers.complete("app", "b");
-        // No claim follows: the completion goes on its own, soon.
+        // Written soon, for every process to see.
         let mut conn = store.connection().await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -228,8 +250,20 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert_eq!(other.claim("app", "a").await.unwrap(), Marker::Done);
+        assert_eq!(other.claim("app", "b").await.unwrap(), Marker::Done);
         let ttl: i64 = conn.ttl(&keys[1]).await.unwrap();
         assert!(ttl > 0, "markers expire");
         let _: () = conn.del(&keys[..]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_claim_without_redis_fails_fast_instead_of_hanging() {
+        // Nothing listens on port 1.
+        let store = Store::connect("redis://127.0.0.1:1/0", "test-markers-down").unwrap();
+        let markers = EventMarkers::start(store);
+        let started = tokio::time::Instant::now();
+        assert!(markers.claim("app", "a").await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
