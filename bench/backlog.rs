@@ -94,7 +94,7 @@ async fn fill(names: &Names, webhooks: &[String], n: usize) -> anyhow::Result<()
         let event = Event::parse(&body, None, &catalogue, webhook_fanout::clock::unix_secs())
             .map_err(|r| anyhow::anyhow!("bench envelope rejected: {}", r.header()))?;
         for webhook in webhooks.iter().take(n - i * webhooks.len()) {
-            let job = DeliveryJob::new(&event, webhook, webhook_fanout::clock::unix_millis());
+            let job = DeliveryJob::new(&event, webhook, webhook_fanout::clock::unix_micros());
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_message_id(id.as_str().into());

@@ -17,12 +17,13 @@ use crate::config::Settings;
 use crate::consume;
 use crate::dead_letter::DeadLetters;
 use crate::delivery::{
-    self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints, TargetPolicy,
+    self, BreakerConfig, DeliverContext, DeliveryClient, Endpoints, Lifecycle, TargetPolicy,
 };
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
+use crate::operational::Operational;
 use crate::subscription::{EventMarkers, Store, SubscriptionCache};
 
 /// The components shared by every task of one process.
@@ -38,6 +39,8 @@ struct Wiring {
     endpoints: Arc<Endpoints>,
     dead_letters: Arc<DeadLetters>,
     names: Names,
+    operational: Operational,
+    lifecycle: Arc<Lifecycle>,
 }
 
 /// Runs the service until `shutdown` is cancelled, serving HTTP on `listener`.
@@ -107,7 +110,18 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     let tiers = settings.retry_schedule.distinct_tiers();
     metrics.register_tiers(tiers.iter().map(|t| t.label.as_str()));
     let store = Store::for_settings(&settings).context("invalid WF_REDIS_URL")?;
+    let operational = Operational::start(Names::new(&settings.namespace), metrics.clone());
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        operational.clone(),
+        metrics.clone(),
+        settings.disable_on_gone,
+        settings.auto_disable_after,
+        settings.breaker_threshold,
+    );
     Ok(Wiring {
+        operational,
+        lifecycle,
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings)),
@@ -131,7 +145,8 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
                 store.clone(),
                 settings.dead_letter_retention,
             )
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_replay_rate(settings.replay_rate),
         ),
         catalogue: Arc::new(catalogue),
         health: Arc::new(Health::default()),
@@ -170,6 +185,8 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         health: w.health.clone(),
         dead_letters: w.dead_letters.clone(),
         endpoints: w.endpoints.clone(),
+        lifecycle: w.lifecycle.clone(),
+        replays: Arc::default(),
     })
 }
 
@@ -277,6 +294,8 @@ async fn session(
     // Publishing and consuming use separate channels.
     let ingest_publisher = ConfirmedPublisher::open(&conn).await?;
     let deliver_publisher = ConfirmedPublisher::open(&conn).await?;
+    let operational_publisher = ConfirmedPublisher::open(&conn).await?;
+    w.operational.attach(Some(operational_publisher.clone()));
     w.health.set_consumers(true);
     backoff.reset();
     tracing::info!(namespace = %s.namespace, "consuming");
@@ -294,8 +313,8 @@ async fn session(
             metrics: w.metrics.clone(),
         });
         consuming
-            .run(token, s.shutdown_timeout, move |d| {
-                ingest::handle_event(ctx.clone(), d)
+            .run(token, s.shutdown_timeout, move |d, received_us| {
+                ingest::handle_event(ctx.clone(), d, received_us)
             })
             .await
     };
@@ -313,9 +332,10 @@ async fn session(
             metrics: w.metrics.clone(),
             schedule: s.retry_schedule.clone(),
             max_age: s.max_event_age,
+            lifecycle: w.lifecycle.clone(),
         });
         consuming
-            .run(token, s.shutdown_timeout, move |d| {
+            .run(token, s.shutdown_timeout, move |d, _| {
                 let ctx = ctx.clone();
                 async move { delivery::handle_job(&ctx, &d.data).await }
             })
@@ -325,16 +345,30 @@ async fn session(
         broker::depth::watch(&conn, depth_queues(w), w.metrics.clone(), token).await;
         Ok(())
     };
-    let watched = [&ingest_publisher, &deliver_publisher];
+    let watched = [
+        &ingest_publisher,
+        &deliver_publisher,
+        &operational_publisher,
+    ];
     let publishers = watch_publishers(&watched, token);
     let result = tokio::try_join!(ingest_run, deliver_run, depths, publishers);
     // Close our channels before the connection: a channel dropped while the
     // connection closes races with it.
+    // At shutdown, operational events still queued get a moment to go out
+    // on this session; after a lost session they wait for the next one.
+    if token.is_cancelled() {
+        w.operational.flush(OPERATIONAL_FLUSH).await;
+    }
+    w.operational.attach(None);
     ingest_publisher.close().await;
     deliver_publisher.close().await;
+    operational_publisher.close().await;
     broker::close_connection(&conn, "bye").await;
     result.map(|_| ()).map_err(Into::into)
 }
+
+/// How long shutdown waits for queued operational events.
+const OPERATIONAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// How often the publisher channels are checked.
 const CHANNEL_CHECK: Duration = Duration::from_millis(250);

@@ -116,6 +116,15 @@ pub struct Settings {
     pub breaker_cooldown: Duration,
     /// `WF_QUEUE_TYPE`, default `classic`; `quorum` for RabbitMQ clusters.
     pub queue_type: QueueType,
+    /// `WF_DISABLE_ON_GONE`, default true: a `410 Gone` disables the webhook.
+    pub disable_on_gone: bool,
+    /// `WF_AUTO_DISABLE_AFTER`, default 5 days: a webhook whose requests
+    /// have all failed this long (and at least `WF_CIRCUIT_BREAKER_THRESHOLD`
+    /// of them) is disabled.
+    pub auto_disable_after: Duration,
+    /// `WF_REPLAY_RATE`, default 100: dead letters replayed per second per
+    /// process (catch-ups and the operator's bulk replay share it).
+    pub replay_rate: u32,
 }
 
 impl Settings {
@@ -203,6 +212,12 @@ impl Settings {
                 "quorum" => QueueType::Quorum,
                 _ => return Err(err("WF_QUEUE_TYPE", "expected `classic` or `quorum`")),
             },
+            disable_on_gone: boolean("WF_DISABLE_ON_GONE", &get("WF_DISABLE_ON_GONE", "true"))?,
+            auto_disable_after: duration(
+                "WF_AUTO_DISABLE_AFTER",
+                &get("WF_AUTO_DISABLE_AFTER", "5d"),
+            )?,
+            replay_rate: count("WF_REPLAY_RATE", &get("WF_REPLAY_RATE", "100"))? as u32,
             log_format: match get("WF_LOG_FORMAT", "pretty").as_str() {
                 "pretty" => LogFormat::Pretty,
                 "json" => LogFormat::Json,
@@ -344,6 +359,9 @@ mod tests {
         assert!(s.roles.ingest && s.roles.deliver && s.roles.api);
         assert_eq!(s.endpoint_concurrency, 8);
         assert_eq!(s.host_concurrency, None, "no host cap unless asked for");
+        assert!(s.disable_on_gone);
+        assert_eq!(s.auto_disable_after, Duration::from_secs(5 * 86400));
+        assert_eq!(s.replay_rate, 100);
     }
 
     #[test]
@@ -361,6 +379,9 @@ mod tests {
             ("WF_DELIVERY_CONCURRENCY", "0"),
             ("WF_QUEUE_TYPE", "mirrored"),
             ("WF_HOST_CONCURRENCY", "none"),
+            ("WF_DISABLE_ON_GONE", "sometimes"),
+            ("WF_AUTO_DISABLE_AFTER", "never"),
+            ("WF_REPLAY_RATE", "0"),
         ];
         for (var, value) in cases {
             let e = settings(&[(var, value)]).unwrap_err();

@@ -76,7 +76,7 @@ impl Consuming {
         handler: H,
     ) -> lapin::Result<()>
     where
-        H: Fn(Delivery) -> F + Send + Sync + 'static,
+        H: Fn(Delivery, i64) -> F + Send + Sync + 'static,
         F: Future<Output = Settle> + Send + 'static,
     {
         let Consuming {
@@ -105,11 +105,14 @@ impl Consuming {
                 },
             };
             let tag = delivery.delivery_tag;
+            // Stamped here, one message after the other, so stamps follow
+            // the queue's order (the handlers run concurrently).
+            let received_us = crate::clock::unix_micros();
             // Sent before the handler starts, so it precedes its `Settled`.
             let _ = notes.send(Note::Received(tag));
             let (handler, notes) = (handler.clone(), notes.clone());
             tracker.spawn(async move {
-                let settle = handler(delivery).await;
+                let settle = handler(delivery, received_us).await;
                 if settle == Settle::Requeue {
                     // A short pause so a dependency outage does not spin the queue.
                     tokio::time::sleep(REQUEUE_PAUSE).await;

@@ -23,7 +23,8 @@
 //! [`consume`] (the shared consumer loop), [`ingest`] (fan out),
 //! [`delivery`] (deliver: client, signing, SSRF policy, per-webhook caps and
 //! breakers, outcome, disposition), [`retry`] (the schedule),
-//! [`dead_letter`] (list, replay, discard), [`admin`] (HTTP API and the
+//! [`dead_letter`] (list, replay, paced catch-up, discard),
+//! [`operational`] (operational events on `{ns}.operational`), [`admin`] (HTTP API and the
 //! dashboard page), [`metrics`], [`health`], [`backoff`], [`clock`],
 //! [`config`], [`units`], [`logging`] (buffered stderr), and [`app`]
 //! (wiring and shutdown order).
@@ -36,7 +37,7 @@
 //! 5 wiring          app (settings -> components, run, shutdown order)
 //! 4 surfaces        admin (HTTP API, route table, dashboard)
 //! 3 pipeline        consume, ingest, dead_letter, delivery
-//! 2 infrastructure  logging, health, broker, subscription
+//! 2 infrastructure  logging, health, broker, subscription, operational
 //! 1 values          units, clock, backoff, retry, event, job, metrics, config
 //! ```
 //!
@@ -70,6 +71,7 @@ mod ingest;
 pub mod job;
 pub mod logging;
 pub mod metrics;
+mod operational;
 pub mod retry;
 pub mod subscription;
 mod units;

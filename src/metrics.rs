@@ -63,7 +63,26 @@ pub struct Metrics {
     deferral_delay: Histogram,
     circuits_open: IntGauge,
     queue_depth: IntGaugeVec,
+    operational_events: IntCounterVec,
+    operational_events_lost: IntCounter,
+    webhooks_disabled: IntCounterVec,
+    replayed: IntCounter,
+    replay_pending: IntGauge,
 }
+
+/// The `type` values of `webhooks_operational_events_total`.
+pub const OPERATIONAL_EVENT_TYPES: [&str; 7] = [
+    "webhook.created",
+    "webhook.updated",
+    "webhook.deleted",
+    "webhook.disabled",
+    "webhook.failing",
+    "webhook.recovered",
+    "delivery.dead_lettered",
+];
+
+/// The `reason` values of `webhooks_disabled_total`.
+pub const DISABLE_REASONS: [&str; 4] = ["gone", "receiver_requested", "failing", "admin"];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help).namespace("webhooks"), &[label])
@@ -199,8 +218,47 @@ impl Metrics {
                 &["queue"],
             )
             .expect("valid"),
+            operational_events: counter_vec(
+                &r,
+                "operational_events_total",
+                "Operational events published to {ns}.operational (confirmed)",
+                "type",
+            ),
+            operational_events_lost: counter(
+                &r,
+                "operational_events_lost_total",
+                "Operational events not published because their queue was full",
+            ),
+            webhooks_disabled: counter_vec(
+                &r,
+                "disabled_total",
+                "Webhooks disabled, by reason",
+                "reason",
+            ),
+            replayed: counter(
+                &r,
+                "dead_letters_replayed_total",
+                "Dead letters replayed (one at a time, in bulk or in a webhook's catch-up)",
+            ),
+            replay_pending: IntGauge::with_opts(
+                Opts::new(
+                    "replay_pending",
+                    "Dead letters waiting in paced replays of this process",
+                )
+                .namespace("webhooks"),
+            )
+            .expect("valid"),
             registry: r,
         };
+        m.registry
+            .register(Box::new(m.replay_pending.clone()))
+            .expect("unique metric");
+        for t in OPERATIONAL_EVENT_TYPES {
+            m.operational_events.with_label_values(&[t]);
+        }
+        for r in DISABLE_REASONS {
+            m.webhooks_disabled.with_label_values(&[r]);
+        }
         m.registry
             .register(Box::new(m.queue_depth.clone()))
             .expect("unique metric");
@@ -315,6 +373,31 @@ impl Metrics {
     pub(crate) fn job_deferred(&self, reason: &'static str, delay: Duration) {
         self.jobs_deferred.with_label_values(&[reason]).inc();
         self.deferral_delay.observe(delay.as_secs_f64());
+    }
+
+    /// An operational event of `kind` was confirmed by the broker.
+    pub(crate) fn operational_event(&self, kind: &str) {
+        self.operational_events.with_label_values(&[kind]).inc();
+    }
+
+    /// `n` operational events could not be published.
+    pub(crate) fn operational_events_lost(&self, n: usize) {
+        self.operational_events_lost.inc_by(n as u64);
+    }
+
+    /// A webhook was disabled for `reason`.
+    pub(crate) fn webhook_disabled(&self, reason: &str) {
+        self.webhooks_disabled.with_label_values(&[reason]).inc();
+    }
+
+    /// One dead letter was replayed.
+    pub(crate) fn dead_letter_replayed(&self) {
+        self.replayed.inc();
+    }
+
+    /// `n` dead letters wait in paced replays (added, or removed if negative).
+    pub(crate) fn replay_pending(&self, n: i64) {
+        self.replay_pending.add(n);
     }
 
     /// How many webhooks have an open circuit.

@@ -421,6 +421,8 @@ pub struct ServiceProcess {
     children: Vec<Child>,
     /// The webhook of each (not slow) receiver, in order.
     pub webhook_ids: Vec<String>,
+    /// The webhook of each slow receiver, in order.
+    pub slow_webhook_ids: Vec<String>,
 }
 
 const BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/webhook-fanout");
@@ -443,6 +445,7 @@ impl ServiceProcess {
             api: String::new(),
             children: Vec::new(),
             webhook_ids: Vec::new(),
+            slow_webhook_ids: Vec::new(),
         };
         for _ in 0..processes {
             service.add(env).await?;
@@ -470,9 +473,33 @@ impl ServiceProcess {
             if i < receivers.urls.len() {
                 receivers.set_secret(i, field("secret")?);
                 service.webhook_ids.push(field("id")?);
+            } else {
+                service.slow_webhook_ids.push(field("id")?);
             }
         }
         Ok(service)
+    }
+
+    /// Calls the admin API of the last process as the operator; the JSON
+    /// answer (Null when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = reqwest::Client::new()
+            .request(method.parse()?, format!("{}{path}", self.api))
+            .bearer_auth(OPERATOR);
+        let request = match body {
+            Some(b) => request.body(b.to_string()),
+            None => request,
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
     /// Starts one more process on the namespace, with `env`, and waits until

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::precondition::IfMatch;
 use crate::config::Redacted;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::{DeliveryClient, Endpoints, TargetPolicy};
+use crate::delivery::{DeliveryClient, Endpoints, Lifecycle, TargetPolicy};
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -45,6 +45,10 @@ pub(crate) struct AdminState {
     pub dead_letters: Arc<DeadLetters>,
     /// This process's per-webhook breakers, told of a test call's result.
     pub endpoints: Arc<Endpoints>,
+    /// Disabling and operational events.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Webhooks (`app/id`) whose catch-up replay runs in this process.
+    pub replays: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// One request, as the route table hands it to a handler: its access rule

@@ -115,13 +115,22 @@ pub(super) async fn discard(state: &AdminState, call: Call) -> Reply {
     Ok(no_content())
 }
 
-/// `POST /v1/dead-letters/replay` `{"application_id"?, "webhook_id"?, "type"?}`.
+/// `POST /v1/dead-letters/replay` `{"application_id"?, "webhook_id"?,
+/// "type"?, "since"?, "until"?}`: in the order the events were first
+/// received, paced at `WF_REPLAY_RATE` (the answer comes when all are
+/// replayed).
 pub(super) async fn replay_matching(state: &AdminState, call: Call) -> Reply {
-    let fields = read_fields(call.body, &["application_id", "webhook_id", "type"]).await?;
+    let fields = read_fields(
+        call.body,
+        &["application_id", "webhook_id", "type", "since", "until"],
+    )
+    .await?;
     let filter = Filter {
         application_id: fields.string("application_id", "invalid_application_id")?,
         webhook_id: fields.string("webhook_id", "invalid_webhook_id")?,
         event_type: fields.string("type", "invalid_type")?,
+        since_ms: fields.time("since", "invalid_since")?,
+        until_ms: fields.time("until", "invalid_until")?,
     };
     let result = state.dead_letters.replay_matching(&filter).await?;
     tracing::info!(replayed = result.replayed, "dead letters replayed");

@@ -8,6 +8,7 @@ mod dead_letters;
 mod error;
 mod http;
 mod precondition;
+mod replay;
 mod request;
 mod router;
 mod routes;

@@ -89,6 +89,25 @@ impl Fields {
         }
     }
 
+    /// An optional RFC 3339 time (`2026-11-30T12:00:00Z`, or with an
+    /// offset), as Unix milliseconds.
+    pub(super) fn time(
+        &self,
+        key: &'static str,
+        code: &'static str,
+    ) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.string(key, code)? else {
+            return Ok(None);
+        };
+        parse_rfc3339_ms(&text).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                key,
+                code,
+                "must be an RFC 3339 time, e.g. 2026-11-30T12:00:00Z",
+            )
+        })
+    }
+
     /// An optional array of strings.
     pub(super) fn strings(
         &self,
@@ -104,6 +123,53 @@ impl Fields {
                 .map(Some)
                 .ok_or_else(|| ApiError::invalid(key, code, "must be an array of strings")),
             Some(_) => Err(ApiError::invalid(key, code, "must be an array of strings")),
+        }
+    }
+}
+
+/// An RFC 3339 time as Unix milliseconds: `Z` or a `±HH:MM` offset.
+pub(super) fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (local, offset_secs) = if let Some(rest) = text.strip_suffix(['Z', 'z']) {
+        (rest, 0)
+    } else {
+        let split = text.len().checked_sub(6)?;
+        let (local, offset) = text.split_at(split);
+        let sign = match offset.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = offset[1..].split_once(':')?;
+        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        if h > 23 || m > 59 {
+            return None;
+        }
+        (local, sign * (h * 3600 + m * 60))
+    };
+    if !local.contains('T') && !local.contains('t') {
+        return None;
+    }
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some(ms - offset_secs * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339_ms;
+
+    #[test]
+    fn rfc3339_times_with_zone_or_offset() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:01:00Z"), Some(60_000));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:01:00.5Z"), Some(60_500));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T01:01:00+01:00"), Some(60_000));
+        assert_eq!(
+            parse_rfc3339_ms("1970-01-01T00:00:00-00:30"),
+            Some(1_800_000)
+        );
+        for bad in ["yesterday", "1970-01-01", "1970-01-01T00:00:00+25:00", ""] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
         }
     }
 }

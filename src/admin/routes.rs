@@ -9,7 +9,7 @@ use std::pin::Pin;
 use hyper::Method;
 
 use super::context::{AdminState, Call, Reply};
-use super::{dead_letters, status, webhooks};
+use super::{dead_letters, replay, status, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,8 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(DELETE "/v1/applications/{app}/webhooks/{id}", Admin, webhooks::delete),
     route!(POST "/v1/applications/{app}/webhooks/{id}/rotate-secret", Admin, webhooks::rotate),
     route!(POST "/v1/applications/{app}/webhooks/{id}/test", Admin, webhooks::test),
+    route!(POST "/v1/applications/{app}/webhooks/{id}/replay", Admin, replay::start),
+    route!(GET "/v1/applications/{app}/webhooks/{id}/replay", Member, replay::progress),
     route!(GET "/v1/dead-letters", Operator, dead_letters::list),
     route!(POST "/v1/dead-letters/replay", Operator, dead_letters::replay_matching),
     route!(GET "/v1/dead-letters/{id}", Operator, dead_letters::show),

@@ -16,6 +16,7 @@ use super::request::{Fields, read_fields};
 use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
+use crate::operational::OperationalEvent;
 use crate::subscription::{StoredSecret, TokenRecord, Webhook, Write, new_secret};
 
 /// Most webhooks an application may have.
@@ -46,7 +47,7 @@ pub(crate) async fn create_token(state: &AdminState, call: Call) -> Reply {
 /// `GET /v1/applications/{app}/webhooks`.
 pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
     let hooks = state.store.list(&call.app).await?;
-    let views: Vec<_> = hooks.iter().map(Webhook::view).collect();
+    let views = with_failing(state, &call.app, &hooks).await?;
     Ok(json_response(StatusCode::OK, &json!(views)))
 }
 
@@ -74,6 +75,8 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         name,
         events,
         enabled,
+        disabled_reason: (!enabled).then(|| "admin".to_string()),
+        disabled_at: (!enabled).then_some(now),
         created_at: now,
         updated_at: now,
         secrets: vec![StoredSecret {
@@ -84,6 +87,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
     };
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
+    announce(state, "webhook.created", &hook);
     let view = hook.view_with_secret();
     Ok(tagged(json_response(StatusCode::CREATED, &view), &hook))
 }
@@ -91,7 +95,28 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
 /// `GET /v1/applications/{app}/webhooks/{id}`.
 pub(super) async fn get(state: &AdminState, call: Call) -> Reply {
     let hook = find(state, &call.app, &call.id).await?;
-    Ok(tagged(json_response(StatusCode::OK, &hook.view()), &hook))
+    let view = with_failing(state, &call.app, std::slice::from_ref(&hook)).await?;
+    Ok(tagged(json_response(StatusCode::OK, &view[0]), &hook))
+}
+
+/// The public views of `hooks`, each with `failing`: whether its recent
+/// requests all failed (a streak announced as `webhook.failing`).
+async fn with_failing(
+    state: &AdminState,
+    app: &str,
+    hooks: &[Webhook],
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let ids: Vec<&str> = hooks.iter().map(|h| h.id.as_str()).collect();
+    let failing = state.store.failing(app, &ids).await?;
+    Ok(hooks
+        .iter()
+        .zip(failing)
+        .map(|(hook, failing)| {
+            let mut view = hook.view();
+            view["failing"] = failing.into();
+            view
+        })
+        .collect())
 }
 
 /// The response with the webhook's `ETag` (its revision).
@@ -150,11 +175,27 @@ const WRITE_ATTEMPTS: u32 = 32;
 pub(super) async fn update(state: &AdminState, call: Call) -> Reply {
     let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
     let changes = Changes::validate(state, &fields).await?;
+    // Whether the write that landed turned the webhook on or off.
+    let mut toggled = false;
     let hook = write(state, &call.app, &call.id, &call.if_match, |hook| {
-        changes.apply(hook);
+        toggled = changes.apply(hook, clock::unix_secs());
         hook.updated_at = clock::unix_secs();
     })
     .await?;
+    announce(state, "webhook.updated", &hook);
+    if toggled && hook.enabled {
+        state
+            .lifecycle
+            .enabled(&hook.application_id, &hook.id)
+            .await;
+        state.endpoints.forget(&hook.id);
+        state
+            .metrics
+            .set_open_circuits(state.endpoints.open_circuits());
+        tracing::info!(application_id = %hook.application_id, webhook_id = %hook.id, "webhook enabled");
+    } else if toggled {
+        state.lifecycle.disabled(&hook, "admin");
+    }
     Ok(tagged(json_response(StatusCode::OK, &hook.view()), &hook))
 }
 
@@ -209,7 +250,9 @@ impl Changes {
         })
     }
 
-    fn apply(&self, hook: &mut Webhook) {
+    /// Applies the changes; whether `enabled` flipped (disabling by hand
+    /// records the reason `admin`, enabling clears the reason).
+    fn apply(&self, hook: &mut Webhook, now: i64) -> bool {
         if let Some(url) = &self.url {
             hook.url = url.clone();
         }
@@ -219,8 +262,9 @@ impl Changes {
         if let Some(events) = &self.events {
             hook.events = events.clone();
         }
-        if let Some(enabled) = self.enabled {
-            hook.enabled = enabled;
+        match self.enabled {
+            Some(enabled) => hook.set_enabled(enabled, "admin", now),
+            None => false,
         }
     }
 }
@@ -245,6 +289,9 @@ pub(super) async fn delete(state: &AdminState, call: Call) -> Reply {
         Write::Conflict => return Err(ApiError::precondition_failed()),
     }
     tracing::info!(application_id = app, webhook_id = id, "webhook deleted");
+    state
+        .lifecycle
+        .announce(OperationalEvent::new("webhook.deleted", app, id));
     Ok(no_content())
 }
 
@@ -261,6 +308,7 @@ pub(super) async fn rotate(state: &AdminState, call: Call) -> Reply {
         webhook_id = id,
         "webhook secret rotated"
     );
+    announce(state, "webhook.updated", &hook);
     let view = hook.view_with_secret();
     Ok(tagged(json_response(StatusCode::OK, &view), &hook))
 }
@@ -317,7 +365,14 @@ fn test_report(result: &AttemptResult, outcome: &Outcome) -> serde_json::Value {
     })
 }
 
-async fn find(state: &AdminState, app: &str, id: &str) -> Result<Webhook, ApiError> {
+/// Publishes operational event `kind` about `hook`, with its public view.
+fn announce(state: &AdminState, kind: &'static str, hook: &Webhook) {
+    state.lifecycle.announce(
+        OperationalEvent::new(kind, &hook.application_id, &hook.id).with("webhook", hook.view()),
+    );
+}
+
+pub(super) async fn find(state: &AdminState, app: &str, id: &str) -> Result<Webhook, ApiError> {
     state
         .store
         .get(app, id)

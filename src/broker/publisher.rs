@@ -52,6 +52,21 @@ impl ConfirmedPublisher {
     /// Publishes every message, then awaits all confirms together: one round
     /// trip for the batch, not one per message.
     pub(crate) async fn publish_all(&self, messages: &[Outgoing<'_>]) -> Result<(), PublishError> {
+        self.publish_routed(messages, true).await
+    }
+
+    /// Publishes every message, confirmed, to an exchange whose bindings are
+    /// up to others (a message no queue is bound for is not an error): the
+    /// operational events.
+    pub(crate) async fn broadcast(&self, messages: &[Outgoing<'_>]) -> Result<(), PublishError> {
+        self.publish_routed(messages, false).await
+    }
+
+    async fn publish_routed(
+        &self,
+        messages: &[Outgoing<'_>],
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             let mut props = BasicProperties::default()
@@ -65,7 +80,7 @@ impl ConfirmedPublisher {
             }
             // Mandatory: an unroutable message comes back instead of vanishing.
             let options = BasicPublishOptions {
-                mandatory: true,
+                mandatory,
                 ..BasicPublishOptions::default()
             };
             let confirm = self

@@ -51,6 +51,11 @@ impl Names {
     pub fn dead(&self) -> String {
         format!("{}.dead", self.ns)
     }
+    /// Topic exchange of operational events (routing key = their type);
+    /// upstream services bind their own queues to it.
+    pub fn operational(&self) -> String {
+        format!("{}.operational", self.ns)
+    }
     /// Delay tier queue for `label` (e.g. `30s`).
     pub fn retry(&self, label: &str) -> String {
         format!("{}.retry.{label}", self.ns)
@@ -137,6 +142,9 @@ pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> l
         FieldTable::default(),
     )
     .await?;
+    // Topic: operational events (webhook disabled, failing, ...) for
+    // upstream services, routing key = event type.
+    declare_operational(ch, names).await?;
     // Direct: jobs and expired retries route to `{ns}.deliver` by one fixed key.
     ch.exchange_declare(
         names.deliveries().into(),
@@ -173,6 +181,21 @@ pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> l
     }
     super::close_channel(ch, "declared").await;
     declare_dead_letter_stream(conn, names, spec.dead_letter_retention).await
+}
+
+/// Declares the operational events' exchange.
+async fn declare_operational(ch: &Channel, names: &Names) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        names.operational().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await
 }
 
 /// The dead letters are a stream: consumers read from any offset without
@@ -236,7 +259,7 @@ pub async fn delete(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> la
         ch.queue_delete(q.into(), QueueDeleteOptions::default())
             .await?;
     }
-    for e in [names.events(), names.deliveries()] {
+    for e in [names.events(), names.deliveries(), names.operational()] {
         ch.exchange_delete(e.into(), ExchangeDeleteOptions::default())
             .await?;
     }

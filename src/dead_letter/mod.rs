@@ -7,4 +7,4 @@ mod record;
 mod stream;
 
 pub use record::{DeadLetter, Filter, id_of};
-pub use stream::{DeadLetterError, DeadLetters, Page, ReplayAll};
+pub use stream::{DEFAULT_REPLAY_RATE, DeadLetterError, DeadLetters, Page, ReplayAll};

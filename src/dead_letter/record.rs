@@ -32,6 +32,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// Unix ms when the event (or its last replay) was first received.
     pub received_at_ms: i64,
+    /// Microseconds past `received_at_ms`, for the order of events received
+    /// in the same millisecond (absent in older dead letters).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub received_at_us: u32,
     /// Unix ms when it was dead-lettered.
     pub dead_lettered_at_ms: i64,
     /// Every attempt, oldest first.
@@ -76,6 +80,10 @@ pub struct Filter {
     pub webhook_id: Option<String>,
     /// Only this event type.
     pub event_type: Option<String>,
+    /// Only those dead-lettered at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only those dead-lettered before this time (Unix ms).
+    pub until_ms: Option<i64>,
 }
 
 /// The public id of the dead letter at stream `offset`.
@@ -86,6 +94,10 @@ pub fn id_of(offset: u64) -> String {
 /// The stream offset of a dead letter id.
 pub(crate) fn offset_of(id: &str) -> Option<u64> {
     id.strip_prefix("dl_")?.parse().ok()
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn seconds(ms: i64) -> String {
@@ -118,6 +130,7 @@ impl DeadLetter {
             body: job.body,
             reason: reason.to_string(),
             received_at_ms: job.received_at_ms,
+            received_at_us: job.received_at_us,
             dead_lettered_at_ms: now_ms,
             history: job.attempts,
         }
@@ -134,6 +147,7 @@ impl DeadLetter {
             event_type: self.event_type.clone(),
             body: self.body.clone(),
             received_at_ms: now_ms,
+            received_at_us: 0,
             attempts: Vec::new(),
             deferrals: 0,
             probe: true,
@@ -146,6 +160,10 @@ impl DeadLetter {
         ok(&filter.application_id, &self.application_id)
             && ok(&filter.webhook_id, &self.webhook_id)
             && ok(&filter.event_type, &self.event_type)
+            && filter
+                .since_ms
+                .is_none_or(|t| self.dead_lettered_at_ms >= t)
+            && filter.until_ms.is_none_or(|t| self.dead_lettered_at_ms < t)
     }
 
     /// The API's JSON object.

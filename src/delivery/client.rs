@@ -31,6 +31,8 @@ pub(crate) enum Transport {
         status: u16,
         /// Parsed `Retry-After` (delta-seconds form).
         retry_after: Option<Duration>,
+        /// What the receiver asked for in `webhook-delivery`.
+        directive: Option<Directive>,
     },
     /// Nothing within the delivery timeout.
     Timeout(Duration),
@@ -39,6 +41,33 @@ pub(crate) enum Transport {
     /// The URL itself is not allowed (scheme, literal private address).
     Refused(String),
 }
+
+/// What a receiver can ask for with the `webhook-delivery` response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Directive {
+    /// `disable`: disable the webhook.
+    Disable,
+    /// `abort-message`: stop retrying this message.
+    AbortMessage,
+}
+
+impl Directive {
+    /// The directive a header value names, if any (case and surrounding
+    /// blanks ignored).
+    pub(crate) fn parse(value: &str) -> Option<Directive> {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("disable") {
+            Some(Directive::Disable)
+        } else if value.eq_ignore_ascii_case("abort-message") {
+            Some(Directive::AbortMessage)
+        } else {
+            None
+        }
+    }
+}
+
+/// The response header receivers steer deliveries with.
+pub(crate) const DIRECTIVE_HEADER: &str = "webhook-delivery";
 
 impl Transport {
     /// The HTTP status, if a response came back.
@@ -166,6 +195,11 @@ impl DeliveryClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let directive = response
+            .headers()
+            .get(DIRECTIVE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Directive::parse);
         // Read a bounded amount so the connection can be reused; past the cap
         // the body is dropped and the connection closed.
         let _ = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
@@ -174,6 +208,7 @@ impl DeliveryClient {
         Transport::Response {
             status,
             retry_after,
+            directive,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::client::DeliveryClient;
 use super::endpoint::Endpoints;
+use super::lifecycle::Lifecycle;
 use super::prepared::PreparedWebhooks;
 use crate::broker::{ConfirmedPublisher, Names};
 use crate::metrics::Metrics;
@@ -31,4 +32,6 @@ pub(crate) struct DeliverContext {
     pub schedule: RetrySchedule,
     /// `WF_MAX_EVENT_AGE`.
     pub max_age: Duration,
+    /// Disabling, failure streaks, operational events.
+    pub lifecycle: Arc<Lifecycle>,
 }

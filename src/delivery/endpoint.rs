@@ -6,13 +6,33 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::host::{Host, HostPermit};
+
+/// Whether `every` has passed since `last` (process milliseconds); if so,
+/// `last` becomes now, for one caller only.
+fn due(last: &AtomicU64, every: Duration) -> bool {
+    let now = process_millis();
+    let then = last.load(Ordering::Acquire);
+    (then == NEVER || now.saturating_sub(then) >= every.as_millis() as u64)
+        && last
+            .compare_exchange(then, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
+/// The value of a `due` clock that never ran: the first call is due.
+const NEVER: u64 = u64::MAX;
+
+/// Milliseconds since this process first asked.
+fn process_millis() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// A job waiting for its webhook's slot gives up (and is deferred) when the
 /// webhook started or finished no delivery for this long: a hanging receiver
@@ -141,9 +161,39 @@ pub(crate) struct Endpoint {
     breaker: Mutex<Breaker>,
     config: BreakerConfig,
     host: Option<Arc<Host>>,
+    /// This process saw a failure since its last success.
+    failed: AtomicBool,
+    /// When (process milliseconds) a success last ended the streak in Redis.
+    streak_checked_ms: AtomicU64,
+    /// When an attempt without a request last counted in the streak.
+    unsent_checked_ms: AtomicU64,
 }
 
 impl Endpoint {
+    /// Notes a failed attempt, for [`Endpoint::success_ends_streak`].
+    pub(crate) fn note_failure(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether this success should end the webhook's failure streak in
+    /// Redis: after a failure this process saw, and at most every `every`
+    /// otherwise (other processes may have seen failures), so a healthy
+    /// webhook costs Redis nothing per delivery.
+    pub(crate) fn success_ends_streak(&self, every: Duration) -> bool {
+        let now = process_millis();
+        if self.failed.swap(false, Ordering::AcqRel) {
+            self.streak_checked_ms.store(now, Ordering::Release);
+            return true;
+        }
+        due(&self.streak_checked_ms, every)
+    }
+
+    /// Whether an attempt without a request (circuit open) should count in
+    /// the streak now: at most every `every`.
+    pub(crate) fn unsent_failure_due(&self, every: Duration) -> bool {
+        due(&self.unsent_checked_ms, every)
+    }
+
     /// The breaker's decision for the next job.
     pub(crate) fn admit(&self) -> Admit {
         self.breaker().admit(Instant::now())
@@ -317,6 +367,12 @@ impl Endpoints {
         endpoint
     }
 
+    /// Forgets webhook `id`'s limits and breaker (it was enabled again: its
+    /// next delivery is tried at once, not after the cooldown).
+    pub(crate) fn forget(&self, id: &str) {
+        lock(&self.map).remove(id);
+    }
+
     /// Webhook `id`'s endpoint, if this process has one.
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
         lock(&self.map).get(id).cloned()
@@ -344,6 +400,11 @@ impl Endpoints {
             breaker: Mutex::new(Breaker::Closed { failures: 0 }),
             config: self.config,
             host,
+            failed: AtomicBool::new(false),
+            // The first success in this process looks for a streak another
+            // process (or an earlier run) left.
+            streak_checked_ms: AtomicU64::new(NEVER),
+            unsent_checked_ms: AtomicU64::new(NEVER),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::client::Transport;
+use super::client::{Directive, Transport};
 use crate::metrics::OutcomeLabel;
 
 /// Why an attempt failed, as recorded in the job history and metrics.
@@ -37,6 +37,7 @@ pub(crate) fn classify(transport: &Transport) -> Outcome {
         Transport::Response {
             status,
             retry_after,
+            ..
         } => Outcome::Retry(Failure {
             label: OutcomeLabel::HttpError,
             status: Some(*status),
@@ -64,6 +65,35 @@ pub(crate) fn classify(transport: &Transport) -> Outcome {
     }
 }
 
+/// What a receiver's answer asks of the webhook or the message, beyond
+/// its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Disable the webhook, for this reason (`gone`, `receiver_requested`).
+    Disable(&'static str),
+    /// Stop retrying this message (`webhook-delivery: abort-message` on a
+    /// failed attempt).
+    Abort,
+}
+
+/// The receiver's signal in `transport`: `webhook-delivery: disable` (on
+/// any status), a `410 Gone` (unless `disable_on_gone` is off), or
+/// `webhook-delivery: abort-message` on a failure.
+pub(crate) fn signal(transport: &Transport, disable_on_gone: bool) -> Option<Signal> {
+    let Transport::Response {
+        status, directive, ..
+    } = transport
+    else {
+        return None;
+    };
+    match directive {
+        Some(Directive::Disable) => Some(Signal::Disable("receiver_requested")),
+        _ if *status == 410 && disable_on_gone => Some(Signal::Disable("gone")),
+        Some(Directive::AbortMessage) if !(200..300).contains(status) => Some(Signal::Abort),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,7 +102,42 @@ mod tests {
         Transport::Response {
             status,
             retry_after: retry_after.map(Duration::from_secs),
+            directive: None,
         }
+    }
+
+    fn asking(status: u16, header: &str) -> Transport {
+        Transport::Response {
+            status,
+            retry_after: None,
+            directive: Directive::parse(header),
+        }
+    }
+
+    #[test]
+    fn receivers_can_say_stop() {
+        assert_eq!(
+            signal(&response(410, None), true),
+            Some(Signal::Disable("gone"))
+        );
+        assert_eq!(signal(&response(410, None), false), None, "rule off");
+        for status in [200, 404, 500] {
+            assert_eq!(
+                signal(&asking(status, " Disable "), false),
+                Some(Signal::Disable("receiver_requested"))
+            );
+        }
+        assert_eq!(
+            signal(&asking(500, "abort-message"), true),
+            Some(Signal::Abort)
+        );
+        assert_eq!(signal(&asking(200, "abort-message"), true), None);
+        assert_eq!(signal(&asking(500, "stop please"), true), None);
+        assert_eq!(signal(&response(500, None), true), None);
+        assert_eq!(
+            signal(&Transport::Timeout(Duration::from_secs(1)), true),
+            None
+        );
     }
 
     #[test]

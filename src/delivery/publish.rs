@@ -118,6 +118,7 @@ async fn to_tier(ctx: &DeliverContext, job: &DeliveryJob, tier: &str) -> Settle 
 /// Publishes `job`'s dead letter to the `{ns}.dead` stream with a confirm.
 async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Settle {
     let event_id = job.event_id.clone();
+    let (app, webhook_id) = (job.application_id.clone(), job.webhook_id.clone());
     let letter = DeadLetter::from_job(job, reason, clock::unix_millis());
     let payload = serde_json::to_vec(&letter).expect("a dead letter serializes");
     let queue = ctx.names.dead();
@@ -133,5 +134,7 @@ async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Se
         return Settle::Requeue;
     }
     ctx.metrics.dead_lettered();
+    ctx.lifecycle
+        .dead_lettered(&app, &webhook_id, &event_id, reason);
     Settle::Ack
 }

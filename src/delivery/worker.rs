@@ -10,7 +10,7 @@ use super::client::{Attempt, Transport};
 use super::context::DeliverContext;
 use super::disposition::Disposition;
 use super::endpoint::{Admit, Endpoint};
-use super::outcome::{Failure, Outcome, classify};
+use super::outcome::{Failure, Outcome, Signal, classify, signal};
 use super::publish::dispose;
 use crate::clock;
 use crate::consume::Settle;
@@ -94,6 +94,8 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             error: Some("circuit open: the webhook keeps failing; request not sent".into()),
             duration_ms: 0,
         });
+        let (app, id) = (&job.application_id, &job.webhook_id);
+        ctx.lifecycle.failed(&endpoint, app, id, false);
         return dispose(ctx, job, Some(&endpoint), Disposition::ShortCircuited).await;
     }
     // Bounded per webhook so a slow receiver cannot fill the prefetch window.
@@ -155,8 +157,18 @@ async fn send(
     ));
     // The probe was this request; the job's retries follow the breaker.
     job.probe = false;
-    match outcome {
-        Outcome::Delivered => {
+    let (app, id) = (job.application_id.as_str(), job.webhook_id.as_str());
+    let signal = signal(&result.transport, ctx.lifecycle.disable_on_gone);
+    if let Some(Signal::Disable(reason)) = signal {
+        ctx.lifecycle.disable_later(app, id, reason);
+    }
+    match &outcome {
+        Outcome::Delivered => ctx.lifecycle.succeeded(endpoint, app, id),
+        _ if signal.is_some() => endpoint.note_failure(),
+        _ => ctx.lifecycle.failed(endpoint, app, id, true),
+    }
+    match (outcome, signal) {
+        (Outcome::Delivered, _) => {
             let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
             ctx.metrics
                 .delivered_end_to_end(Duration::from_millis(age_ms));
@@ -166,8 +178,18 @@ async fn send(
             );
             Disposition::Delivered
         }
-        Outcome::Retry(f) => Disposition::Failed(f),
-        Outcome::GiveUp(f) => {
+        // Disabled now: the message waits among the dead letters for a
+        // catch-up, with the others the webhook misses.
+        (Outcome::Retry(f) | Outcome::GiveUp(f), Some(Signal::Disable(reason))) => {
+            tracing::warn!(error = %f.error, reason, "receiver disabled the webhook");
+            Disposition::DeadLetter("webhook_disabled")
+        }
+        (Outcome::Retry(f) | Outcome::GiveUp(f), Some(Signal::Abort)) => {
+            tracing::warn!(error = %f.error, "receiver aborted the message");
+            Disposition::DeadLetter("receiver_aborted")
+        }
+        (Outcome::Retry(f), None) => Disposition::Failed(f),
+        (Outcome::GiveUp(f), None) => {
             tracing::warn!(error = %f.error, "target refused");
             Disposition::DeadLetter("target_refused")
         }

@@ -38,21 +38,24 @@ enum IngestError {
     Publish(#[from] PublishError),
 }
 
-/// One job per enabled webhook subscribed to the event's type.
-pub(super) fn fan_out(
-    event: &Event,
-    webhooks: &[Webhook],
-    received_at_ms: i64,
-) -> Vec<DeliveryJob> {
+/// One job per webhook subscribed to the event's type; a disabled one's job
+/// is dead-lettered by the worker, to be caught up later.
+pub(super) fn fan_out(event: &Event, webhooks: &[Webhook], received_us: i64) -> Vec<DeliveryJob> {
     webhooks
         .iter()
         .filter(|w| w.application_id == event.application_id && w.wants(&event.event_type))
-        .map(|w| DeliveryJob::new(event, &w.id, received_at_ms))
+        .map(|w| DeliveryJob::new(event, &w.id, received_us))
         .collect()
 }
 
 /// Handles one message of `{ns}.ingest`; returns how to settle it.
-pub(crate) async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) -> Settle {
+/// `received_us`: when the consumer took it (Unix microseconds), stamped in
+/// queue order.
+pub(crate) async fn handle_event(
+    ctx: Arc<IngestContext>,
+    delivery: Delivery,
+    received_us: i64,
+) -> Settle {
     let message_id = delivery
         .properties
         .message_id()
@@ -69,7 +72,7 @@ pub(crate) async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) ->
         Err(rejection) => Box::pin(reject(&ctx, &delivery, &rejection)).await,
         Ok(event) => {
             let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
-            match accept(&ctx, &event, delivery.redelivered)
+            match accept(&ctx, &event, delivery.redelivered, received_us)
                 .instrument(span.clone())
                 .await
             {
@@ -83,7 +86,12 @@ pub(crate) async fn handle_event(ctx: Arc<IngestContext>, delivery: Delivery) ->
     }
 }
 
-async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result<(), IngestError> {
+async fn accept(
+    ctx: &IngestContext,
+    event: &Event,
+    redelivered: bool,
+    received_us: i64,
+) -> Result<(), IngestError> {
     // Without Redis the id check is skipped rather than stopping the flow:
     // delivery is at-least-once and receivers deduplicate on `Webhook-Id`.
     let claimed = match ctx.markers.claim(&event.application_id, &event.id).await {
@@ -104,7 +112,7 @@ async fn accept(ctx: &IngestContext, event: &Event, redelivered: bool) -> Result
         Some(Marker::New) | None => {}
     }
     let webhooks = ctx.cache.webhooks(&event.application_id).await?;
-    let jobs = fan_out(event, &webhooks, clock::unix_millis());
+    let jobs = fan_out(event, &webhooks, received_us);
     let encoded: Vec<Vec<u8>> = jobs.iter().map(DeliveryJob::encode).collect();
     let exchange = ctx.names.deliveries();
     let outgoing: Vec<Outgoing> = encoded

@@ -10,7 +10,7 @@ mod webhook;
 pub(crate) use cache::SubscriptionCache;
 pub use cipher::CipherError;
 pub(crate) use markers::EventMarkers;
-pub(crate) use store::{Marker, TokenRecord};
+pub(crate) use store::{Marker, ReplayProgress, TokenRecord};
 pub use store::{Store, StoreError, Write};
 pub use webhook::StoredSecret;
 pub use webhook::Webhook;

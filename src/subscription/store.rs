@@ -47,6 +47,16 @@ impl Keys {
     pub(crate) fn dead_settled(&self) -> String {
         format!("{}:dead:settled", self.ns)
     }
+    /// Hash of a webhook's current streak of failed requests (`since`,
+    /// `failures`, `failing` once announced), shared by every process.
+    pub(crate) fn streak(&self, app: &str, id: &str) -> String {
+        format!("{}:streak:{app}:{id}", self.ns)
+    }
+    /// Hash of a webhook's latest catch-up replay (`total`, `replayed`,
+    /// `state`).
+    pub(crate) fn replay(&self, app: &str, id: &str) -> String {
+        format!("{}:replay:{app}:{id}", self.ns)
+    }
     /// Glob matching every key of the namespace.
     pub(crate) fn pattern(&self) -> String {
         format!("{}:*", self.ns)
@@ -133,6 +143,61 @@ end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[4])
 return 1"#;
+
+// A failed attempt (ARGV[2] = 1 when a request was sent) in a webhook's
+// streak: starts it, counts it, and answers {announce failing, disable}.
+const STREAK_FAILED: &str = r#"
+redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
+local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+if ARGV[2] == '1' then failures = redis.call('HINCRBY', KEYS[1], 'failures', 1) end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
+local enough = failures >= tonumber(ARGV[3])
+local announce = 0
+if enough and redis.call('HSETNX', KEYS[1], 'failing', '1') == 1 then announce = 1 end
+local disable = 0
+if enough and tonumber(ARGV[1]) - since >= tonumber(ARGV[4]) then disable = 1 end
+return {announce, disable, failures}"#;
+
+// A success ends the streak; answers 1 if it had been announced as failing.
+const STREAK_SUCCEEDED: &str = r#"
+local failing = redis.call('HGET', KEYS[1], 'failing')
+redis.call('DEL', KEYS[1])
+if failing == '1' then return 1 end
+return 0"#;
+
+// Re-enabled: the streak starts over (a failure right after must not
+// disable again at once), but an announced one still ends in `recovered`.
+const STREAK_RESTART: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'since', ARGV[1], 'failures', 0)
+end
+return 1"#;
+
+/// What one failed attempt did to a webhook's streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Streak {
+    /// The streak just reached the threshold: announce `webhook.failing`.
+    pub announce_failing: bool,
+    /// Enough failed requests over long enough: disable the webhook.
+    pub disable: bool,
+    /// Failed requests in the streak.
+    pub failures: u64,
+}
+
+/// A catch-up replay's progress, as `GET .../replay` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReplayProgress {
+    /// Dead letters to replay.
+    pub total: u64,
+    /// Replayed so far.
+    pub replayed: u64,
+    /// `running` or `done` (`failed` if it stopped on an error).
+    pub state: String,
+}
+
+/// How long a finished replay's progress stays readable.
+const REPLAY_PROGRESS_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 /// How a compare-and-set write ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +365,143 @@ impl Store {
             .invoke_async(&mut conn)
             .await?;
         Ok(Write::from_script(answer))
+    }
+
+    /// Reads webhook `id` of `app`, lets `change` change it and writes it
+    /// back, compare-and-set, reading again after a conflict. The webhook as
+    /// written, or `None` when it is missing or `change` changed nothing.
+    pub(crate) async fn modify(
+        &self,
+        app: &str,
+        id: &str,
+        mut change: impl FnMut(&mut Webhook) -> bool,
+    ) -> Result<Option<Webhook>, StoreError> {
+        loop {
+            let Some(mut hook) = self.get(app, id).await? else {
+                return Ok(None);
+            };
+            if !change(&mut hook) {
+                return Ok(None);
+            }
+            match self.update(&hook).await? {
+                Write::Done => {
+                    hook.revision += 1;
+                    return Ok(Some(hook));
+                }
+                Write::Missing => return Ok(None),
+                Write::Conflict => continue,
+            }
+        }
+    }
+
+    /// Counts a failed attempt (`sent`: a request went out) in the
+    /// webhook's streak; `threshold` failed requests make it failing, and
+    /// with the streak at least `after` old, due to be disabled.
+    pub(crate) async fn streak_failed(
+        &self,
+        app: &str,
+        id: &str,
+        sent: bool,
+        threshold: u32,
+        after: Duration,
+    ) -> Result<Streak, StoreError> {
+        let mut conn = self.pool.get().await?;
+        // Kept well past the window, so a quiet night does not reset it.
+        let keep = after.saturating_mul(2).max(Duration::from_secs(86_400));
+        let (announce, disable, failures): (i64, i64, u64) = Script::new(STREAK_FAILED)
+            .key(self.keys.streak(app, id))
+            .arg(crate::clock::unix_millis())
+            .arg(u8::from(sent))
+            .arg(threshold)
+            .arg(after.as_millis() as u64)
+            .arg(keep.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Streak {
+            announce_failing: announce == 1,
+            disable: disable == 1,
+            failures,
+        })
+    }
+
+    /// Ends the webhook's streak (a request succeeded); whether it had been
+    /// announced as failing (so `webhook.recovered` is due).
+    pub(crate) async fn streak_succeeded(&self, app: &str, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let was_failing: i64 = Script::new(STREAK_SUCCEEDED)
+            .key(self.keys.streak(app, id))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(was_failing == 1)
+    }
+
+    /// Whether each of `ids` (webhooks of `app`) is in a streak announced as
+    /// failing.
+    pub(crate) async fn failing(&self, app: &str, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.keys.streak(app, id), "failing");
+        }
+        let flags: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(flags.into_iter().map(|f| f.is_some()).collect())
+    }
+
+    /// Starts the webhook's streak over (it was re-enabled).
+    pub(crate) async fn streak_restart(&self, app: &str, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: i64 = Script::new(STREAK_RESTART)
+            .key(self.keys.streak(app, id))
+            .arg(crate::clock::unix_millis())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the progress of webhook `id`'s catch-up replay.
+    pub(crate) async fn set_replay_progress(
+        &self,
+        app: &str,
+        id: &str,
+        progress: &ReplayProgress,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let key = self.keys.replay(app, id);
+        let _: () = redis::pipe()
+            .hset_multiple(
+                &key,
+                &[
+                    ("total", progress.total.to_string()),
+                    ("replayed", progress.replayed.to_string()),
+                    ("state", progress.state.clone()),
+                ],
+            )
+            .ignore()
+            .expire(&key, REPLAY_PROGRESS_TTL.as_secs() as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The progress of webhook `id`'s latest catch-up replay, if any.
+    pub(crate) async fn replay_progress(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<ReplayProgress>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let fields: std::collections::HashMap<String, String> =
+            conn.hgetall(self.keys.replay(app, id)).await?;
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(fields.get("state").map(|state| ReplayProgress {
+            total: number("total"),
+            replayed: number("replayed"),
+            state: state.clone(),
+        }))
     }
 
     /// Deletes a webhook, only at `revision` when one is given.

@@ -37,6 +37,13 @@ pub struct Webhook {
     pub events: Vec<String>,
     /// Disabled webhooks receive nothing new; their queued jobs are dead-lettered.
     pub enabled: bool,
+    /// Why it is disabled: `gone`, `receiver_requested`, `failing` or
+    /// `admin`; none while enabled.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// Unix seconds it was disabled; none while enabled.
+    #[serde(default)]
+    pub disabled_at: Option<i64>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -50,9 +57,11 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Whether this webhook receives `event_type` now.
+    /// Whether this webhook is subscribed to `event_type`, enabled or not:
+    /// a disabled webhook's events still get jobs, which become dead letters
+    /// (`webhook_disabled`) for a catch-up once it is enabled again.
     pub(crate) fn wants(&self, event_type: &str) -> bool {
-        self.enabled && self.events.iter().any(|e| e == event_type)
+        self.events.iter().any(|e| e == event_type)
     }
 
     /// Secrets that still sign at `now` (Unix seconds), newest first.
@@ -94,9 +103,24 @@ impl Webhook {
             "name": self.name,
             "events": self.events,
             "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
         })
+    }
+
+    /// Enables or disables it; disabling records `reason` and the time,
+    /// enabling clears both. Whether it changed.
+    pub(crate) fn set_enabled(&mut self, enabled: bool, reason: &str, now: i64) -> bool {
+        if self.enabled == enabled {
+            return false;
+        }
+        self.enabled = enabled;
+        self.disabled_reason = (!enabled).then(|| reason.to_string());
+        self.disabled_at = (!enabled).then_some(now);
+        self.updated_at = now;
+        true
     }
 
     /// The entity tag of this revision, for `ETag` and `If-Match`.
@@ -155,6 +179,8 @@ mod tests {
             name: None,
             events: vec!["item.created".into()],
             enabled: true,
+            disabled_reason: None,
+            disabled_at: None,
             created_at: 0,
             updated_at: 0,
             secrets: vec![StoredSecret {
@@ -201,11 +227,24 @@ mod tests {
     }
 
     #[test]
-    fn disabled_or_unsubscribed_webhooks_want_nothing() {
+    fn webhooks_want_what_they_subscribed_to_even_while_disabled() {
         let mut w = webhook();
         assert!(w.wants("item.created"));
         assert!(!w.wants("item.refreshed"));
         w.enabled = false;
-        assert!(!w.wants("item.created"));
+        assert!(w.wants("item.created"), "kept for the catch-up");
+    }
+
+    #[test]
+    fn disabling_says_why_and_since_when_and_enabling_clears_both() {
+        let mut w = webhook();
+        assert_eq!(w.view()["disabled_reason"], serde_json::Value::Null);
+        assert!(w.set_enabled(false, "gone", 60));
+        assert!(!w.set_enabled(false, "admin", 120), "already disabled");
+        assert_eq!(w.view()["disabled_reason"], "gone");
+        assert_eq!(w.view()["disabled_at"], "1970-01-01T00:01:00Z");
+        assert!(w.set_enabled(true, "admin", 180));
+        assert_eq!(w.view()["disabled_reason"], serde_json::Value::Null);
+        assert_eq!(w.view()["disabled_at"], serde_json::Value::Null);
     }
 }

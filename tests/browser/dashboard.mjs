@@ -107,6 +107,26 @@ const phases = {
   },
 };
 
+// Admin: a webhook its receiver disabled shows why; "Re-enable and replay"
+// names the count, and after confirming the missed events go out.
+phases.catchup = async function catchup(page) {
+  const dialogs = [];
+  page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
+  await signIn(page, env("TOKEN"), env("APP"));
+  const row = page.locator("#webhooks-rows tr", { hasText: "Catch-up" });
+  await row.waitFor({ timeout: TIMEOUT });
+  const state = await row.locator("td.state").textContent();
+  const button = row.locator("button.catch-up");
+  await page.waitForFunction(() => document.querySelector("#webhooks-rows button.catch-up")?.dataset.count !== undefined, null, { timeout: TIMEOUT });
+  const label = await button.textContent();
+  await shot(page, "09-admin-disabled-webhook");
+  await button.click();
+  const status = await (await page.waitForSelector("#status:has-text('replayed')", { timeout: 30000 })).textContent();
+  const after = await page.locator("#webhooks-rows tr", { hasText: "Catch-up" }).locator("td.state").textContent();
+  await shot(page, "10-admin-caught-up");
+  return { state, label, dialogs, status, after };
+};
+
 const phase = process.argv[2];
 if (!phases[phase]) {
   console.error(`unknown phase ${phase}; one of ${Object.keys(phases).join(", ")}`);

@@ -197,6 +197,93 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_missed() {
+    let chromium = browser();
+    let svc = TestService::start(&[]).await;
+    let shots = root().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let page = Page {
+        base: svc.base.clone(),
+        chromium,
+        shots,
+    };
+    let app = "dash_catch";
+    let admin = svc.token(app, "admin").await;
+    let receiver = Receiver::start(200).await;
+    receiver.set_path_status("/catch", 410);
+    let (status, hook) = svc
+        .call(
+            "POST",
+            &format!("/v1/applications/{app}/webhooks"),
+            Some(OPERATOR),
+            Some(json!({"url": receiver.url("/catch"), "name": "Catch-up", "events": ["item.created"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let path = format!(
+        "/v1/applications/{app}/webhooks/{}",
+        hook["id"].as_str().unwrap()
+    );
+    let producer = Producer::connect(&svc.ns).await;
+    producer
+        .event("evt-catch-0", app, "item.created", json!({"n": 0}))
+        .await;
+    eventually(Duration::from_secs(15), "the 410 to disable it", || async {
+        let (_, now) = svc.call("GET", &path, Some(OPERATOR), None).await;
+        (now["disabled_reason"] == "gone").then_some(())
+    })
+    .await;
+    for n in 1..3 {
+        producer
+            .event(
+                &format!("evt-catch-{n}"),
+                app,
+                "item.created",
+                json!({"n": n}),
+            )
+            .await;
+    }
+    let replay = format!("{path}/replay");
+    eventually(Duration::from_secs(15), "three dead letters", || async {
+        let (_, counted) = svc
+            .call(
+                "POST",
+                &replay,
+                Some(OPERATOR),
+                Some(json!({"dry_run": true})),
+            )
+            .await;
+        (counted["total"] == 3).then_some(())
+    })
+    .await;
+    receiver.set_path_status("/catch", 200);
+
+    let seen = page
+        .phase("catchup", &[("TOKEN", &admin), ("APP", app)])
+        .await;
+    let state = seen["state"].as_str().unwrap();
+    assert!(
+        state.contains("disabled") && state.contains("410 Gone"),
+        "{state}"
+    );
+    assert_eq!(seen["label"], "Re-enable and replay the 3 events it missed");
+    assert!(
+        seen["dialogs"][0].as_str().unwrap().contains("3 events"),
+        "the count before confirming: {seen}"
+    );
+    assert!(
+        seen["status"].as_str().unwrap().contains("replayed 3 of 3"),
+        "{seen}"
+    );
+    assert_eq!(seen["after"], "yes");
+    let got = receiver.wait_for("/catch", 4).await;
+    let ids: Vec<String> = got[1..].iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids, ["evt-catch-0", "evt-catch-1", "evt-catch-2"]);
+    producer.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_served_with_its_security_headers_and_me_names_the_role() {
     let svc = TestService::start(&[]).await;
     let http = reqwest::Client::builder()

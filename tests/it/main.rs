@@ -15,6 +15,7 @@ mod deploy;
 mod docs;
 mod faults;
 mod isolation;
+mod lifecycle;
 mod metrics;
 mod openapi;
 mod pipeline;

@@ -153,26 +153,99 @@ function renderWebhooks() {
   rows.replaceChildren(...state.hooks.map(hookRow));
 }
 
+const DISABLED_WHY = {
+  gone: "the receiver answered 410 Gone",
+  receiver_requested: "the receiver asked to disable it",
+  failing: "every delivery kept failing",
+  admin: "disabled by an admin",
+};
+
+// "yes", "yes · failing", or "no: why, since when".
+function stateCell(h) {
+  const cell = el("td", { "data-label": "Enabled", class: "state" });
+  if (h.enabled) {
+    cell.append(el("span", { text: "yes" }));
+    if (h.failing) cell.append(el("span", { class: "flag bad", text: "failing", title: "Its recent deliveries all failed" }));
+    return cell;
+  }
+  const why = DISABLED_WHY[h.disabled_reason] || h.disabled_reason || "disabled";
+  const since = h.disabled_at ? " since " + new Date(h.disabled_at).toLocaleString() : "";
+  cell.append(el("span", { class: "flag bad", text: "disabled" }), el("span", { class: "why", text: `${why}${since}` }));
+  return cell;
+}
+
 function hookRow(h) {
   const actions = el("td");
   if (canWrite()) {
     const result = el("div", { class: "result", "aria-live": "polite" });
-    actions.append(
-      el("div", { class: "actions" },
-        el("button", { type: "button", text: "Send a test", onclick: () => sendTest(h, result) }),
-        el("button", { type: "button", text: "Edit", onclick: () => openForm(h) }),
-        el("button", { type: "button", text: h.enabled ? "Disable" : "Enable", onclick: () => toggle(h) }),
-        el("button", { type: "button", text: "Rotate secret", onclick: () => rotate(h) }),
-        el("button", { type: "button", class: "danger", text: "Delete", onclick: () => remove(h) })),
-      result);
+    const buttons = [el("button", { type: "button", text: "Send a test", onclick: () => sendTest(h, result) }),
+      el("button", { type: "button", text: "Edit", onclick: () => openForm(h) })];
+    if (h.enabled) {
+      buttons.push(el("button", { type: "button", text: "Disable", onclick: () => toggle(h) }));
+    } else {
+      buttons.push(el("button", { type: "button", text: "Re-enable", onclick: () => toggle(h) }));
+      const catchUp = el("button", { type: "button", class: "catch-up", text: "Re-enable and replay the missed events", onclick: () => enableAndReplay(h, catchUp, result) });
+      buttons.push(catchUp);
+      countMissed(h, catchUp);
+    }
+    buttons.push(el("button", { type: "button", text: "Rotate secret", onclick: () => rotate(h) }),
+      el("button", { type: "button", class: "danger", text: "Delete", onclick: () => remove(h) }));
+    actions.append(el("div", { class: "actions" }, ...buttons), result);
   }
   return el("tr", { "data-id": h.id },
     el("td", { "data-label": "Name", text: h.name || "(no name)" }),
     el("td", { "data-label": "URL", class: "url", text: h.url }),
     el("td", { "data-label": "Events", text: h.events.join(", ") }),
-    el("td", { "data-label": "Enabled", text: h.enabled ? "yes" : "no" }),
+    stateCell(h),
     el("td", { "data-label": "Created", text: new Date(h.created_at).toLocaleString() }),
     actions);
+}
+
+const hookPath = (h) => appPath() + "/" + encodeURIComponent(h.id);
+const events = (n) => `${n} event${n === 1 ? "" : "s"}`;
+
+// How many dead letters a catch-up would replay, without replaying.
+async function missed(h) {
+  const r = await api("POST", hookPath(h) + "/replay", { dry_run: true });
+  return r.total;
+}
+
+async function countMissed(h, button) {
+  try {
+    const n = await missed(h);
+    button.dataset.count = String(n);
+    button.textContent = `Re-enable and replay the ${events(n)} it missed`;
+  } catch (e) { button.title = "Could not count the missed events: " + e.message; }
+}
+
+async function enableAndReplay(h, button, out) {
+  out.className = "result";
+  try {
+    const n = await missed(h);
+    if (!confirm(`Re-enable "${h.name || h.url}" and replay the ${events(n)} it missed, oldest first?`)) return;
+    button.disabled = true;
+    await api("PATCH", hookPath(h), { enabled: true });
+    const started = await api("POST", hookPath(h) + "/replay", {});
+    out.textContent = `Re-enabled. Replaying ${events(started.total)}…`;
+    await followReplay(h, out);
+  } catch (e) {
+    out.textContent = e.message;
+    out.classList.add("bad");
+    button.disabled = false;
+  }
+}
+
+// Polls the catch-up until it is done, then reloads the list.
+async function followReplay(h, out) {
+  for (;;) {
+    const p = await api("GET", hookPath(h) + "/replay");
+    out.textContent = p.state === "running" ? `Replaying: ${p.replayed} of ${p.total}…` : `Re-enabled; replayed ${p.replayed} of ${events(p.total)}.`;
+    if (p.state !== "running") break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const message = out.textContent;
+  await reloadHooks();
+  status(message);
 }
 
 function groupedTypes() {
@@ -278,7 +351,7 @@ async function copySecret() {
 async function toggle(h) {
   try {
     await api("PATCH", appPath() + "/" + encodeURIComponent(h.id), { enabled: !h.enabled });
-    status(h.enabled ? "Webhook disabled." : "Webhook enabled.");
+    status(h.enabled ? "Webhook disabled." : "Webhook re-enabled.");
     await reloadHooks();
   } catch (e) { status(e.message, true); }
 }

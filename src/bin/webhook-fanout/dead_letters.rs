@@ -29,6 +29,7 @@ impl FilterArgs {
             application_id: self.application_id.clone(),
             webhook_id: self.webhook_id.clone(),
             event_type: self.event_type.clone(),
+            ..Filter::default()
         }
     }
 }
@@ -83,7 +84,8 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
         Names::new(&settings.namespace),
         store,
         settings.dead_letter_retention,
-    );
+    )
+    .with_replay_rate(settings.replay_rate);
     match command {
         DeadLetterCommand::List {
             filter,

@@ -49,6 +49,7 @@ struct PathScript {
     next: VecDeque<u16>,
     status: Option<u16>,
     delay: Duration,
+    headers: Vec<(String, String)>,
 }
 
 impl Script {
@@ -58,6 +59,13 @@ impl Script {
         own.and_then(|p| p.next.pop_front().or(p.status))
             .or_else(|| self.next.pop_front())
             .unwrap_or(default)
+    }
+
+    /// The extra response headers of `path`.
+    fn headers(&self, path: &str) -> Vec<(String, String)> {
+        self.paths
+            .get(path)
+            .map_or_else(Vec::new, |p| p.headers.clone())
     }
 
     /// How long `path` takes to answer.
@@ -100,10 +108,11 @@ impl Receiver {
                                 headers,
                                 body,
                             });
-                            let (code, retry_after, delay) = {
+                            let (code, retry_after, delay, extra) = {
                                 let mut script = sc.lock().unwrap();
                                 let code = script.answer(&path, st.load(Ordering::SeqCst));
-                                (code, script.retry_after.clone(), script.delay(&path))
+                                let extra = script.headers(&path);
+                                (code, script.retry_after.clone(), script.delay(&path), extra)
                             };
                             tokio::time::sleep(delay).await;
                             if code == 0 {
@@ -111,6 +120,12 @@ impl Receiver {
                             }
                             let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                            for (name, value) in extra {
+                                r.headers_mut().insert(
+                                    hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                                    value.parse().unwrap(),
+                                );
+                            }
                             if let (Some(after), 429 | 503) = (retry_after, code) {
                                 r.headers_mut()
                                     .insert("retry-after", after.parse().unwrap());
@@ -150,6 +165,13 @@ impl Receiver {
     pub fn set_path_status(&self, path: &str, status: u16) {
         let mut script = self.script.lock().unwrap();
         script.paths.entry(path.to_string()).or_default().status = Some(status);
+    }
+
+    /// Adds response header `name: value` to every answer at `path`.
+    pub fn set_path_header(&self, path: &str, name: &str, value: &str) {
+        let mut script = self.script.lock().unwrap();
+        let own = script.paths.entry(path.to_string()).or_default();
+        own.headers.push((name.to_string(), value.to_string()));
     }
 
     /// `path` answers only after `delay` (a slow receiver).

@@ -1,0 +1,186 @@
+//! A webhook's catch-up: `POST /v1/applications/{app}/webhooks/{id}/replay`
+//! replays its dead letters (optionally those written between `since` and
+//! `until`) in the order their events were first received, paced at
+//! `WF_REPLAY_RATE`; `GET` on the same path shows the progress, from any
+//! process (it is kept in Redis).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::json;
+
+use super::context::{AdminState, Call, Reply};
+use super::error::ApiError;
+use super::http::json_response;
+use super::request::read_fields;
+use super::webhooks::find;
+use crate::dead_letter::{DeadLetter, DeadLetters, Filter};
+use crate::metrics::Metrics;
+use crate::subscription::{ReplayProgress, Store};
+
+/// How often a running catch-up writes its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// `POST /v1/applications/{app}/webhooks/{id}/replay`
+/// `{"since"?, "until"?, "dry_run"?}`: 202 `{"total"}`; with `dry_run`,
+/// 200 `{"total"}` and nothing is replayed (the dashboard's count).
+pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
+    let (app, id) = (call.app.clone(), call.id.clone());
+    let fields = read_fields(call.body, &["since", "until", "dry_run"]).await?;
+    let filter = Filter {
+        application_id: Some(app.clone()),
+        webhook_id: Some(id.clone()),
+        since_ms: fields.time("since", "invalid_since")?,
+        until_ms: fields.time("until", "invalid_until")?,
+        ..Filter::default()
+    };
+    let dry_run = fields
+        .boolean("dry_run", "invalid_dry_run")?
+        .unwrap_or(false);
+    let hook = find(state, &app, &id).await?;
+    if dry_run {
+        let total = state.dead_letters.matching(&filter).await?.len();
+        return Ok(json_response(StatusCode::OK, &json!({"total": total})));
+    }
+    if !hook.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_disabled",
+            "the webhook is disabled: enable it first, or its replayed events become dead letters again",
+        ));
+    }
+    let key = format!("{app}/{id}");
+    if !state.replays.lock().expect("replays").insert(key.clone()) {
+        return Err(running());
+    }
+    let running = Running {
+        replays: state.replays.clone(),
+        key,
+    };
+    let letters = state.dead_letters.matching(&filter).await?;
+    let total = letters.len() as u64;
+    let progress = ReplayProgress {
+        total,
+        replayed: 0,
+        state: "running".into(),
+    };
+    state
+        .store
+        .set_replay_progress(&app, &id, &progress)
+        .await?;
+    tracing::info!(application_id = %app, webhook_id = %id, total, "catch-up replay started");
+    let catch_up = CatchUp {
+        _running: running,
+        dead_letters: state.dead_letters.clone(),
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
+        app,
+        id,
+    };
+    tokio::spawn(catch_up.run(letters));
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"total": total}),
+    ))
+}
+
+fn running() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "replay_running",
+        "a catch-up replay of this webhook is running; follow it with GET on this path",
+    )
+}
+
+/// Marks the webhook's catch-up as running in this process until dropped.
+struct Running {
+    replays: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut replays) = self.replays.lock() {
+            replays.remove(&self.key);
+        }
+    }
+}
+
+/// What a catch-up runs with, owned: it outlives the request.
+struct CatchUp {
+    _running: Running,
+    dead_letters: Arc<DeadLetters>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    app: String,
+    id: String,
+}
+
+impl CatchUp {
+    async fn run(self, letters: Vec<(String, DeadLetter)>) {
+        let total = letters.len() as u64;
+        self.metrics.replay_pending(total as i64);
+        let done = AtomicU64::new(0);
+        let replay = self.dead_letters.replay_paced(&letters, |n| {
+            self.metrics.replay_pending(-1);
+            done.store(n as u64, Ordering::Relaxed);
+        });
+        // Progress is written every PROGRESS_EVERY while the replay runs.
+        let report = async {
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                let replayed = done.load(Ordering::Relaxed);
+                self.record(total, replayed, "running").await;
+            }
+        };
+        let result = tokio::select! {
+            result = replay => result,
+            _ = report => unreachable!("the report loop never ends"),
+        };
+        let left = total - done.load(Ordering::Relaxed);
+        self.metrics.replay_pending(-(left as i64));
+        let (replayed, state) = match &result {
+            Ok(r) => ((r.replayed + r.skipped_webhook_deleted) as u64, "done"),
+            Err(e) => {
+                tracing::warn!(error = %crate::logging::Chain(e), webhook_id = %self.id, "catch-up replay stopped");
+                (done.load(Ordering::Relaxed), "failed")
+            }
+        };
+        self.record(total, replayed, state).await;
+        tracing::info!(application_id = %self.app, webhook_id = %self.id, replayed, state, "catch-up replay ended");
+    }
+
+    async fn record(&self, total: u64, replayed: u64, state: &str) {
+        let progress = ReplayProgress {
+            total,
+            replayed,
+            state: state.into(),
+        };
+        if let Err(e) = self
+            .store
+            .set_replay_progress(&self.app, &self.id, &progress)
+            .await
+        {
+            tracing::warn!(error = %crate::logging::Chain(&e), "catch-up progress not recorded");
+        }
+    }
+}
+
+/// `GET /v1/applications/{app}/webhooks/{id}/replay`: `{"total",
+/// "replayed", "state"}` of the latest catch-up.
+pub(super) async fn progress(state: &AdminState, call: Call) -> Reply {
+    let (app, id) = (call.app.as_str(), call.id.as_str());
+    find(state, app, id).await?;
+    let progress = state
+        .store
+        .replay_progress(app, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("replay"))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"total": progress.total, "replayed": progress.replayed, "state": progress.state}),
+    ))
+}
