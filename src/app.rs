@@ -24,7 +24,7 @@ use crate::health::Health;
 use crate::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
 use crate::operational::Operational;
-use crate::subscription::{EventMarkers, Store, SubscriptionCache};
+use crate::subscription::{EventMarkers, History, Store, SubscriptionCache};
 
 /// The components shared by every task of one process.
 struct Wiring {
@@ -41,6 +41,7 @@ struct Wiring {
     names: Names,
     operational: Operational,
     lifecycle: Arc<Lifecycle>,
+    history: History,
 }
 
 /// Runs the service until `shutdown` is cancelled, serving HTTP on `listener`.
@@ -120,6 +121,11 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         settings.breaker_threshold,
     );
     Ok(Wiring {
+        history: History::start(
+            store.clone(),
+            settings.attempt_history,
+            settings.attempt_history_age,
+        ),
         operational,
         lifecycle,
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
@@ -186,6 +192,7 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         dead_letters: w.dead_letters.clone(),
         endpoints: w.endpoints.clone(),
         lifecycle: w.lifecycle.clone(),
+        history: w.history.clone(),
         replays: Arc::default(),
     })
 }
@@ -333,6 +340,7 @@ async fn session(
             schedule: s.retry_schedule.clone(),
             max_age: s.max_event_age,
             lifecycle: w.lifecycle.clone(),
+            history: w.history.clone(),
         });
         consuming
             .run(token, s.shutdown_timeout, move |d, _| {

@@ -122,6 +122,10 @@ pub struct Settings {
     /// have all failed this long (and at least `WF_CIRCUIT_BREAKER_THRESHOLD`
     /// of them) is disabled.
     pub auto_disable_after: Duration,
+    /// `WF_ATTEMPT_HISTORY`, default 500: attempts kept per webhook (0: off).
+    pub attempt_history: usize,
+    /// `WF_ATTEMPT_HISTORY_AGE`, default 7 days: the oldest attempt kept.
+    pub attempt_history_age: Duration,
     /// `WF_REPLAY_RATE`, default 100: dead letters replayed per second per
     /// process (catch-ups and the operator's bulk replay share it).
     pub replay_rate: u32,
@@ -216,6 +220,19 @@ impl Settings {
             auto_disable_after: duration(
                 "WF_AUTO_DISABLE_AFTER",
                 &get("WF_AUTO_DISABLE_AFTER", "5d"),
+            )?,
+            attempt_history: match get("WF_ATTEMPT_HISTORY", "500").parse::<usize>() {
+                Ok(n) if n <= 100_000 => n,
+                _ => {
+                    return Err(err(
+                        "WF_ATTEMPT_HISTORY",
+                        "expected an integer from 0 (off) to 100000",
+                    ));
+                }
+            },
+            attempt_history_age: duration(
+                "WF_ATTEMPT_HISTORY_AGE",
+                &get("WF_ATTEMPT_HISTORY_AGE", "7d"),
             )?,
             replay_rate: count("WF_REPLAY_RATE", &get("WF_REPLAY_RATE", "100"))? as u32,
             log_format: match get("WF_LOG_FORMAT", "pretty").as_str() {
@@ -362,6 +379,14 @@ mod tests {
         assert!(s.disable_on_gone);
         assert_eq!(s.auto_disable_after, Duration::from_secs(5 * 86400));
         assert_eq!(s.replay_rate, 100);
+        assert_eq!(s.attempt_history, 500);
+        assert_eq!(s.attempt_history_age, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            settings(&[("WF_ATTEMPT_HISTORY", "0")])
+                .unwrap()
+                .attempt_history,
+            0
+        );
     }
 
     #[test]
@@ -382,6 +407,8 @@ mod tests {
             ("WF_DISABLE_ON_GONE", "sometimes"),
             ("WF_AUTO_DISABLE_AFTER", "never"),
             ("WF_REPLAY_RATE", "0"),
+            ("WF_ATTEMPT_HISTORY", "-1"),
+            ("WF_ATTEMPT_HISTORY_AGE", "0s"),
         ];
         for (var, value) in cases {
             let e = settings(&[(var, value)]).unwrap_err();

@@ -62,6 +62,10 @@ pub struct DeliveryJob {
     /// webhook's circuit is open, as the probe (cleared after that attempt).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
+    /// A replay of a dead letter (every attempt, not only the first, is
+    /// recorded as a replay in the webhook's history).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -129,6 +133,7 @@ impl DeliveryJob {
             attempts: Vec::new(),
             deferrals: 0,
             probe: false,
+            replay: false,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::backoff::Backoff;
 use crate::broker::{ConfirmedPublisher, Names, Outgoing};
 use crate::clock;
 use crate::metrics::Metrics;
+use crate::subscription::rfc3339_millis;
 
 /// Events waiting for the broker, at most.
 const QUEUE: usize = 10_000;
@@ -84,12 +85,6 @@ impl OperationalEvent {
         self.details.insert(key.to_string(), value);
         self
     }
-}
-
-/// Unix milliseconds as RFC 3339 UTC with milliseconds.
-pub(crate) fn rfc3339_millis(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 enum Item {

@@ -18,7 +18,7 @@ use crate::delivery::{DeliveryClient, Endpoints, Lifecycle, TargetPolicy};
 use crate::event::Catalogue;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::subscription::Store;
+use crate::subscription::{History, Store};
 
 /// A handler's answer.
 pub(crate) type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -47,6 +47,8 @@ pub(crate) struct AdminState {
     pub endpoints: Arc<Endpoints>,
     /// Disabling and operational events.
     pub lifecycle: Arc<Lifecycle>,
+    /// The webhooks' attempt history and health.
+    pub history: History,
     /// Webhooks (`app/id`) whose catch-up replay runs in this process.
     pub replays: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }

@@ -6,6 +6,7 @@ mod context;
 mod dashboard;
 mod dead_letters;
 mod error;
+mod history;
 mod http;
 mod precondition;
 mod replay;

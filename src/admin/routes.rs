@@ -9,7 +9,7 @@ use std::pin::Pin;
 use hyper::Method;
 
 use super::context::{AdminState, Call, Reply};
-use super::{dead_letters, replay, status, webhooks};
+use super::{dead_letters, history, replay, status, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,8 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/v1/applications/{app}/webhooks/{id}/test", Admin, webhooks::test),
     route!(POST "/v1/applications/{app}/webhooks/{id}/replay", Admin, replay::start),
     route!(GET "/v1/applications/{app}/webhooks/{id}/replay", Member, replay::progress),
+    route!(GET "/v1/applications/{app}/webhooks/{id}/attempts", Member, history::attempts),
+    route!(GET "/v1/applications/{app}/webhooks/{id}/health", Member, history::health),
     route!(GET "/v1/dead-letters", Operator, dead_letters::list),
     route!(POST "/v1/dead-letters/replay", Operator, dead_letters::replay_matching),
     route!(GET "/v1/dead-letters/{id}", Operator, dead_letters::show),

@@ -333,6 +333,26 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
         })
         .await;
     let outcome = crate::delivery::classify(&result.transport);
+    let failure = match &outcome {
+        Outcome::Delivered => None,
+        Outcome::Retry(f) | Outcome::GiveUp(f) => Some(f),
+    };
+    state.history.record(
+        app,
+        id,
+        crate::subscription::Attempt {
+            at_ms: clock::unix_millis() - result.duration.as_millis() as i64,
+            event_id: event_id.clone(),
+            event_type: TEST_EVENT.to_string(),
+            attempt: 1,
+            status: result.transport.status(),
+            error_class: failure.map(|f| f.label.as_str()),
+            error: failure.map(|f| f.error.clone()),
+            duration_ms: result.duration.as_millis() as u64,
+            sent: true,
+            kind: crate::subscription::Kind::Test,
+        },
+    );
     if let Some(endpoint) = state.endpoints.get(id) {
         if endpoint.record(outcome == Outcome::Delivered, result.duration) {
             state

@@ -151,6 +151,7 @@ impl DeadLetter {
             attempts: Vec::new(),
             deferrals: 0,
             probe: true,
+            replay: true,
         }
     }
 

@@ -10,7 +10,7 @@ use super::prepared::PreparedWebhooks;
 use crate::broker::{ConfirmedPublisher, Names};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::subscription::SubscriptionCache;
+use crate::subscription::{History, SubscriptionCache};
 
 /// Everything the worker needs, shared by all in-flight jobs.
 pub(crate) struct DeliverContext {
@@ -34,4 +34,6 @@ pub(crate) struct DeliverContext {
     pub max_age: Duration,
     /// Disabling, failure streaks, operational events.
     pub lifecycle: Arc<Lifecycle>,
+    /// The webhooks' attempt history and health counters.
+    pub history: History,
 }

@@ -247,6 +247,16 @@ impl Endpoint {
         self.breaker().is_open()
     }
 
+    /// The breaker's state: `closed`, `open` or `half_open` (a probe is in
+    /// flight).
+    pub(crate) fn breaker_state(&self) -> &'static str {
+        match *self.breaker() {
+            Breaker::Closed { .. } => "closed",
+            Breaker::Open { .. } => "open",
+            Breaker::HalfOpen => "half_open",
+        }
+    }
+
     /// A delivery slot for this webhook. When all are taken, a job waits for
     /// one if [`should_wait`] says so, and keeps waiting while the webhook
     /// makes progress, for at most `MAX_SLOT_WAIT`; then, with a host cap,

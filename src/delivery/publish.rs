@@ -53,6 +53,7 @@ pub(super) async fn dispose(
             }
             let settle = to_tier(ctx, &job, &tier.label).await;
             if settle == Settle::Ack {
+                ctx.history.waiting(&job.application_id, &job.webhook_id, 1);
                 counted(ctx, &disposition, &tier.label, tier.delay, endpoint);
             }
             settle

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::consume::Settle;
 use crate::job::{AttemptRecord, DeliveryJob};
 use crate::metrics::OutcomeLabel;
+use crate::subscription::{Attempt as Recorded, Kind};
 
 /// Handles one job message; the returned value says how to settle it.
 pub(crate) async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
@@ -60,6 +61,11 @@ async fn reject(ctx: &DeliverContext, data: &[u8], e: &crate::job::JobError) -> 
 }
 
 async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
+    // Back from a delay tier: one job fewer waiting there for its webhook.
+    if !job.attempts.is_empty() || job.deferrals > 0 {
+        ctx.history
+            .waiting(&job.application_id, &job.webhook_id, -1);
+    }
     let webhooks = match ctx.cache.webhooks(&job.application_id).await {
         Ok(list) => list,
         Err(e) => {
@@ -96,6 +102,12 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         });
         let (app, id) = (&job.application_id, &job.webhook_id);
         ctx.lifecycle.failed(&endpoint, app, id, false);
+        not_sent(
+            ctx,
+            &job,
+            "circuit_open",
+            "circuit open: the webhook keeps failing; request not sent",
+        );
         return dispose(ctx, job, Some(&endpoint), Disposition::ShortCircuited).await;
     }
     // Bounded per webhook so a slow receiver cannot fill the prefetch window.
@@ -105,7 +117,14 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             if admit == Admit::Probe {
                 endpoint.release_probe();
             }
-            let deferred = Disposition::Deferred(saturated.reason());
+            let reason = saturated.reason();
+            not_sent(
+                ctx,
+                &job,
+                "deferred",
+                &format!("deferred ({reason}): the webhook is busy; request not sent"),
+            );
+            let deferred = Disposition::Deferred(reason);
             return dispose(ctx, job, Some(&endpoint), deferred).await;
         }
     };
@@ -122,6 +141,7 @@ async fn send(
     endpoint: &Endpoint,
 ) -> Disposition {
     let started_ms = clock::unix_millis();
+    let number = job.next_attempt();
     let result = {
         let _inflight = ctx.metrics.inflight();
         ctx.client
@@ -157,6 +177,26 @@ async fn send(
     ));
     // The probe was this request; the job's retries follow the breaker.
     job.probe = false;
+    ctx.history.record(
+        &job.application_id,
+        &job.webhook_id,
+        Recorded {
+            at_ms: started_ms,
+            event_id: job.event_id.clone(),
+            event_type: job.event_type.clone(),
+            attempt: number,
+            status: result.transport.status(),
+            error_class: failure.map(|f| f.label.as_str()),
+            error: failure.map(|f| f.error.clone()),
+            duration_ms: result.duration.as_millis() as u64,
+            sent: true,
+            kind: if job.replay {
+                Kind::Replay
+            } else {
+                Kind::Delivery
+            },
+        },
+    );
     let (app, id) = (job.application_id.as_str(), job.webhook_id.as_str());
     let signal = signal(&result.transport, ctx.lifecycle.disable_on_gone);
     if let Some(Signal::Disable(reason)) = signal {
@@ -194,6 +234,31 @@ async fn send(
             Disposition::DeadLetter("target_refused")
         }
     }
+}
+
+/// Records an attempt that sent no request (`class`: `circuit_open` or
+/// `deferred`) in the webhook's history.
+fn not_sent(ctx: &DeliverContext, job: &DeliveryJob, class: &'static str, error: &str) {
+    ctx.history.record(
+        &job.application_id,
+        &job.webhook_id,
+        Recorded {
+            at_ms: clock::unix_millis(),
+            event_id: job.event_id.clone(),
+            event_type: job.event_type.clone(),
+            attempt: job.next_attempt(),
+            status: None,
+            error_class: Some(class),
+            error: Some(error.to_string()),
+            duration_ms: 0,
+            sent: false,
+            kind: if job.replay {
+                Kind::Replay
+            } else {
+                Kind::Delivery
+            },
+        },
+    );
 }
 
 fn failure_label(outcome: &Outcome) -> &'static str {

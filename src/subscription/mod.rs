@@ -3,15 +3,17 @@
 
 mod cache;
 mod cipher;
+mod history;
 mod markers;
 mod store;
 mod webhook;
 
 pub(crate) use cache::SubscriptionCache;
 pub use cipher::CipherError;
+pub(crate) use history::{Attempt, AttemptFilter, History, Kind};
 pub(crate) use markers::EventMarkers;
 pub(crate) use store::{Marker, ReplayProgress, TokenRecord};
 pub use store::{Store, StoreError, Write};
 pub use webhook::StoredSecret;
 pub use webhook::Webhook;
-pub(crate) use webhook::{new_secret, rfc3339};
+pub(crate) use webhook::{new_secret, rfc3339, rfc3339_millis};

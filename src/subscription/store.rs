@@ -57,6 +57,15 @@ impl Keys {
     pub(crate) fn replay(&self, app: &str, id: &str) -> String {
         format!("{}:replay:{app}:{id}", self.ns)
     }
+    /// Stream of a webhook's latest attempts.
+    pub(crate) fn attempts(&self, app: &str, id: &str) -> String {
+        format!("{}:attempts:{app}:{id}", self.ns)
+    }
+    /// Hash of a webhook's health counters (per 5-minute bucket), last
+    /// success and failure, and jobs waiting in retry tiers.
+    pub(crate) fn health(&self, app: &str, id: &str) -> String {
+        format!("{}:health:{app}:{id}", self.ns)
+    }
     /// Glob matching every key of the namespace.
     pub(crate) fn pattern(&self) -> String {
         format!("{}:*", self.ns)

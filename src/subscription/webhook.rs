@@ -152,6 +152,12 @@ pub(crate) fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Unix milliseconds as RFC 3339 UTC with milliseconds.
+pub(crate) fn rfc3339_millis(ms: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 mod redacted_string {
     use super::Redacted;
     use serde::{Deserialize, Deserializer, Serializer};

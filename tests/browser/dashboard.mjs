@@ -80,7 +80,8 @@ const phases = {
     await signIn(page, env("TOKEN"), env("APP"));
     await page.waitForSelector("#webhooks-rows tr");
     const rows = await page.locator("#webhooks-rows tr").count();
-    const rowButtons = await page.locator("#webhooks-rows button").count();
+    // "History" only reads.
+    const rowButtons = await page.$$eval("#webhooks-rows button", (bs) => bs.filter((b) => b.textContent !== "History").length);
     const createVisible = await page.isVisible("#create-open");
     await shot(page, "06-member-phone");
     return { rows, rowButtons, createVisible };
@@ -125,6 +126,34 @@ phases.catchup = async function catchup(page) {
   const after = await page.locator("#webhooks-rows tr", { hasText: "Catch-up" }).locator("td.state").textContent();
   await shot(page, "10-admin-caught-up");
   return { state, label, dialogs, status, after };
+};
+
+// Admin: a failing receiver's webhook page shows the chart and its attempts;
+// the event-id search finds one event's attempts.
+phases.history = async function history(page) {
+  await signIn(page, env("TOKEN"), env("APP"));
+  const row = page.locator("#webhooks-rows tr", { hasText: "Flaky" });
+  await row.waitFor({ timeout: TIMEOUT });
+  await page.waitForSelector("#webhooks-rows tr .health.bad", { timeout: TIMEOUT });
+  const badge = await row.locator(".health").textContent();
+  await row.getByRole("button", { name: "History" }).click();
+  await page.waitForSelector("#hook-chart svg rect.bad", { timeout: TIMEOUT });
+  await page.waitForSelector("#attempt-rows tr");
+  const bars = await page.locator("#hook-chart svg rect.bad").count();
+  const attempts = await page.locator("#attempt-rows tr").count();
+  const facts = await page.$$eval("#hook-health dd", (dd) => dd.map((d) => d.textContent));
+  await page.locator("#attempt-rows tr details summary").first().click();
+  const expanded = await page.locator("#attempt-rows tr details[open] dd").first().textContent();
+  await shot(page, "11-admin-webhook-history");
+  await page.fill("#a-event", env("EVENT"));
+  await page.click("#attempt-filters button[type=submit]");
+  await page.waitForFunction((id) => {
+    const rows = [...document.querySelectorAll("#attempt-rows tr")];
+    return rows.length > 0 && rows.every((r) => r.dataset.event === id);
+  }, env("EVENT"), { timeout: TIMEOUT });
+  const found = await page.$$eval("#attempt-rows tr", (rows) => rows.map((r) => r.dataset.event));
+  await shot(page, "12-admin-event-search");
+  return { badge, bars, attempts, facts, expanded, found };
 };
 
 const phase = process.argv[2];

@@ -275,10 +275,86 @@ async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_
         seen["status"].as_str().unwrap().contains("replayed 3 of 3"),
         "{seen}"
     );
-    assert_eq!(seen["after"], "yes");
+    let after = seen["after"].as_str().unwrap();
+    assert!(
+        after.starts_with("yes") && !after.contains("disabled"),
+        "{after}"
+    );
     let got = receiver.wait_for("/catch", 4).await;
     let ids: Vec<String> = got[1..].iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids, ["evt-catch-0", "evt-catch-1", "evt-catch-2"]);
+    producer.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
+    let chromium = browser();
+    let svc = TestService::start(&[("WF_RETRY_SCHEDULE", "10m")]).await;
+    let shots = root().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let page = Page {
+        base: svc.base.clone(),
+        chromium,
+        shots,
+    };
+    let app = "dash_history";
+    let admin = svc.token(app, "admin").await;
+    let receiver = Receiver::start(200).await;
+    receiver.set_path_status("/flaky", 500);
+    let (status, hook) = svc
+        .call(
+            "POST",
+            &format!("/v1/applications/{app}/webhooks"),
+            Some(OPERATOR),
+            Some(
+                json!({"url": receiver.url("/flaky"), "name": "Flaky", "events": ["item.created"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let producer = Producer::connect(&svc.ns).await;
+    for n in 0..4 {
+        producer
+            .event(
+                &format!("evt-hist-{n}"),
+                app,
+                "item.created",
+                json!({"n": n}),
+            )
+            .await;
+    }
+    receiver.wait_for("/flaky", 4).await;
+    let attempts = format!(
+        "/v1/applications/{app}/webhooks/{}/attempts",
+        hook["id"].as_str().unwrap()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "four recorded attempts",
+        || async {
+            let (_, page) = svc.call("GET", &attempts, Some(OPERATOR), None).await;
+            (page["items"].as_array().map_or(0, Vec::len) == 4).then_some(())
+        },
+    )
+    .await;
+
+    let seen = page
+        .phase(
+            "history",
+            &[("TOKEN", &admin), ("APP", app), ("EVENT", "evt-hist-2")],
+        )
+        .await;
+    assert_eq!(seen["badge"], "0.0% ok (24 h)", "{seen}");
+    assert!(seen["bars"].as_u64().unwrap() >= 1, "{seen}");
+    assert_eq!(seen["attempts"], 4);
+    let facts = seen["facts"].to_string();
+    assert!(
+        facts.contains("0.0% of 4") && facts.contains("HTTP 500"),
+        "{facts}"
+    );
+    assert_eq!(seen["expanded"], "HTTP 500");
+    assert_eq!(seen["found"], json!(["evt-hist-2"]));
     producer.close().await;
     svc.stop().await;
 }

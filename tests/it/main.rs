@@ -14,6 +14,7 @@ mod data_safety;
 mod deploy;
 mod docs;
 mod faults;
+mod history;
 mod isolation;
 mod lifecycle;
 mod metrics;

@@ -166,8 +166,10 @@ function stateCell(h) {
   if (h.enabled) {
     cell.append(el("span", { text: "yes" }));
     if (h.failing) cell.append(el("span", { class: "flag bad", text: "failing", title: "Its recent deliveries all failed" }));
+    healthBadge(h, cell);
     return cell;
   }
+  healthBadge(h, cell);
   const why = DISABLED_WHY[h.disabled_reason] || h.disabled_reason || "disabled";
   const since = h.disabled_at ? " since " + new Date(h.disabled_at).toLocaleString() : "";
   cell.append(el("span", { class: "flag bad", text: "disabled" }), el("span", { class: "why", text: `${why}${since}` }));
@@ -188,10 +190,12 @@ function hookRow(h) {
       buttons.push(catchUp);
       countMissed(h, catchUp);
     }
-    buttons.push(el("button", { type: "button", text: "Rotate secret", onclick: () => rotate(h) }),
+    buttons.push(el("button", { type: "button", text: "History", onclick: () => openHook(h) }),
+      el("button", { type: "button", text: "Rotate secret", onclick: () => rotate(h) }),
       el("button", { type: "button", class: "danger", text: "Delete", onclick: () => remove(h) }));
     actions.append(el("div", { class: "actions" }, ...buttons), result);
   }
+  if (!canWrite()) actions.append(el("button", { type: "button", text: "History", onclick: () => openHook(h) }));
   return el("tr", { "data-id": h.id },
     el("td", { "data-label": "Name", text: h.name || "(no name)" }),
     el("td", { "data-label": "URL", class: "url", text: h.url }),
@@ -202,6 +206,122 @@ function hookRow(h) {
 }
 
 const hookPath = (h) => appPath() + "/" + encodeURIComponent(h.id);
+
+// A coloured dot and the last 24 h success ratio, filled in when the
+// health answers.
+function healthBadge(h, cell) {
+  const badge = el("span", { class: "health unknown", text: "…", title: "Health of the last 24 hours" });
+  cell.append(badge);
+  api("GET", hookPath(h) + "/health").then((x) => {
+    const [cls, text] = healthLook(x);
+    badge.className = "health " + cls;
+    badge.textContent = text;
+  }, () => { badge.textContent = ""; });
+}
+
+function healthLook(x) {
+  if (x.breaker !== "closed") return ["bad", "circuit " + x.breaker.replace("_", "-")];
+  if (!x.requests_24h) return ["unknown", "no requests in 24 h"];
+  const pct = (100 * x.success_ratio_24h).toFixed(1) + "% ok (24 h)";
+  if (x.success_ratio_24h >= 0.99) return ["ok", pct];
+  if (x.success_ratio_24h >= 0.9) return ["warn", pct];
+  return ["bad", pct];
+}
+
+// ---- one webhook: health, chart, attempts ----
+
+async function openHook(h) {
+  state.hook = h;
+  state.attemptCursor = null;
+  hideViews();
+  show("view-hook", true);
+  $("hook-title").textContent = h.name || "(no name)";
+  $("hook-url").textContent = h.url;
+  $("a-status").value = "";
+  $("a-event").value = "";
+  try {
+    const x = await api("GET", hookPath(h) + "/health");
+    const when = (t) => (t ? new Date(t).toLocaleString() : "never");
+    const pct = (r) => (r == null ? "no requests" : (100 * r).toFixed(1) + "%");
+    const facts = [["State", healthLook(x)[1]], ["Success, last hour", `${pct(x.success_ratio_1h)} of ${x.requests_1h}`],
+      ["Success, last 24 h", `${pct(x.success_ratio_24h)} of ${x.requests_24h}`],
+      ["Duration, last hour", x.duration_p50_ms_1h == null ? "no requests" : `p50 ${x.duration_p50_ms_1h} ms, p99 ${x.duration_p99_ms_1h} ms`],
+      ["Last success", when(x.last_success_at)], ["Last failure", when(x.last_failure_at) + (x.last_error ? " · " + x.last_error : "")],
+      ["Circuit breaker", x.breaker.replace("_", "-")], ["Waiting in retry tiers", String(x.waiting_in_retry)]];
+    $("hook-health").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+    drawChart(x.buckets || []);
+  } catch (e) { status("Could not load the health: " + e.message, true); }
+  await loadAttempts(false);
+}
+
+// Successes stacked under failures, one bar per 5 minutes, 24 h wide,
+// drawn as SVG by the page itself.
+function drawChart(buckets) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs) => { const n = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v)); return n; };
+  const width = 576, height = 120, slot = 300000, slots = 288;
+  const end = Math.floor(Date.now() / slot) * slot + slot;
+  const start = end - slots * slot;
+  const top = Math.max(1, ...buckets.map((b) => b.successes + b.failures));
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height + 16}`, width: "100%", class: "bars" });
+  chart.append(svg("line", { x1: 0, y1: height, x2: width, y2: height, class: "axis" }));
+  for (const b of buckets) {
+    const i = Math.floor((Date.parse(b.at) - start) / slot);
+    if (i < 0 || i >= slots) continue;
+    const x = (i * width) / slots, w = Math.max(1, width / slots - 0.5);
+    const hs = (b.successes / top) * height, hf = (b.failures / top) * height;
+    const ok = svg("rect", { x, y: height - hs, width: w, height: hs, class: "ok" });
+    const bad = svg("rect", { x, y: height - hs - hf, width: w, height: hf, class: "bad" });
+    const title = svg("title", {});
+    title.textContent = `${new Date(b.at).toLocaleTimeString()}: ${b.successes} ok, ${b.failures} failed`;
+    bad.append(title);
+    chart.append(ok, bad);
+  }
+  for (const [x, label] of [[0, "24 h ago"], [width / 2, "12 h ago"], [width - 30, "now"]]) {
+    const t = svg("text", { x, y: height + 13, class: "tick" });
+    t.textContent = label;
+    chart.append(t);
+  }
+  $("hook-chart").replaceChildren(chart);
+  $("hook-chart").dataset.bars = String(buckets.length);
+}
+
+async function loadAttempts(more) {
+  const h = state.hook;
+  const q = new URLSearchParams({ limit: String(PAGE) });
+  if ($("a-status").value) q.set("status", $("a-status").value);
+  if ($("a-event").value.trim()) q.set("event_id", $("a-event").value.trim());
+  if (more && state.attemptCursor) q.set("cursor", state.attemptCursor);
+  try {
+    const page = await api("GET", hookPath(h) + "/attempts?" + q);
+    const rows = page.items.map(attemptRow);
+    if (more) $("attempt-rows").append(...rows);
+    else $("attempt-rows").replaceChildren(...rows);
+    state.attemptCursor = page.next_cursor;
+    const any = $("attempt-rows").children.length > 0;
+    show("attempts-table", any);
+    show("attempts-empty", !any);
+    show("attempts-more", !!page.next_cursor);
+  } catch (e) { status("Could not load the attempts: " + e.message, true); }
+}
+
+function attemptRow(a) {
+  const ok = a.sent && !a.error_class;
+  const summary = !a.sent ? "not sent" : a.status != null ? "HTTP " + a.status : a.error_class;
+  const result = el("details", {}, el("summary", { class: ok ? "ok" : "bad", text: summary }),
+    el("dl", { class: "facts" },
+      el("dt", { text: "Error" }), el("dd", { text: a.error || "none" }),
+      el("dt", { text: "Class" }), el("dd", { text: a.error_class || "success" }),
+      el("dt", { text: "Type" }), el("dd", { text: a.type }),
+      el("dt", { text: "Request sent" }), el("dd", { text: a.sent ? "yes" : "no" })));
+  return el("tr", { "data-event": a.event_id },
+    el("td", { "data-label": "At", text: new Date(a.at).toLocaleString() }),
+    el("td", { "data-label": "Event", class: "mono", text: a.event_id }),
+    el("td", { "data-label": "Attempt", text: String(a.attempt) }),
+    el("td", { "data-label": "Result" }, result),
+    el("td", { "data-label": "Duration", text: a.duration_ms + " ms" }),
+    el("td", { "data-label": "Kind", text: a.kind }));
+}
 const events = (n) => `${n} event${n === 1 ? "" : "s"}`;
 
 // How many dead letters a catch-up would replay, without replaying.
@@ -556,6 +676,9 @@ function init() {
   $("dl-replay").addEventListener("click", () => settleOne("replay"));
   $("dl-discard").addEventListener("click", () => settleOne("discard"));
   $("dl-close").addEventListener("click", () => show("dead-detail", false));
+  $("hook-back").addEventListener("click", openWebhooksView);
+  $("attempt-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadAttempts(false); });
+  $("attempts-more").addEventListener("click", () => loadAttempts(true));
   const flash = sessionStorage.getItem("wf.flash");
   sessionStorage.removeItem("wf.flash");
   const token = sessionStorage.getItem("wf.token");
@@ -571,7 +694,7 @@ function init() {
   }
 }
 
-function hideViews() { for (const v of ["view-signin", "view-webhooks", "view-dead"]) show(v, false); }
+function hideViews() { for (const v of ["view-signin", "view-webhooks", "view-dead", "view-hook"]) show(v, false); }
 function openWebhooksView() { hideViews(); openWebhooks(); }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,583 @@
+//! Delivery history and health, per webhook, in Redis:
+//!
+//! - `{ns}:attempts:{app}:{id}`: a stream of the webhook's latest attempts
+//!   (at most `WF_ATTEMPT_HISTORY`, none older than
+//!   `WF_ATTEMPT_HISTORY_AGE`), newest read first;
+//! - `{ns}:health:{app}:{id}`: a hash of successes and failures per
+//!   5-minute bucket over the last 24 h (`s:<bucket>`, `f:<bucket>`), the
+//!   last success and failure, and the jobs waiting in retry tiers.
+//!
+//! Written off the hot path: the delivery worker hands each record to a
+//! task that writes what came in the last [`FLUSH_EVERY`] as one pipeline
+//! (a full queue drops records, counted, rather than slow deliveries).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::store::{Store, StoreError};
+use super::webhook::rfc3339_millis;
+
+/// Records waiting for Redis, at most.
+const QUEUE: usize = 20_000;
+/// Records written in one pipeline, at most.
+const BATCH: usize = 1_000;
+/// How long records wait for others to go with.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Width of one health bucket.
+pub(crate) const BUCKET_MS: i64 = 5 * 60 * 1000;
+/// How long health buckets are kept.
+const HEALTH_KEEP: Duration = Duration::from_secs(25 * 3600);
+/// Longest error text kept per attempt.
+const MAX_ERROR: usize = 300;
+
+/// What an attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A delivery of a published event (first try or retry).
+    Delivery,
+    /// A replay of a dead letter.
+    Replay,
+    /// The admin API's test event.
+    Test,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Delivery => "delivery",
+            Kind::Replay => "replay",
+            Kind::Test => "test",
+        }
+    }
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    /// Unix ms when it started.
+    pub at_ms: i64,
+    /// The event id (`Webhook-Id`).
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// `Webhook-Attempt` of the request (for one not sent: the request it
+    /// stood for).
+    pub attempt: u32,
+    /// The HTTP status, if a response came back.
+    pub status: Option<u16>,
+    /// Error class (`http_error`, `timeout`, `connect_error`,
+    /// `circuit_open`, `deferred`); none on success.
+    pub error_class: Option<&'static str>,
+    /// Error text; none on success.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Whether a request was sent (false: short-circuited or deferred).
+    pub sent: bool,
+    /// Delivery, replay or test.
+    pub kind: Kind,
+}
+
+impl Attempt {
+    fn succeeded(&self) -> bool {
+        self.sent && self.error_class.is_none()
+    }
+}
+
+enum Record {
+    Attempt(String, String, Attempt),
+    /// A job of (app, webhook) entered (+1) or left (-1) a retry tier.
+    Waiting(String, String, i64),
+}
+
+/// Handle on the history; cheap to clone. Off (`cap` 0): records nothing
+/// and reads nothing.
+#[derive(Clone)]
+pub(crate) struct History {
+    tx: Option<mpsc::Sender<Record>>,
+    store: Store,
+    cap: usize,
+    age: Duration,
+}
+
+/// Which attempts a page shows.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AttemptFilter {
+    /// `Some(true)`: successes only; `Some(false)`: failures only.
+    pub success: Option<bool>,
+    /// Only this event's.
+    pub event_id: Option<String>,
+    /// Only this type's.
+    pub event_type: Option<String>,
+}
+
+/// What health is computed from.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HealthFigures {
+    /// (successes, failures) of requests sent in the last hour.
+    pub hour: (u64, u64),
+    /// (successes, failures) in the last 24 h.
+    pub day: (u64, u64),
+    /// (bucket start ms, successes, failures), oldest first, last 24 h.
+    pub buckets: Vec<(i64, u64, u64)>,
+    /// p50 and p99 duration (ms) of the recorded requests of the last hour.
+    pub durations_1h: Option<(u64, u64)>,
+    /// Unix ms of the last success.
+    pub last_success_ms: Option<i64>,
+    /// Unix ms of the last failure, and its error.
+    pub last_failure: Option<(i64, String)>,
+    /// Jobs waiting in retry tiers.
+    pub waiting: u64,
+}
+
+impl History {
+    /// The history over `store`, keeping `cap` attempts per webhook (0:
+    /// off) for at most `age`.
+    pub(crate) fn start(store: Store, cap: usize, age: Duration) -> Self {
+        let tx = (cap > 0).then(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write(store.clone(), cap, age, rx));
+            tx
+        });
+        History {
+            tx,
+            store,
+            cap,
+            age,
+        }
+    }
+
+    /// Whether attempts are recorded.
+    pub(crate) fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Records `attempt` of webhook `id` of `app`, without waiting; false if
+    /// it was dropped (the writer is that far behind).
+    pub(crate) fn record(&self, app: &str, id: &str, attempt: Attempt) -> bool {
+        match &self.tx {
+            Some(tx) => tx
+                .try_send(Record::Attempt(app.to_string(), id.to_string(), attempt))
+                .is_ok(),
+            None => true,
+        }
+    }
+
+    /// A job of webhook `id` entered (`+1`) or left (`-1`) a retry tier.
+    pub(crate) fn waiting(&self, app: &str, id: &str, delta: i64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Record::Waiting(app.to_string(), id.to_string(), delta));
+        }
+    }
+
+    /// Up to `limit` attempts of webhook `id` matching `filter`, newest
+    /// first, before `cursor` (an entry id from a previous page); and the
+    /// cursor of the next page.
+    pub(crate) async fn page(
+        &self,
+        app: &str,
+        id: &str,
+        filter: &AttemptFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), StoreError> {
+        if !self.enabled() {
+            return Ok((Vec::new(), None));
+        }
+        let key = self.store.keys().attempts(app, id);
+        let mut conn = self.store.connection().await?;
+        let end = cursor.map_or_else(|| "+".to_string(), |c| format!("({c}"));
+        // The stream holds at most `cap` entries: one read, filtered here.
+        let entries: redis::streams::StreamRangeReply = conn
+            .xrevrange_count(&key, end, "-", self.cap.max(limit))
+            .await?;
+        let oldest = crate::clock::unix_millis() - self.age.as_millis() as i64;
+        let mut items: Vec<(String, Value)> = Vec::new();
+        let mut more = false;
+        for entry in &entries.ids {
+            let Some(attempt) = parse(&fields(entry)) else {
+                continue;
+            };
+            if attempt.at_ms < oldest || !matches(&attempt, filter) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push((entry.id.clone(), view(&attempt)));
+        }
+        let next = match more {
+            true => items.last().map(|(id, _)| id.clone()),
+            false => None,
+        };
+        Ok((items.into_iter().map(|(_, v)| v).collect(), next))
+    }
+
+    /// The figures of webhook `id`'s health; old buckets are dropped on the
+    /// way.
+    pub(crate) async fn health(&self, app: &str, id: &str) -> Result<HealthFigures, StoreError> {
+        let now = crate::clock::unix_millis();
+        let mut conn = self.store.connection().await?;
+        let key = self.store.keys().health(app, id);
+        let hash: HashMap<String, String> = conn.hgetall(&key).await?;
+        let mut figures = HealthFigures::default();
+        let mut buckets: HashMap<i64, (u64, u64)> = HashMap::new();
+        let mut stale = Vec::new();
+        let day_start = bucket(now) - 23 * 3600 * 1000 - 11 * BUCKET_MS;
+        let hour_start = now - 3600 * 1000;
+        for (field, value) in &hash {
+            let number = value.parse::<i64>().unwrap_or(0);
+            match field.split_once(':') {
+                Some((kind @ ("s" | "f"), at)) => {
+                    let Ok(at) = at.parse::<i64>() else { continue };
+                    if at < day_start {
+                        stale.push(field.clone());
+                        continue;
+                    }
+                    let slot = buckets.entry(at).or_default();
+                    let n = number.max(0) as u64;
+                    if kind == "s" {
+                        slot.0 += n;
+                    } else {
+                        slot.1 += n;
+                    }
+                }
+                _ => match field.as_str() {
+                    "last_success" => figures.last_success_ms = Some(number),
+                    "last_failure" => {
+                        let error = hash.get("last_error").cloned().unwrap_or_default();
+                        figures.last_failure = Some((number, error));
+                    }
+                    "waiting" => figures.waiting = number.max(0) as u64,
+                    _ => {}
+                },
+            }
+        }
+        if !stale.is_empty() {
+            let _: () = conn.hdel(&key, &stale).await?;
+        }
+        let mut sorted: Vec<(i64, u64, u64)> =
+            buckets.into_iter().map(|(at, (s, f))| (at, s, f)).collect();
+        sorted.sort_unstable();
+        for &(at, s, f) in &sorted {
+            figures.day.0 += s;
+            figures.day.1 += f;
+            // A bucket counts for the hour if it overlaps it.
+            if at + BUCKET_MS > hour_start {
+                figures.hour.0 += s;
+                figures.hour.1 += f;
+            }
+        }
+        figures.buckets = sorted;
+        if self.enabled() {
+            figures.durations_1h = self.durations(app, id, hour_start).await?;
+        }
+        Ok(figures)
+    }
+
+    /// p50 and p99 of the recorded requests since `since` (ms).
+    async fn durations(
+        &self,
+        app: &str,
+        id: &str,
+        since: i64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut conn = self.store.connection().await?;
+        let key = self.store.keys().attempts(app, id);
+        let entries: redis::streams::StreamRangeReply = conn
+            .xrevrange_count(&key, "+", since.to_string(), self.cap)
+            .await?;
+        let mut durations: Vec<u64> = entries
+            .ids
+            .iter()
+            .filter_map(|e| parse(&fields(e)))
+            .filter(|a| a.sent)
+            .map(|a| a.duration_ms)
+            .collect();
+        if durations.is_empty() {
+            return Ok(None);
+        }
+        durations.sort_unstable();
+        let at = |q: f64| {
+            let i = ((durations.len() as f64 * q).ceil() as usize).clamp(1, durations.len());
+            durations[i - 1]
+        };
+        Ok(Some((at(0.5), at(0.99))))
+    }
+}
+
+/// The start (ms) of the bucket `ms` falls in.
+pub(crate) fn bucket(ms: i64) -> i64 {
+    ms.div_euclid(BUCKET_MS) * BUCKET_MS
+}
+
+fn matches(a: &Attempt, filter: &AttemptFilter) -> bool {
+    filter.success.is_none_or(|s| a.succeeded() == s)
+        && filter.event_id.as_deref().is_none_or(|e| a.event_id == e)
+        && filter
+            .event_type
+            .as_deref()
+            .is_none_or(|t| a.event_type == t)
+}
+
+/// The API's JSON of one attempt.
+fn view(a: &Attempt) -> Value {
+    json!({
+        "at": rfc3339_millis(a.at_ms),
+        "event_id": a.event_id,
+        "type": a.event_type,
+        "attempt": a.attempt,
+        "status": a.status,
+        "error": a.error,
+        "error_class": a.error_class,
+        "duration_ms": a.duration_ms,
+        "sent": a.sent,
+        "kind": a.kind.as_str(),
+    })
+}
+
+fn fields(entry: &redis::streams::StreamId) -> HashMap<&str, String> {
+    entry
+        .map
+        .keys()
+        .filter_map(|k| Some((k.as_str(), entry.get::<String>(k)?)))
+        .collect()
+}
+
+fn parse(f: &HashMap<&str, String>) -> Option<Attempt> {
+    let kind = match f.get("k").map(String::as_str) {
+        Some("replay") => Kind::Replay,
+        Some("test") => Kind::Test,
+        _ => Kind::Delivery,
+    };
+    let class = f.get("c").map(|c| match c.as_str() {
+        "http_error" => "http_error",
+        "timeout" => "timeout",
+        "connect_error" => "connect_error",
+        "circuit_open" => "circuit_open",
+        _ => "deferred",
+    });
+    Some(Attempt {
+        at_ms: f.get("a")?.parse().ok()?,
+        event_id: f.get("e")?.clone(),
+        event_type: f.get("t").cloned().unwrap_or_default(),
+        attempt: f.get("n").and_then(|n| n.parse().ok()).unwrap_or(0),
+        status: f.get("s").and_then(|s| s.parse().ok()),
+        error_class: class,
+        error: f.get("r").cloned(),
+        duration_ms: f.get("d").and_then(|d| d.parse().ok()).unwrap_or(0),
+        sent: f.get("x").map(String::as_str) != Some("0"),
+        kind,
+    })
+}
+
+async fn write(store: Store, cap: usize, age: Duration, mut rx: mpsc::Receiver<Record>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut conn: Option<deadpool_redis::Connection> = None;
+    loop {
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        // Let a moment's records go together.
+        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+        while batch.len() < BATCH {
+            let room = BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let pipe = pipeline(&store, cap, age, &batch);
+        batch.clear();
+        let sent = async {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => conn.insert(store.connection().await?),
+            };
+            pipe.query_async::<()>(&mut **c).await?;
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = sent.await {
+            conn = None;
+            tracing::warn!(error = %crate::logging::Chain(&e), "delivery history not written");
+        }
+    }
+}
+
+/// A webhook's latest success (ms) and latest failure (ms, error) in a batch.
+type Latest = (Option<i64>, Option<(i64, String)>);
+
+/// One pipeline for `batch`: the attempts appended and trimmed, the health
+/// counters added up per webhook and bucket.
+fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis::Pipeline {
+    let keys = store.keys();
+    let mut pipe = redis::pipe();
+    let mut counts: HashMap<(String, i64, bool), u64> = HashMap::new();
+    let mut last: HashMap<String, Latest> = HashMap::new();
+    let mut waiting: HashMap<String, i64> = HashMap::new();
+    let mut streams = Vec::new();
+    let oldest = crate::clock::unix_millis() - age.as_millis() as i64;
+    for record in batch {
+        match record {
+            Record::Attempt(app, id, a) => {
+                let stream = keys.attempts(app, id);
+                let mut fields: Vec<(&str, String)> = vec![
+                    ("a", a.at_ms.to_string()),
+                    ("e", a.event_id.clone()),
+                    ("t", a.event_type.clone()),
+                    ("n", a.attempt.to_string()),
+                    ("d", a.duration_ms.to_string()),
+                    ("k", a.kind.as_str().to_string()),
+                ];
+                if let Some(s) = a.status {
+                    fields.push(("s", s.to_string()));
+                }
+                if let Some(c) = a.error_class {
+                    fields.push(("c", c.to_string()));
+                }
+                if let Some(r) = &a.error {
+                    fields.push(("r", truncate(r)));
+                }
+                if !a.sent {
+                    fields.push(("x", "0".into()));
+                }
+                pipe.xadd_maxlen(
+                    &stream,
+                    redis::streams::StreamMaxlen::Equals(cap),
+                    "*",
+                    &fields,
+                )
+                .ignore();
+                streams.push(stream);
+                let health = keys.health(app, id);
+                if a.sent {
+                    let ok = a.succeeded();
+                    *counts
+                        .entry((health.clone(), bucket(a.at_ms), ok))
+                        .or_default() += 1;
+                    let entry = last.entry(health).or_default();
+                    if ok {
+                        entry.0 = entry.0.max(Some(a.at_ms));
+                    } else if entry.1.as_ref().is_none_or(|(at, _)| *at <= a.at_ms) {
+                        entry.1 = Some((a.at_ms, truncate(a.error.as_deref().unwrap_or(""))));
+                    }
+                }
+            }
+            Record::Waiting(app, id, delta) => {
+                *waiting.entry(keys.health(app, id)).or_default() += delta;
+            }
+        }
+    }
+    streams.sort();
+    streams.dedup();
+    for stream in &streams {
+        pipe.cmd("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(oldest.max(0))
+            .ignore();
+        pipe.pexpire(stream, age.as_millis() as i64).ignore();
+    }
+    let mut touched: Vec<String> = Vec::new();
+    for ((health, at, ok), n) in counts {
+        let field = format!("{}:{at}", if ok { "s" } else { "f" });
+        pipe.hincr(&health, field, n).ignore();
+        touched.push(health);
+    }
+    for (health, (success, failure)) in last {
+        if let Some(at) = success {
+            pipe.hset(&health, "last_success", at).ignore();
+        }
+        if let Some((at, error)) = failure {
+            pipe.hset_multiple(
+                &health,
+                &[("last_failure", at.to_string()), ("last_error", error)],
+            )
+            .ignore();
+        }
+        touched.push(health);
+    }
+    for (health, delta) in waiting {
+        pipe.hincr(&health, "waiting", delta).ignore();
+        touched.push(health);
+    }
+    touched.sort();
+    touched.dedup();
+    for health in touched {
+        pipe.pexpire(&health, HEALTH_KEEP.as_millis() as i64)
+            .ignore();
+    }
+    pipe
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_five_minutes_and_errors_are_capped() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(BUCKET_MS + 1), BUCKET_MS);
+        assert_eq!(bucket(-1), -BUCKET_MS);
+        let long = "é".repeat(MAX_ERROR + 10);
+        let cut = truncate(&long);
+        assert_eq!(
+            cut.chars().count(),
+            MAX_ERROR + 1,
+            "the cap and an ellipsis"
+        );
+        assert_eq!(truncate("short"), "short");
+    }
+
+    #[test]
+    fn a_recorded_attempt_reads_back_as_written() {
+        let fields: HashMap<&str, String> = [
+            ("a", "1700000000123"),
+            ("e", "evt_1"),
+            ("t", "item.created"),
+            ("n", "2"),
+            ("c", "timeout"),
+            ("r", "no response within 500 ms"),
+            ("d", "501"),
+            ("k", "replay"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+        let a = parse(&fields).unwrap();
+        assert!(a.sent && !a.succeeded());
+        let v = view(&a);
+        assert_eq!(v["at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!((&v["attempt"], &v["status"]), (&json!(2), &Value::Null));
+        assert_eq!(
+            (&v["error_class"], &v["kind"]),
+            (&json!("timeout"), &json!("replay"))
+        );
+        let filter = AttemptFilter {
+            success: Some(false),
+            event_id: Some("evt_1".into()),
+            event_type: None,
+        };
+        assert!(matches(&a, &filter));
+        assert!(!matches(
+            &a,
+            &AttemptFilter {
+                success: Some(true),
+                ..filter
+            }
+        ));
+    }
+}
