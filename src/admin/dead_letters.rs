@@ -7,7 +7,7 @@ use serde_json::json;
 use super::context::{AdminState, Call, Reply};
 use super::error::ApiError;
 use super::http::{json_response, no_content};
-use super::request::read_fields;
+use super::request::{limit_param, read_fields, unknown_parameter};
 use crate::dead_letter::{DeadLetterError, Filter};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -45,19 +45,7 @@ pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
             "application_id" => filter.application_id = keep(value),
             "webhook_id" => filter.webhook_id = keep(value),
             "type" => filter.event_type = keep(value),
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "limit",
-                            "invalid_limit",
-                            format!("must be an integer from 1 to {MAX_LIMIT}"),
-                        )
-                    })?
-            }
+            "limit" => limit = limit_param(&value, MAX_LIMIT)?,
             "cursor" if value.is_empty() => {}
             "cursor" => {
                 cursor = Some(value.parse::<u64>().map_err(|_| {
@@ -69,14 +57,9 @@ pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
                 })?)
             }
             other => {
-                let mut shown: String = other.chars().take(64).collect();
-                shown.retain(|c| !c.is_control());
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_parameter",
-                    format!(
-                        "unknown query parameter `{shown}`; allowed: application_id, webhook_id, type, limit, cursor"
-                    ),
+                return Err(unknown_parameter(
+                    other,
+                    "application_id, webhook_id, type, limit, cursor",
                 ));
             }
         }

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::context::{AdminState, Call, Reply};
 use super::error::ApiError;
 use super::http::json_response;
+use super::request::{limit_param, unknown_parameter};
 use super::webhooks::find;
 use crate::subscription::{AttemptFilter, rfc3339_millis};
 
@@ -42,30 +43,13 @@ pub(super) async fn attempts(state: &AdminState, call: Call) -> Reply {
             }
             "event_id" => filter.event_id = keep(value),
             "type" => filter.event_type = keep(value),
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "limit",
-                            "invalid_limit",
-                            format!("must be an integer from 1 to {MAX_LIMIT}"),
-                        )
-                    })?
-            }
+            "limit" => limit = limit_param(&value, MAX_LIMIT)?,
             "cursor" if value.is_empty() => {}
             "cursor" => cursor = Some(valid_cursor(value)?),
             other => {
-                let mut shown: String = other.chars().take(64).collect();
-                shown.retain(|c| !c.is_control());
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_parameter",
-                    format!(
-                        "unknown query parameter `{shown}`; allowed: status, event_id, type, limit, cursor"
-                    ),
+                return Err(unknown_parameter(
+                    other,
+                    "status, event_id, type, limit, cursor",
                 ));
             }
         }

@@ -127,6 +127,32 @@ impl Fields {
     }
 }
 
+/// A listing's `limit` query parameter: an integer from 1 to `max`.
+pub(super) fn limit_param(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "limit",
+                "invalid_limit",
+                format!("must be an integer from 1 to {max}"),
+            )
+        })
+}
+
+/// A listing's query parameter `name` is not one of `allowed`.
+pub(super) fn unknown_parameter(name: &str, allowed: &str) -> ApiError {
+    let mut shown: String = name.chars().take(64).collect();
+    shown.retain(|c| !c.is_control());
+    ApiError::new(
+        hyper::StatusCode::BAD_REQUEST,
+        "unknown_parameter",
+        format!("unknown query parameter `{shown}`; allowed: {allowed}"),
+    )
+}
+
 /// An RFC 3339 time as Unix milliseconds: `Z` or a `±HH:MM` offset.
 pub(super) fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let text = text.trim();

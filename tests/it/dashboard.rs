@@ -196,30 +196,42 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
     svc.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_missed() {
-    let chromium = browser();
-    let svc = TestService::start(&[]).await;
+/// A page on `svc`, an admin token of `app`, and a webhook named `name` on
+/// a receiver whose `path` answers `status`.
+async fn named_webhook(
+    svc: &TestService,
+    app: &str,
+    name: &str,
+    path: &str,
+    status: u16,
+) -> (Page, String, Receiver, Value) {
     let shots = root().join("target/dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let page = Page {
         base: svc.base.clone(),
-        chromium,
+        chromium: browser(),
         shots,
     };
-    let app = "dash_catch";
     let admin = svc.token(app, "admin").await;
     let receiver = Receiver::start(200).await;
-    receiver.set_path_status("/catch", 410);
-    let (status, hook) = svc
+    receiver.set_path_status(path, status);
+    let (created, hook) = svc
         .call(
             "POST",
             &format!("/v1/applications/{app}/webhooks"),
             Some(OPERATOR),
-            Some(json!({"url": receiver.url("/catch"), "name": "Catch-up", "events": ["item.created"]})),
+            Some(json!({"url": receiver.url(path), "name": name, "events": ["item.created"]})),
         )
         .await;
-    assert_eq!(status, 201, "{hook}");
+    assert_eq!(created, 201, "{hook}");
+    (page, admin, receiver, hook)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_missed() {
+    let svc = TestService::start(&[]).await;
+    let app = "dash_catch";
+    let (page, admin, receiver, hook) = named_webhook(&svc, app, "Catch-up", "/catch", 410).await;
     let path = format!(
         "/v1/applications/{app}/webhooks/{}",
         hook["id"].as_str().unwrap()
@@ -289,30 +301,9 @@ async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
-    let chromium = browser();
     let svc = TestService::start(&[("WF_RETRY_SCHEDULE", "10m")]).await;
-    let shots = root().join("target/dashboard-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let page = Page {
-        base: svc.base.clone(),
-        chromium,
-        shots,
-    };
     let app = "dash_history";
-    let admin = svc.token(app, "admin").await;
-    let receiver = Receiver::start(200).await;
-    receiver.set_path_status("/flaky", 500);
-    let (status, hook) = svc
-        .call(
-            "POST",
-            &format!("/v1/applications/{app}/webhooks"),
-            Some(OPERATOR),
-            Some(
-                json!({"url": receiver.url("/flaky"), "name": "Flaky", "events": ["item.created"]}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{hook}");
+    let (page, admin, receiver, hook) = named_webhook(&svc, app, "Flaky", "/flaky", 500).await;
     let producer = Producer::connect(&svc.ns).await;
     for n in 0..4 {
         producer
