@@ -125,6 +125,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
             store.clone(),
             settings.attempt_history,
             settings.attempt_history_age,
+            metrics.clone(),
         ),
         operational,
         lifecycle,

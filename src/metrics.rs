@@ -68,6 +68,7 @@ pub struct Metrics {
     webhooks_disabled: IntCounterVec,
     replayed: IntCounter,
     replay_pending: IntGauge,
+    history_lost: IntCounter,
 }
 
 /// The `type` values of `webhooks_operational_events_total`.
@@ -240,6 +241,11 @@ impl Metrics {
                 "dead_letters_replayed_total",
                 "Dead letters replayed (one at a time, in bulk or in a webhook's catch-up)",
             ),
+            history_lost: counter(
+                &r,
+                "history_records_lost_total",
+                "Attempt records not written to the delivery history because its writer fell behind",
+            ),
             replay_pending: IntGauge::with_opts(
                 Opts::new(
                     "replay_pending",
@@ -388,6 +394,11 @@ impl Metrics {
     /// A webhook was disabled for `reason`.
     pub(crate) fn webhook_disabled(&self, reason: &str) {
         self.webhooks_disabled.with_label_values(&[reason]).inc();
+    }
+
+    /// An attempt record was dropped before reaching the history.
+    pub(crate) fn history_record_lost(&self) {
+        self.history_lost.inc();
     }
 
     /// One dead letter was replayed.

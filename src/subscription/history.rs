@@ -12,6 +12,7 @@
 //! (a full queue drops records, counted, rather than slow deliveries).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands};
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::store::{Store, StoreError};
 use super::webhook::rfc3339_millis;
+use crate::metrics::Metrics;
 
 /// Records waiting for Redis, at most.
 const QUEUE: usize = 20_000;
@@ -99,6 +101,7 @@ enum Record {
 #[derive(Clone)]
 pub(crate) struct History {
     tx: Option<mpsc::Sender<Record>>,
+    metrics: Arc<Metrics>,
     store: Store,
     cap: usize,
     age: Duration,
@@ -136,8 +139,9 @@ pub(crate) struct HealthFigures {
 
 impl History {
     /// The history over `store`, keeping `cap` attempts per webhook (0:
-    /// off) for at most `age`.
-    pub(crate) fn start(store: Store, cap: usize, age: Duration) -> Self {
+    /// off) for at most `age`; records it has to drop are counted in
+    /// `metrics`.
+    pub(crate) fn start(store: Store, cap: usize, age: Duration, metrics: Arc<Metrics>) -> Self {
         let tx = (cap > 0).then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(write(store.clone(), cap, age, rx));
@@ -145,6 +149,7 @@ impl History {
         });
         History {
             tx,
+            metrics,
             store,
             cap,
             age,
@@ -156,14 +161,14 @@ impl History {
         self.tx.is_some()
     }
 
-    /// Records `attempt` of webhook `id` of `app`, without waiting; false if
-    /// it was dropped (the writer is that far behind).
-    pub(crate) fn record(&self, app: &str, id: &str, attempt: Attempt) -> bool {
-        match &self.tx {
-            Some(tx) => tx
-                .try_send(Record::Attempt(app.to_string(), id.to_string(), attempt))
-                .is_ok(),
-            None => true,
+    /// Records `attempt` of webhook `id` of `app`, without waiting; dropped
+    /// and counted if the writer is that far behind.
+    pub(crate) fn record(&self, app: &str, id: &str, attempt: Attempt) {
+        if let Some(tx) = &self.tx {
+            let record = Record::Attempt(app.to_string(), id.to_string(), attempt);
+            if tx.try_send(record).is_err() {
+                self.metrics.history_record_lost();
+            }
         }
     }
 
