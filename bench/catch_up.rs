@@ -37,6 +37,13 @@ async fn main() -> anyhow::Result<()> {
     let receivers = Receivers::start_with_slow(3, 1, Duration::ZERO).await;
     let env = vec![("WF_REPLAY_RATE".to_string(), args.replay_rate.to_string())];
     let service = ServiceProcess::start(1, &receivers, &env).await?;
+    let result = run(&args, &receivers, &service).await;
+    // The namespace is cleaned up however the run ended.
+    service.stop().await;
+    result
+}
+
+async fn run(args: &Args, receivers: &Receivers, service: &ServiceProcess) -> anyhow::Result<()> {
     let hook = format!(
         "/v1/applications/bench_app/webhooks/{}",
         service.slow_webhook_ids[0]
@@ -48,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         .call("PATCH", &hook, Some(json!({"enabled": false})))
         .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    publish_burst(&service.namespace, &receivers, args.missed).await?;
+    publish_burst(&service.namespace, receivers, args.missed).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let counted = service
@@ -74,13 +81,13 @@ async fn main() -> anyhow::Result<()> {
     // as long.
     let seconds = args.missed as f64 / f64::from(args.replay_rate);
     let live_events = (args.rate * seconds) as usize;
-    let alone = publish_paced(&service.namespace, &receivers, live_events, args.rate).await?;
+    let alone = publish_paced(&service.namespace, receivers, live_events, args.rate).await?;
     println!("live alone          {}", alone.line());
 
     let before = receivers.slow_count();
     let started = Instant::now();
     let total = service.call("POST", &replay, Some(json!({}))).await?;
-    let beside = publish_paced(&service.namespace, &receivers, live_events, args.rate).await?;
+    let beside = publish_paced(&service.namespace, receivers, live_events, args.rate).await?;
     println!("live beside catch-up {}", beside.line());
     loop {
         let progress = service.call("GET", &replay, None).await?;
@@ -107,6 +114,5 @@ async fn main() -> anyhow::Result<()> {
         beside.p(0.5)
     );
     println!("bad signatures or unknown ids: {}", receivers.bad());
-    service.stop().await;
     Ok(())
 }

@@ -567,13 +567,25 @@ impl ServiceProcess {
     }
 
     pub async fn stop(mut self) {
-        for c in &mut self.children {
+        for mut c in std::mem::take(&mut self.children) {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
             let _ = c.wait();
         }
         cleanup(&self.namespace).await;
+    }
+}
+
+/// A benchmark that ends on an error leaves no service running (it would
+/// declare its namespace again and again). Its namespace stays behind:
+/// benchmarks that can fail midway call `stop` on every path.
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
