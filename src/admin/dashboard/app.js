@@ -169,10 +169,11 @@ function stateCell(h) {
     healthBadge(h, cell);
     return cell;
   }
-  healthBadge(h, cell);
   const why = DISABLED_WHY[h.disabled_reason] || h.disabled_reason || "disabled";
   const since = h.disabled_at ? " since " + new Date(h.disabled_at).toLocaleString() : "";
-  cell.append(el("span", { class: "flag bad", text: "disabled" }), el("span", { class: "why", text: `${why}${since}` }));
+  cell.append(el("span", { class: "flag bad", text: "disabled" }));
+  healthBadge(h, cell);
+  cell.append(el("span", { class: "why", text: `${why}${since}` }));
   return cell;
 }
 
