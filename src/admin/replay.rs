@@ -21,8 +21,11 @@ use crate::dead_letter::{DeadLetter, DeadLetters, Filter};
 use crate::metrics::Metrics;
 use crate::subscription::{ReplayProgress, Store};
 
-/// How often a running catch-up writes its progress.
+/// How often a running catch-up writes its progress (and renews its lock).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How long a catch-up's lock outlives its runner's last renewal (a runner
+/// that crashed frees the webhook for another catch-up after this).
+const LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// `POST /v1/applications/{app}/webhooks/{id}/replay`
 /// `{"since"?, "until"?, "dry_run"?}`: 202 `{"total"}`; with `dry_run`,
@@ -54,13 +57,25 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
     }
     let key = format!("{app}/{id}");
     if !state.replays.lock().expect("replays").insert(key.clone()) {
-        return Err(running());
+        return Err(running_error());
     }
     let running = Running {
         replays: state.replays.clone(),
         key,
     };
-    let letters = state.dead_letters.matching(&filter).await?;
+    // Across processes: one catch-up per webhook at a time, or both would
+    // replay the same dead letters.
+    let owner = format!("runner_{}", uuid::Uuid::new_v4().simple());
+    if !state.store.lock_replay(&app, &id, &owner, LOCK_TTL).await? {
+        return Err(running_error());
+    }
+    let letters = match state.dead_letters.matching(&filter).await {
+        Ok(letters) => letters,
+        Err(e) => {
+            let _ = state.store.unlock_replay(&app, &id, &owner).await;
+            return Err(e.into());
+        }
+    };
     let total = letters.len() as u64;
     let progress = ReplayProgress {
         total,
@@ -79,6 +94,7 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
         metrics: state.metrics.clone(),
         app,
         id,
+        owner,
     };
     tokio::spawn(catch_up.run(letters));
     Ok(json_response(
@@ -87,11 +103,11 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
     ))
 }
 
-fn running() -> ApiError {
+fn running_error() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "replay_running",
-        "a catch-up replay of this webhook is running; follow it with GET on this path",
+        "a catch-up replay of this webhook is running (in this or another process); follow it with GET on this path",
     )
 }
 
@@ -117,6 +133,8 @@ struct CatchUp {
     metrics: Arc<Metrics>,
     app: String,
     id: String,
+    /// This runner's name on the webhook's catch-up lock.
+    owner: String,
 }
 
 impl CatchUp {
@@ -134,6 +152,13 @@ impl CatchUp {
                 tokio::time::sleep(PROGRESS_EVERY).await;
                 let replayed = done.load(Ordering::Relaxed);
                 self.record(total, replayed, "running").await;
+                let renewed = self
+                    .store
+                    .lock_replay(&self.app, &self.id, &self.owner, LOCK_TTL)
+                    .await;
+                if let Ok(false) = renewed {
+                    tracing::warn!(webhook_id = %self.id, "catch-up lock lost to another runner");
+                }
             }
         };
         let result = tokio::select! {
@@ -150,6 +175,13 @@ impl CatchUp {
             }
         };
         self.record(total, replayed, state).await;
+        if let Err(e) = self
+            .store
+            .unlock_replay(&self.app, &self.id, &self.owner)
+            .await
+        {
+            tracing::warn!(error = %crate::logging::Chain(&e), "catch-up lock not released; it expires by itself");
+        }
         tracing::info!(application_id = %self.app, webhook_id = %self.id, replayed, state, "catch-up replay ended");
     }
 

@@ -57,6 +57,11 @@ impl Keys {
     pub(crate) fn replay(&self, app: &str, id: &str) -> String {
         format!("{}:replay:{app}:{id}", self.ns)
     }
+    /// Lock of a webhook's running catch-up (value: its runner), so two
+    /// processes never replay the same dead letters at once.
+    pub(crate) fn replay_lock(&self, app: &str, id: &str) -> String {
+        format!("{}:replay-lock:{app}:{id}", self.ns)
+    }
     /// Stream of a webhook's latest attempts.
     pub(crate) fn attempts(&self, app: &str, id: &str) -> String {
         format!("{}:attempts:{app}:{id}", self.ns)
@@ -182,6 +187,18 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'since', ARGV[1], 'failures', 0)
 end
 return 1"#;
+
+// Take a lock for ARGV[1] for ARGV[2] ms, or extend it if ARGV[1] holds it.
+const LOCK: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1"#;
+
+// Release the lock if ARGV[1] holds it.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0"#;
 
 /// What one failed attempt did to a webhook's streak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,6 +509,41 @@ impl Store {
             .expire(&key, REPLAY_PROGRESS_TTL.as_secs() as i64)
             .ignore()
             .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the catch-up lock of webhook `id` for `owner` for `ttl`, or
+    /// keeps it if `owner` holds it; false if another runner holds it.
+    pub(crate) async fn lock_replay(
+        &self,
+        app: &str,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let held: i64 = Script::new(LOCK)
+            .key(self.keys.replay_lock(app, id))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Releases the catch-up lock of webhook `id` if `owner` holds it.
+    pub(crate) async fn unlock_replay(
+        &self,
+        app: &str,
+        id: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: i64 = Script::new(UNLOCK)
+            .key(self.keys.replay_lock(app, id))
+            .arg(owner)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }

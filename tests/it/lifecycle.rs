@@ -559,3 +559,73 @@ async fn the_operator_bulk_replay_takes_since_and_until() {
     assert_eq!(requests("ev-window-2"), second_before, "not replayed");
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_never_run_the_same_catch_up_twice() {
+    let f = Fixture::start(&[("WF_REPLAY_RATE", "10")]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
+    let other = TestService::join(&svc.ns, &[("WF_REPLAY_RATE", "10")]).await;
+    let hook = svc
+        .webhook("app_twice", &rx.url("/twice"), &["item.created"])
+        .await;
+    svc.call(
+        "PATCH",
+        &path(&hook),
+        Some(OPERATOR),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    let ids: Vec<String> = (0..15).map(|i| format!("ev-twice-{i:02}")).collect();
+    for event in &ids {
+        producer
+            .event(event, "app_twice", "item.created", json!({}))
+            .await;
+    }
+    wait_dead_letters(svc, &hook, ids.len()).await;
+    svc.call(
+        "PATCH",
+        &path(&hook),
+        Some(OPERATOR),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+
+    // Paced at 10/s, the first catch-up runs about 1.5 s: the second process
+    // refuses to start another meanwhile.
+    let replay = format!("{}/replay", path(&hook));
+    let (status, body) = svc
+        .call("POST", &replay, Some(OPERATOR), Some(json!({})))
+        .await;
+    assert_eq!((status, &body["total"]), (202, &json!(15)), "{body}");
+    let (status, body) = other
+        .call("POST", &replay, Some(OPERATOR), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("replay_running")),
+        "{body}"
+    );
+    // Either process shows the progress.
+    eventually(Duration::from_secs(20), "the catch-up done", || async {
+        let (_, p) = other.call("GET", &replay, Some(OPERATOR), None).await;
+        (p["state"] == "done").then_some(())
+    })
+    .await;
+    let got = rx.wait_for("/twice", ids.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen: Vec<String> = rx
+        .at("/twice")
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ids, "each once");
+    assert_eq!(got.len(), ids.len());
+    // Done, the lock is free: a new catch-up (of nothing left) may start.
+    let (status, body) = other
+        .call("POST", &replay, Some(OPERATOR), Some(json!({})))
+        .await;
+    assert_eq!((status, &body["total"]), (202, &json!(0)), "{body}");
+    other.stop().await;
+    f.stop().await;
+}
