@@ -353,6 +353,10 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
             kind: crate::subscription::Kind::Test,
         },
     );
+    // A fixed receiver's success ends its failure streak (webhook.recovered).
+    if outcome == Outcome::Delivered {
+        state.lifecycle.streak_ended(app, id);
+    }
     if let Some(endpoint) = state.endpoints.get(id) {
         if endpoint.record(outcome == Outcome::Delivered, result.duration) {
             state

@@ -146,9 +146,14 @@ impl Lifecycle {
     /// A successful delivery to webhook `id`: ends its streak, announcing
     /// the recovery of a failing one.
     pub(crate) fn succeeded(self: &Arc<Self>, endpoint: &Endpoint, app: &str, id: &str) {
-        if !endpoint.success_ends_streak(self.check_every()) {
-            return;
+        if endpoint.success_ends_streak(self.check_every()) {
+            self.streak_ended(app, id);
         }
+    }
+
+    /// Ends webhook `id`'s streak now (a success outside the delivery path:
+    /// the test call), announcing the recovery of a failing one.
+    pub(crate) fn streak_ended(self: &Arc<Self>, app: &str, id: &str) {
         let (this, app, id) = (self.clone(), app.to_string(), id.to_string());
         tokio::spawn(async move {
             match this.store.streak_succeeded(&app, &id).await {

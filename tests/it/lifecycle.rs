@@ -629,3 +629,47 @@ async fn two_processes_never_run_the_same_catch_up_twice() {
     other.stop().await;
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_test_call_ends_a_failing_streak() {
+    let f = Fixture::start(&[
+        ("WF_RETRY_SCHEDULE", "10m"),
+        ("WF_CIRCUIT_BREAKER_THRESHOLD", "3"),
+    ])
+    .await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
+    let mut ops = Operational::bind(svc).await;
+    rx.set_path_status("/fixed", 500);
+    let hook = svc
+        .webhook("app_fixed", &rx.url("/fixed"), &["item.created"])
+        .await;
+    for i in 0..3 {
+        producer
+            .event(
+                &format!("ev-fixed-{i}"),
+                "app_fixed",
+                "item.created",
+                json!({}),
+            )
+            .await;
+    }
+    ops.wait_for("webhook.failing", id(&hook), Duration::from_secs(10))
+        .await;
+    assert_eq!(read(svc, &hook).await["failing"], true);
+    // Fixed: the admin's test call is the first success.
+    rx.set_path_status("/fixed", 200);
+    let (status, body) = svc
+        .call(
+            "POST",
+            &format!("{}/test", path(&hook)),
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!((status, &body["delivered"]), (200, &json!(true)), "{body}");
+    ops.wait_for("webhook.recovered", id(&hook), Duration::from_secs(10))
+        .await;
+    assert_eq!(read(svc, &hook).await["failing"], false);
+    ops.close().await;
+    f.stop().await;
+}
