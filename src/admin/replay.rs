@@ -56,7 +56,10 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
         ));
     }
     let key = format!("{app}/{id}");
-    if !state.replays.lock().expect("replays").insert(key.clone()) {
+    let inserted = (state.replays.lock())
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone());
+    if !inserted {
         return Err(running_error());
     }
     let running = Running {
