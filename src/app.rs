@@ -194,7 +194,6 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         endpoints: w.endpoints.clone(),
         lifecycle: w.lifecycle.clone(),
         history: w.history.clone(),
-        replays: Arc::default(),
     })
 }
 

@@ -49,8 +49,6 @@ pub(crate) struct AdminState {
     pub lifecycle: Arc<Lifecycle>,
     /// The webhooks' attempt history and health.
     pub history: History,
-    /// Webhooks (`app/id`) whose catch-up replay runs in this process.
-    pub replays: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// One request, as the route table hands it to a handler: its access rule

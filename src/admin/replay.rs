@@ -4,9 +4,8 @@
 //! `WF_REPLAY_RATE`; `GET` on the same path shows the progress, from any
 //! process (it is kept in Redis).
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -55,43 +54,35 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
             "the webhook is disabled: enable it first, or its replayed events become dead letters again",
         ));
     }
-    let key = format!("{app}/{id}");
-    let inserted = (state.replays.lock())
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone());
-    if !inserted {
-        return Err(running_error());
-    }
-    let running = Running {
-        replays: state.replays.clone(),
-        key,
-    };
-    // Across processes: one catch-up per webhook at a time, or both would
-    // replay the same dead letters.
+    // One catch-up per webhook at a time, in this process or any other, or
+    // two would replay the same dead letters.
     let owner = format!("runner_{}", uuid::Uuid::new_v4().simple());
     if !state.store.lock_replay(&app, &id, &owner, LOCK_TTL).await? {
         return Err(running_error());
     }
-    let letters = match state.dead_letters.matching(&filter).await {
+    let started = async {
+        let letters = state.dead_letters.matching(&filter).await?;
+        let progress = ReplayProgress {
+            total: letters.len() as u64,
+            replayed: 0,
+            state: "running".into(),
+        };
+        state
+            .store
+            .set_replay_progress(&app, &id, &progress)
+            .await?;
+        Ok::<_, ApiError>(letters)
+    };
+    let letters = match started.await {
         Ok(letters) => letters,
         Err(e) => {
             let _ = state.store.unlock_replay(&app, &id, &owner).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let total = letters.len() as u64;
-    let progress = ReplayProgress {
-        total,
-        replayed: 0,
-        state: "running".into(),
-    };
-    state
-        .store
-        .set_replay_progress(&app, &id, &progress)
-        .await?;
     tracing::info!(application_id = %app, webhook_id = %id, total, "catch-up replay started");
     let catch_up = CatchUp {
-        _running: running,
         dead_letters: state.dead_letters.clone(),
         store: state.store.clone(),
         metrics: state.metrics.clone(),
@@ -114,23 +105,8 @@ fn running_error() -> ApiError {
     )
 }
 
-/// Marks the webhook's catch-up as running in this process until dropped.
-struct Running {
-    replays: Arc<Mutex<HashSet<String>>>,
-    key: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(mut replays) = self.replays.lock() {
-            replays.remove(&self.key);
-        }
-    }
-}
-
 /// What a catch-up runs with, owned: it outlives the request.
 struct CatchUp {
-    _running: Running,
     dead_letters: Arc<DeadLetters>,
     store: Store,
     metrics: Arc<Metrics>,
