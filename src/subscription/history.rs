@@ -280,7 +280,7 @@ impl History {
         }
         figures.buckets = sorted;
         if self.enabled() {
-            figures.durations_1h = self.durations(app, id, hour_start).await?;
+            figures.durations_1h = self.durations(&mut conn, app, id, hour_start).await?;
         }
         Ok(figures)
     }
@@ -288,11 +288,11 @@ impl History {
     /// p50 and p99 of the recorded requests since `since` (ms).
     async fn durations(
         &self,
+        conn: &mut deadpool_redis::Connection,
         app: &str,
         id: &str,
         since: i64,
     ) -> Result<Option<(u64, u64)>, StoreError> {
-        let mut conn = self.store.connection().await?;
         let key = self.store.keys().attempts(app, id);
         let entries: redis::streams::StreamRangeReply = conn
             .xrevrange_count(&key, "+", since.to_string(), self.cap)
