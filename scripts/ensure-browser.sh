@@ -6,6 +6,12 @@
 # install. Prints the Chromium path on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tests run in parallel and may call this at once: one installs, the others
+# wait for it (apt-get refuses a second caller outright).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${TMPDIR:-/tmp}/webhook-fanout-ensure-browser.lock"
+  flock 9
+fi
 
 say() { echo "[ensure-browser] $*" >&2; }
 can_install() { [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; }

@@ -24,7 +24,7 @@ use crate::health::Health;
 use crate::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
 use crate::operational::Operational;
-use crate::subscription::{EventMarkers, History, Store, SubscriptionCache};
+use crate::subscription::{EventMarkers, History, Sequences, Store, SubscriptionCache};
 
 /// The components shared by every task of one process.
 struct Wiring {
@@ -34,6 +34,7 @@ struct Wiring {
     store: Store,
     cache: Arc<SubscriptionCache>,
     markers: EventMarkers,
+    sequences: Arc<Sequences>,
     health: Arc<Health>,
     client: DeliveryClient,
     endpoints: Arc<Endpoints>,
@@ -131,6 +132,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         lifecycle,
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
+        sequences: Arc::new(Sequences::new(store.clone())),
         client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings)),
         // Three quarters of the prefetch window is a webhook's share (in
         // flight plus waiting); past it only short waits are allowed, so a
@@ -290,12 +292,10 @@ async fn session(
         .context("cannot declare topology")?;
     w.health.set_broker(true);
 
-    let ingest = match s.roles.ingest {
-        true => Some(consume::start(&conn, w.names.ingest(), s.ingest_concurrency).await?),
-        false => None,
-    };
     let deliver = match s.roles.deliver {
-        true => Some(consume::start(&conn, w.names.deliver(), s.delivery_concurrency).await?),
+        true => {
+            Some(consume::start(&conn, w.names.deliver(), s.delivery_concurrency, false).await?)
+        }
         false => None,
     };
     // Publishing and consuming use separate channels.
@@ -308,22 +308,10 @@ async fn session(
     tracing::info!(namespace = %s.namespace, "consuming");
 
     let ingest_run = async {
-        let Some(consuming) = ingest else {
-            return idle(token).await;
-        };
-        let ctx = Arc::new(IngestContext {
-            catalogue: w.catalogue.clone(),
-            cache: w.cache.clone(),
-            markers: w.markers.clone(),
-            publisher: ingest_publisher.clone(),
-            names: w.names.clone(),
-            metrics: w.metrics.clone(),
-        });
-        consuming
-            .run(token, s.shutdown_timeout, move |d, received_us| {
-                ingest::handle_event(ctx.clone(), d, received_us)
-            })
-            .await
+        match s.roles.ingest {
+            true => fan_out(w, &conn, &ingest_publisher, token).await,
+            false => idle(token).await,
+        }
     };
     let deliver_run = async {
         let Some(consuming) = deliver else {
@@ -341,6 +329,8 @@ async fn session(
             max_age: s.max_event_age,
             lifecycle: w.lifecycle.clone(),
             history: w.history.clone(),
+            sequences: w.sequences.clone(),
+            ordering_stall: s.max_event_age + ORDERING_STALL_MARGIN,
         });
         consuming
             .run(token, s.shutdown_timeout, move |d, _| {
@@ -373,6 +363,64 @@ async fn session(
     operational_publisher.close().await;
     broker::close_connection(&conn, "bye").await;
     result.map(|_| ()).map_err(Into::into)
+}
+
+/// How much longer than `WF_MAX_EVENT_AGE` the head of an ordering key may
+/// stand still before the events behind it give up on it as lost.
+const ORDERING_STALL_MARGIN: Duration = Duration::from_secs(3600);
+
+/// How often a standing-by process asks for `{ns}.ingest` again.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+
+/// Fans out `{ns}.ingest` while this process holds it. One process of the
+/// namespace consumes it at a time (an exclusive consumer), so events are
+/// numbered for ordered webhooks in the queue's own order; the others stand
+/// by, asking again every [`STANDBY_POLL`], and one of them takes over
+/// within about that when the holder stops or dies (RabbitMQ hands its
+/// unacked events back first, in their order).
+async fn fan_out(
+    w: &Arc<Wiring>,
+    conn: &lapin::Connection,
+    publisher: &ConfirmedPublisher,
+    token: &CancellationToken,
+) -> lapin::Result<()> {
+    let s = &w.settings;
+    let mut standing_by = false;
+    loop {
+        match consume::start(conn, w.names.ingest(), s.ingest_concurrency, true).await {
+            Ok(consuming) => {
+                w.metrics.set_fanning_out(true);
+                tracing::info!(queue = %w.names.ingest(), "fanning out");
+                let ctx = Arc::new(IngestContext {
+                    catalogue: w.catalogue.clone(),
+                    cache: w.cache.clone(),
+                    markers: w.markers.clone(),
+                    publisher: publisher.clone(),
+                    names: w.names.clone(),
+                    metrics: w.metrics.clone(),
+                    sequencer: ingest::Sequencer::start(w.sequences.clone()),
+                });
+                let ran = consuming
+                    .run(token, s.shutdown_timeout, move |d, received_us| {
+                        ingest::handle_event(ctx.clone(), d, received_us)
+                    })
+                    .await;
+                w.metrics.set_fanning_out(false);
+                return ran;
+            }
+            Err(e) if consume::is_refused(&e) => {
+                if !standing_by {
+                    tracing::info!(queue = %w.names.ingest(), "another process fans out; standing by");
+                    standing_by = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
+    }
 }
 
 /// How long shutdown waits for queued operational events.
@@ -414,6 +462,8 @@ fn depth_queues(w: &Wiring) -> Vec<(String, String)> {
     for tier in w.settings.retry_schedule.distinct_tiers() {
         queues.push((format!("retry.{}", tier.label), n.retry(&tier.label)));
     }
+    let hold = crate::retry::hold_tier().label;
+    queues.push((format!("retry.{hold}"), n.retry(&hold)));
     queues
 }
 

@@ -38,22 +38,29 @@ pub(crate) struct Consuming {
 
 /// Starts consuming `queue` with at most `concurrency` messages in hand: the
 /// prefetch equals the concurrency, so the broker never pushes more than can be
-/// worked on and the rest stays available to other replicas.
+/// worked on and the rest stays available to other replicas. `exclusive`:
+/// as the queue's only consumer; refused (see [`is_refused`]) while another
+/// consumes it.
 pub(crate) async fn start(
     conn: &Connection,
     queue: String,
     concurrency: usize,
+    exclusive: bool,
 ) -> lapin::Result<Consuming> {
     let channel = conn.create_channel().await?;
     let prefetch = concurrency.min(u16::MAX as usize) as u16;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
+    let options = BasicConsumeOptions {
+        exclusive,
+        ..BasicConsumeOptions::default()
+    };
     let consumer = channel
         .basic_consume(
             queue.as_str().into(),
             "".into(),
-            BasicConsumeOptions::default(),
+            options,
             FieldTable::default(),
         )
         .await?;
@@ -63,6 +70,14 @@ pub(crate) async fn start(
         queue,
         concurrency,
     })
+}
+
+/// Whether `e` is the broker refusing an exclusive consumer because the
+/// queue has another consumer (`ACCESS_REFUSED`, which closes the channel).
+pub(crate) fn is_refused(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED))
 }
 
 impl Consuming {

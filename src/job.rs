@@ -66,6 +66,24 @@ pub struct DeliveryJob {
     /// recorded as a replay in the webhook's history).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// Its place among the events of one ordering key, for a webhook with
+    /// `ordering: per_key`; none for unordered delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<JobOrder>,
+    /// Times it waited, without an attempt, for an earlier event of its
+    /// key (never counted as a deferral).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holds: u32,
+}
+
+/// A job's place in its key's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOrder {
+    /// The ordering key.
+    pub key: String,
+    /// 1-based number of the event among its key's events for this webhook
+    /// (`Webhook-Sequence`).
+    pub seq: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -134,6 +152,8 @@ impl DeliveryJob {
             deferrals: 0,
             probe: false,
             replay: false,
+            order: None,
+            holds: 0,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Metrics {
     jobs_deferred: IntCounterVec,
     deferral_delay: Histogram,
     circuits_open: IntGauge,
+    fanning_out: IntGauge,
+    ordering_holds: IntCounter,
+    ordering_skipped: IntCounter,
     queue_depth: IntGaugeVec,
     operational_events: IntCounterVec,
     operational_events_lost: IntCounter,
@@ -202,6 +205,24 @@ impl Metrics {
                     14400.0, 43200.0,
                 ],
             ),
+            fanning_out: IntGauge::with_opts(
+                Opts::new(
+                    "fanning_out",
+                    "1 while this process consumes the ingest queue (one process of the namespace at a time), 0 while it stands by",
+                )
+                .namespace("webhooks"),
+            )
+            .expect("valid"),
+            ordering_holds: counter(
+                &r,
+                "ordering_holds_total",
+                "Jobs of per_key webhooks that waited, without a request, for an earlier event of their key",
+            ),
+            ordering_skipped: counter(
+                &r,
+                "ordering_skipped_total",
+                "Heads of an ordering key given up as lost (not seen for longer than any job may wait), releasing the events behind them",
+            ),
             circuits_open: IntGauge::with_opts(
                 Opts::new(
                     "circuit_breakers_open",
@@ -273,6 +294,9 @@ impl Metrics {
             .expect("unique metric");
         m.registry
             .register(Box::new(m.circuits_open.clone()))
+            .expect("unique metric");
+        m.registry
+            .register(Box::new(m.fanning_out.clone()))
             .expect("unique metric");
         #[cfg(target_os = "linux")]
         {
@@ -409,6 +433,21 @@ impl Metrics {
     /// `n` dead letters wait in paced replays (added, or removed if negative).
     pub(crate) fn replay_pending(&self, n: i64) {
         self.replay_pending.add(n);
+    }
+
+    /// Whether this process consumes `{ns}.ingest` now.
+    pub(crate) fn set_fanning_out(&self, on: bool) {
+        self.fanning_out.set(on as i64);
+    }
+
+    /// A job waited for an earlier event of its key.
+    pub(crate) fn ordering_hold(&self) {
+        self.ordering_holds.inc();
+    }
+
+    /// A vanished head of an ordering key was skipped.
+    pub(crate) fn ordering_skipped(&self) {
+        self.ordering_skipped.inc();
     }
 
     /// How many webhooks have an open circuit.

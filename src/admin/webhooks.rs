@@ -17,7 +17,7 @@ use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::operational::OperationalEvent;
-use crate::subscription::{StoredSecret, TokenRecord, Webhook, Write, new_secret};
+use crate::subscription::{Ordering, StoredSecret, TokenRecord, Webhook, Write, new_secret};
 
 /// Most webhooks an application may have.
 pub(super) const WEBHOOK_LIMIT: usize = 10;
@@ -54,7 +54,7 @@ pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
 /// `POST /v1/applications/{app}/webhooks`.
 pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
     let app = call.app.as_str();
-    let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
+    let fields = read_fields(call.body, FIELDS).await?;
     let url = fields
         .string("url", "invalid_url")?
         .ok_or_else(|| ApiError::invalid("url", "invalid_url", "is required"))?;
@@ -67,6 +67,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
     let enabled = fields
         .boolean("enabled", "invalid_enabled")?
         .unwrap_or(true);
+    let ordering = valid_ordering(&fields)?.unwrap_or_default();
     let now = clock::unix_secs();
     let hook = Webhook {
         id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
@@ -84,12 +85,34 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
             expires_at: None,
         }],
         revision: 0,
+        ordering,
     };
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
     announce(state, "webhook.created", &hook);
     let view = hook.view_with_secret();
     Ok(tagged(json_response(StatusCode::CREATED, &view), &hook))
+}
+
+/// The fields a webhook's create and PATCH accept.
+const FIELDS: &[&str] = &["url", "name", "events", "enabled", "ordering"];
+
+/// `ordering`, when present: `none` or `per_key`.
+fn valid_ordering(fields: &Fields) -> Result<Option<Ordering>, ApiError> {
+    if !fields.has("ordering") {
+        return Ok(None);
+    }
+    let invalid = || {
+        ApiError::invalid(
+            "ordering",
+            "invalid_ordering",
+            "must be \"none\" or \"per_key\"",
+        )
+    };
+    let word = fields
+        .string("ordering", "invalid_ordering")?
+        .ok_or_else(invalid)?;
+    Ordering::parse(&word).map(Some).ok_or_else(invalid)
 }
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
@@ -173,7 +196,7 @@ const WRITE_ATTEMPTS: u32 = 32;
 
 /// `PATCH /v1/applications/{app}/webhooks/{id}`.
 pub(super) async fn update(state: &AdminState, call: Call) -> Reply {
-    let fields = read_fields(call.body, &["url", "name", "events", "enabled"]).await?;
+    let fields = read_fields(call.body, FIELDS).await?;
     let changes = Changes::validate(state, &fields).await?;
     // Whether the write that landed turned the webhook on or off.
     let mut toggled = false;
@@ -206,6 +229,7 @@ struct Changes {
     name: Option<Option<String>>,
     events: Option<Vec<String>>,
     enabled: Option<bool>,
+    ordering: Option<Ordering>,
 }
 
 impl Changes {
@@ -247,6 +271,7 @@ impl Changes {
             name,
             events,
             enabled,
+            ordering: valid_ordering(fields)?,
         })
     }
 
@@ -261,6 +286,9 @@ impl Changes {
         }
         if let Some(events) = &self.events {
             hook.events = events.clone();
+        }
+        if let Some(ordering) = self.ordering {
+            hook.ordering = ordering;
         }
         match self.enabled {
             Some(enabled) => hook.set_enabled(enabled, "admin", now),
@@ -330,6 +358,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
             attempt: 1,
             body: TEST_EVENT_BODY.as_bytes(),
             signer: &signer,
+            sequence: None,
         })
         .await;
     let outcome = crate::delivery::classify(&result.transport);

@@ -102,6 +102,12 @@ impl TopologySpec {
         table(pairs)
     }
 
+    fn all_tiers(&self) -> Vec<crate::retry::Tier> {
+        let mut tiers = self.schedule.distinct_tiers();
+        tiers.push(crate::retry::hold_tier());
+        tiers
+    }
+
     fn tier_args(&self, names: &Names, delay: Duration) -> FieldTable {
         let mut pairs = vec![
             // Queue-level TTL: every job in a tier waits the same time, so expiry is FIFO.
@@ -174,7 +180,9 @@ pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> l
         FieldTable::default(),
     )
     .await?;
-    for tier in spec.schedule.distinct_tiers() {
+    // The tiers, and the hold tier where jobs of per_key webhooks wait for
+    // an earlier event of their key.
+    for tier in spec.all_tiers() {
         let args = spec.tier_args(names, tier.delay);
         ch.queue_declare(names.retry(&tier.label).into(), durable_queue(), args)
             .await?;
@@ -253,6 +261,7 @@ pub async fn delete(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> la
         schedule
             .distinct_tiers()
             .iter()
+            .chain([&crate::retry::hold_tier()])
             .map(|t| names.retry(&t.label)),
     );
     for q in queues {

@@ -40,6 +40,10 @@ pub struct DeadLetter {
     pub dead_lettered_at_ms: i64,
     /// Every attempt, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// Its ordering key and `Webhook-Sequence`, when its webhook delivers
+    /// in order per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<crate::job::JobOrder>,
 }
 
 /// Why a message of `{ns}.dead` is not a dead letter this release can read.
@@ -133,6 +137,7 @@ impl DeadLetter {
             received_at_us: job.received_at_us,
             dead_lettered_at_ms: now_ms,
             history: job.attempts,
+            order: job.order,
         }
     }
 
@@ -152,6 +157,8 @@ impl DeadLetter {
             deferrals: 0,
             probe: true,
             replay: true,
+            order: None,
+            holds: 0,
         }
     }
 
@@ -198,6 +205,8 @@ impl DeadLetter {
             "received_at": seconds(self.received_at_ms),
             "dead_lettered_at": seconds(self.dead_lettered_at_ms),
             "history": history,
+            "ordering_key": self.order.as_ref().map(|o| o.key.as_str()),
+            "sequence": self.order.as_ref().map(|o| o.seq),
         })
     }
 }

@@ -101,6 +101,9 @@ pub(crate) struct Attempt<'a> {
     pub body: &'a [u8],
     /// Keys of the webhook's valid secrets.
     pub signer: &'a Signer,
+    /// `Webhook-Sequence`: the event's number among its key's events, for a
+    /// webhook delivering in order per key.
+    pub sequence: Option<u64>,
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
@@ -168,7 +171,11 @@ impl DeliveryClient {
         let body = Bytes::copy_from_slice(a.body);
         let header =
             |v: String| HeaderValue::from_str(&v).map_err(|_| "invalid header value".to_string());
-        Request::post(uri)
+        let mut request = Request::post(uri);
+        if let Some(n) = a.sequence {
+            request = request.header("Webhook-Sequence", n);
+        }
+        request
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, USER_AGENT_VALUE)
             .header("BridgeApi-Signature", header(a.signer.bridge(a.body))?)

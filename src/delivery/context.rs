@@ -10,7 +10,7 @@ use super::prepared::PreparedWebhooks;
 use crate::broker::{ConfirmedPublisher, Names};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::subscription::{History, SubscriptionCache};
+use crate::subscription::{History, Sequences, SubscriptionCache};
 
 /// Everything the worker needs, shared by all in-flight jobs.
 pub(crate) struct DeliverContext {
@@ -36,4 +36,9 @@ pub(crate) struct DeliverContext {
     pub lifecycle: Arc<Lifecycle>,
     /// The webhooks' attempt history and health counters.
     pub history: History,
+    /// Where each ordering key of each `per_key` webhook stands.
+    pub sequences: Arc<Sequences>,
+    /// How long the head of an ordering key may stand still before it
+    /// counts as lost (longer than any job may wait).
+    pub ordering_stall: Duration,
 }

@@ -27,6 +27,9 @@ pub(super) enum Disposition {
     /// The webhook (or its host) is saturated: no request; a delay tier
     /// chosen by [`deferral_tier`].
     Deferred(&'static str),
+    /// An earlier event of its ordering key is not finished: no request;
+    /// it waits in this tier and looks again.
+    Held(Tier),
 }
 
 /// Where the job goes next.
@@ -62,6 +65,7 @@ pub(super) fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -
     let next = match disposition {
         Disposition::Delivered | Disposition::Drop(_) => return Hop::Ack,
         Disposition::DeadLetter(reason) => return Hop::DeadLetter(reason),
+        Disposition::Held(tier) => return Hop::Tier(tier.clone()),
         Disposition::Failed(Failure {
             retry_after: Some(at_least),
             ..

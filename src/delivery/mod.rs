@@ -7,6 +7,7 @@ mod disposition;
 mod endpoint;
 mod host;
 mod lifecycle;
+mod order;
 mod outcome;
 mod prepared;
 mod publish;

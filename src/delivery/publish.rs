@@ -44,17 +44,25 @@ pub(super) async fn dispose(
             if let Disposition::Drop(reason) = disposition {
                 tracing::info!(reason, "job dropped");
                 ctx.metrics.job_dropped(reason);
+                return Settle::Ack;
             }
-            Settle::Ack
+            finish_in_order(ctx, &job).await
         }
         Hop::Tier(tier) => {
-            if let Disposition::Deferred(_) = disposition {
-                job.deferrals += 1;
+            match disposition {
+                Disposition::Deferred(_) => job.deferrals += 1,
+                Disposition::Held(_) => job.holds += 1,
+                _ => {}
             }
             let settle = to_tier(ctx, &job, &tier.label).await;
             if settle == Settle::Ack {
                 ctx.history.waiting(&job.application_id, &job.webhook_id, 1);
                 counted(ctx, &disposition, &tier.label, tier.delay, endpoint);
+                if let Some(order) = &job.order
+                    && !matches!(disposition, Disposition::Held(_))
+                {
+                    super::order::head_waits(ctx, &job, order, tier.delay).await;
+                }
             }
             settle
         }
@@ -93,7 +101,24 @@ fn counted(
             ctx.metrics.job_deferred(reason, delay);
             tracing::debug!(reason, tier = label, "job deferred");
         }
+        Disposition::Held(_) => {
+            ctx.metrics.ordering_hold();
+            tracing::debug!(
+                tier = label,
+                "an earlier event of its key goes first; job held"
+            );
+        }
         Disposition::Delivered | Disposition::Drop(_) | Disposition::DeadLetter(_) => {}
+    }
+}
+
+/// Acks a finished job; an ordered one only once its key's state says it
+/// is finished, so the next event of the key may go (handed back if Redis
+/// does not take it: it is then sent again, after itself, never before).
+async fn finish_in_order(ctx: &DeliverContext, job: &DeliveryJob) -> Settle {
+    match &job.order {
+        Some(order) if !super::order::finished(ctx, job, order).await => Settle::Requeue,
+        _ => Settle::Ack,
     }
 }
 
@@ -120,6 +145,7 @@ async fn to_tier(ctx: &DeliverContext, job: &DeliveryJob, tier: &str) -> Settle 
 async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Settle {
     let event_id = job.event_id.clone();
     let (app, webhook_id) = (job.application_id.clone(), job.webhook_id.clone());
+    let ordered = job.order.is_some().then(|| job.clone());
     let letter = DeadLetter::from_job(job, reason, clock::unix_millis());
     let payload = serde_json::to_vec(&letter).expect("a dead letter serializes");
     let queue = ctx.names.dead();
@@ -137,5 +163,8 @@ async fn dead_letter(ctx: &DeliverContext, job: DeliveryJob, reason: &str) -> Se
     ctx.metrics.dead_lettered();
     ctx.lifecycle
         .dead_lettered(&app, &webhook_id, &event_id, reason);
-    Settle::Ack
+    match ordered {
+        Some(job) => finish_in_order(ctx, &job).await,
+        None => Settle::Ack,
+    }
 }

@@ -16,7 +16,7 @@ use crate::clock;
 use crate::consume::Settle;
 use crate::job::{AttemptRecord, DeliveryJob};
 use crate::metrics::OutcomeLabel;
-use crate::subscription::{Attempt as Recorded, Kind};
+use crate::subscription::{Attempt as Recorded, Kind, Ordering};
 
 /// Handles one job message; the returned value says how to settle it.
 pub(crate) async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
@@ -62,7 +62,7 @@ async fn reject(ctx: &DeliverContext, data: &[u8], e: &crate::job::JobError) -> 
 
 async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     // Back from a delay tier: one job fewer waiting there for its webhook.
-    if !job.attempts.is_empty() || job.deferrals > 0 {
+    if !job.attempts.is_empty() || job.deferrals > 0 || job.holds > 0 {
         ctx.history
             .waiting(&job.application_id, &job.webhook_id, -1);
     }
@@ -83,6 +83,13 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     if !prepared.webhook.enabled {
         let disabled = Disposition::DeadLetter("webhook_disabled");
         return dispose(ctx, job, None, disabled).await;
+    }
+    // Ordered per key: only once every earlier event of the key is finished.
+    if let Some(order) = job.order.clone()
+        && prepared.webhook.ordering == Ordering::PerKey
+        && let Err(tier) = super::order::gate(ctx, &job, &order).await
+    {
+        return dispose(ctx, job, None, Disposition::Held(tier)).await;
     }
     let endpoint = ctx.endpoints.of(&job.webhook_id, &prepared.webhook.url);
     // An operator's replay is sent whatever the breaker says: it is the probe
@@ -151,6 +158,7 @@ async fn send(
                 attempt: job.next_attempt(),
                 body: job.body.get().as_bytes(),
                 signer: &prepared.signer,
+                sequence: job.order.as_ref().map(|o| o.seq),
             })
             .await
     };

@@ -1,7 +1,7 @@
 //! The event catalogue: data embedded in the binary (`catalogue.json`) that a
 //! deployment may replace with `WF_EVENT_CATALOGUE`, so a new type needs no code.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,11 @@ pub struct CatalogueEntry {
     pub description: String,
     /// Whether a webhook may subscribe to it.
     pub subscribable: bool,
+    /// JSON pointer (RFC 6901) of its ordering key inside `content`, e.g.
+    /// `/item_id`; none: its events are delivered unordered unless the
+    /// producer sets `x-ordering-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
 }
 
 /// The set of known event types.
@@ -34,6 +39,8 @@ pub struct CatalogueEntry {
 pub struct Catalogue {
     entries: Vec<CatalogueEntry>,
     types: HashSet<String>,
+    /// Event type -> the JSON pointer of its ordering key.
+    keys: HashMap<String, String>,
 }
 
 impl Catalogue {
@@ -62,11 +69,26 @@ impl Catalogue {
             if !types.insert(t.clone()) {
                 return Err(format!("event type `{t}` appears twice"));
             }
+            if let Some(p) = &entry.ordering_key
+                && !p.starts_with('/')
+            {
+                return Err(format!(
+                    "ordering_key of `{t}` must be a JSON pointer starting with `/`, not `{p}`"
+                ));
+            }
         }
         if !entries.iter().any(|e| e.subscribable) {
             return Err("no subscribable event type".into());
         }
-        Ok(Catalogue { entries, types })
+        let keys = entries
+            .iter()
+            .filter_map(|e| Some((e.event_type.clone(), e.ordering_key.clone()?)))
+            .collect();
+        Ok(Catalogue {
+            entries,
+            types,
+            keys,
+        })
     }
 
     /// Every entry, in file order.
@@ -77,6 +99,11 @@ impl Catalogue {
     /// Whether `event_type` exists.
     pub fn contains(&self, event_type: &str) -> bool {
         self.types.contains(event_type)
+    }
+
+    /// The JSON pointer of `event_type`'s ordering key inside `content`.
+    pub(crate) fn ordering_key(&self, event_type: &str) -> Option<&str> {
+        self.keys.get(event_type).map(String::as_str)
     }
 
     /// Whether a webhook may subscribe to `event_type`.
@@ -104,6 +131,10 @@ mod tests {
         assert!(c.is_subscribable("payment.link.updated"));
         assert!(c.contains(TEST_EVENT) && !c.is_subscribable(TEST_EVENT));
         assert!(!c.contains("item.deleted"));
+        assert_eq!(c.ordering_key("item.refreshed"), Some("/item_id"));
+        assert_eq!(c.ordering_key("item.account.updated"), Some("/account_id"));
+        assert_eq!(c.ordering_key("transfer.updated"), Some("/transfer_id"));
+        assert_eq!(c.ordering_key(TEST_EVENT), None);
     }
 
     #[test]
@@ -130,6 +161,9 @@ mod tests {
         assert!(Catalogue::from_json("{}").is_err());
         let wildcard = r#"[{"type":"a.#","area":null,"description":"","subscribable":true}]"#;
         assert!(Catalogue::from_json(wildcard).is_err());
+        let pointer = r#"[{"type":"a","area":null,"description":"","subscribable":true,"ordering_key":"id"}]"#;
+        let e = Catalogue::from_json(pointer).unwrap_err();
+        assert!(e.contains("JSON pointer"), "{e}");
     }
 
     #[test]

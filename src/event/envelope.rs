@@ -35,11 +35,13 @@ pub enum RejectReason {
     MissingContent,
     /// `content` not a JSON object.
     InvalidContent,
+    /// The `x-ordering-key` header is neither a non-empty string nor an integer.
+    InvalidOrderingKey,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::TooLarge,
         Self::NotUtf8,
         Self::InvalidJson,
@@ -51,6 +53,7 @@ impl RejectReason {
         Self::InvalidTimestamp,
         Self::MissingContent,
         Self::InvalidContent,
+        Self::InvalidOrderingKey,
     ];
 
     /// The snake_case code used in metrics and the `x-reject-reason` header.
@@ -67,6 +70,7 @@ impl RejectReason {
             Self::InvalidTimestamp => "invalid_timestamp",
             Self::MissingContent => "missing_content",
             Self::InvalidContent => "invalid_content",
+            Self::InvalidOrderingKey => "invalid_ordering_key",
         }
     }
 }
@@ -81,7 +85,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
             detail: detail.into(),
@@ -162,6 +166,38 @@ impl Event {
             event_type,
             body,
         })
+    }
+}
+
+/// The longest ordering key used as it is; a longer one is replaced by
+/// `sha256:` and its hex digest, which orders the same events.
+pub(crate) const MAX_ORDERING_KEY_BYTES: usize = 256;
+
+/// `key`, or its digest when it is longer than [`MAX_ORDERING_KEY_BYTES`].
+pub(crate) fn bounded_key(key: String) -> String {
+    use sha2::Digest;
+    if key.len() <= MAX_ORDERING_KEY_BYTES {
+        return key;
+    }
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    )
+}
+
+impl Event {
+    /// The ordering key at `pointer` (a JSON pointer) inside `content`: a
+    /// non-empty string, or an integer in its decimal form; none for any
+    /// other value or none at all. Parses the body, so it is asked only for
+    /// events that an ordered webhook receives.
+    pub(crate) fn key_in_content(&self, pointer: &str) -> Option<String> {
+        let body: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        let key = match body.get("content")?.pointer(pointer)? {
+            serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => return None,
+        };
+        Some(bounded_key(key))
     }
 }
 
@@ -286,6 +322,22 @@ mod tests {
             e.body,
             r#"{"content":{"item_id":1234567890,"status":0,"note":"a b\"c"},"timestamp":1611681789,"type":"item.refreshed"}"#
         );
+    }
+
+    #[test]
+    fn the_ordering_key_is_read_from_content_by_pointer() {
+        let e = parse(
+            r#"{"application_id":"a","type":"item.account.updated","content":{"account_id":42,"item":{"id":"it-1"},"x":1.5,"e":""}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.key_in_content("/account_id").as_deref(), Some("42"));
+        assert_eq!(e.key_in_content("/item/id").as_deref(), Some("it-1"));
+        assert_eq!(e.key_in_content("/x"), None, "not an integer");
+        assert_eq!(e.key_in_content("/e"), None, "empty");
+        assert_eq!(e.key_in_content("/missing"), None);
+        let long = bounded_key("k".repeat(300));
+        assert!(long.starts_with("sha256:") && long.len() == 7 + 64);
+        assert_eq!(bounded_key("short".into()), "short");
     }
 
     #[test]

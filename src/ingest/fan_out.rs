@@ -2,17 +2,22 @@
 //! duplicates by id, match subscriptions, publish jobs with confirms.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lapin::message::Delivery;
 use tracing::Instrument;
 
+use super::sequencer::{Sequencer, Turn, Wanted};
 use crate::broker::{ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
 use crate::clock;
 use crate::consume::Settle;
-use crate::event::{Catalogue, Event, Rejection};
-use crate::job::DeliveryJob;
+use crate::event::{Catalogue, Event, RejectReason, Rejection, bounded_key};
+use crate::job::{DeliveryJob, JobOrder};
 use crate::metrics::Metrics;
-use crate::subscription::{EventMarkers, Marker, StoreError, SubscriptionCache, Webhook};
+use crate::subscription::{EventMarkers, Marker, Ordering, StoreError, SubscriptionCache, Webhook};
+
+/// The AMQP header a producer sets to choose an event's ordering key.
+pub(crate) const ORDERING_KEY_HEADER: &str = "x-ordering-key";
 
 /// Everything fan-out needs, shared by all in-flight events.
 pub(crate) struct IngestContext {
@@ -28,6 +33,8 @@ pub(crate) struct IngestContext {
     pub names: Names,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Numbers the events of ordered webhooks in the channel's order.
+    pub sequencer: Sequencer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +43,47 @@ enum IngestError {
     Store(#[from] StoreError),
     #[error("publish")]
     Publish(#[from] PublishError),
+    #[error("the ingest channel is closing; ordered events not numbered")]
+    Closing,
 }
 
-/// One job per webhook subscribed to the event's type; a disabled one's job
-/// is dead-lettered by the worker, to be caught up later.
-pub(super) fn fan_out(event: &Event, webhooks: &[Webhook], received_us: i64) -> Vec<DeliveryJob> {
+/// The webhooks that get a job of `event`: those subscribed to its type; a
+/// disabled one's job is dead-lettered by the worker, to be caught up later.
+fn targets<'a>(event: &Event, webhooks: &'a [Webhook]) -> Vec<&'a Webhook> {
     webhooks
         .iter()
         .filter(|w| w.application_id == event.application_id && w.wants(&event.event_type))
-        .map(|w| DeliveryJob::new(event, &w.id, received_us))
         .collect()
+}
+
+/// The `x-ordering-key` header: a non-empty string or an integer; an error
+/// for any other value.
+pub(crate) fn key_in_header(
+    headers: Option<&lapin::types::FieldTable>,
+) -> Result<Option<String>, Rejection> {
+    use lapin::types::AMQPValue::*;
+    let Some(value) = headers.and_then(|h| h.inner().get(ORDERING_KEY_HEADER)) else {
+        return Ok(None);
+    };
+    let key = match value {
+        LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+        ShortString(s) => Some(s.as_str().to_string()),
+        ShortShortInt(n) => Some(n.to_string()),
+        ShortShortUInt(n) => Some(n.to_string()),
+        ShortInt(n) => Some(n.to_string()),
+        ShortUInt(n) => Some(n.to_string()),
+        LongInt(n) => Some(n.to_string()),
+        LongUInt(n) => Some(n.to_string()),
+        LongLongInt(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match key.filter(|k| !k.is_empty()) {
+        Some(k) => Ok(Some(bounded_key(k))),
+        None => Err(Rejection::new(
+            RejectReason::InvalidOrderingKey,
+            "the x-ordering-key header must be a non-empty string or an integer",
+        )),
+    }
 }
 
 /// Handles one message of `{ns}.ingest`; returns how to settle it.
@@ -56,6 +94,8 @@ pub(crate) async fn handle_event(
     delivery: Delivery,
     received_us: i64,
 ) -> Settle {
+    // Taken first: until this message had its turn, no later one is numbered.
+    let turn = ctx.sequencer.turn(delivery.delivery_tag);
     let message_id = delivery
         .properties
         .message_id()
@@ -66,13 +106,26 @@ pub(crate) async fn handle_event(
         message_id.as_deref(),
         &ctx.catalogue,
         clock::unix_secs(),
-    );
+    )
+    .and_then(|event| {
+        let header = key_in_header(delivery.properties.headers().as_ref())?;
+        Ok((event, header))
+    });
     match parsed {
         // Boxed (a rare path): keeps each event's task small to move.
-        Err(rejection) => Box::pin(reject(&ctx, &delivery, &rejection)).await,
-        Ok(event) => {
+        Err(rejection) => {
+            drop(turn);
+            Box::pin(reject(&ctx, &delivery, &rejection)).await
+        }
+        Ok((event, header)) => {
             let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
-            match accept(&ctx, &event, delivery.redelivered, received_us)
+            let received = Received {
+                redelivered: delivery.redelivered,
+                at_us: received_us,
+                key: header,
+                turn,
+            };
+            match accept(&ctx, &event, received)
                 .instrument(span.clone())
                 .await
             {
@@ -86,12 +139,25 @@ pub(crate) async fn handle_event(
     }
 }
 
-async fn accept(
-    ctx: &IngestContext,
-    event: &Event,
+/// How the event arrived.
+struct Received {
+    /// The broker's redelivered flag.
     redelivered: bool,
-    received_us: i64,
-) -> Result<(), IngestError> {
+    /// When the consumer took it (Unix microseconds).
+    at_us: i64,
+    /// The producer's `x-ordering-key`.
+    key: Option<String>,
+    /// Its turn to have ordered jobs numbered.
+    turn: Turn,
+}
+
+async fn accept(ctx: &IngestContext, event: &Event, received: Received) -> Result<(), IngestError> {
+    let Received {
+        redelivered,
+        at_us: received_us,
+        key,
+        turn,
+    } = received;
     // Without Redis the id check is skipped rather than stopping the flow:
     // delivery is at-least-once and receivers deduplicate on `Webhook-Id`.
     let claimed = match ctx.markers.claim(&event.application_id, &event.id).await {
@@ -105,14 +171,29 @@ async fn accept(
         // A crash interrupted an earlier fan-out of this very message: redo it.
         Some(Marker::InProgress) if redelivered => {}
         Some(Marker::InProgress | Marker::Done) => {
+            drop(turn);
             tracing::info!("duplicate event id; not fanned out again");
             ctx.metrics.event_duplicate();
             return Ok(());
         }
         Some(Marker::New) | None => {}
     }
-    let webhooks = ctx.cache.webhooks(&event.application_id).await?;
-    let jobs = fan_out(event, &webhooks, received_us);
+    let webhooks = match ctx.cache.webhooks(&event.application_id).await {
+        Ok(webhooks) => webhooks,
+        Err(e) => {
+            // Handed back, this event may come again after later ones: an
+            // ordered webhook would get them out of order. Its turn is held
+            // (later ordered events wait) while the lookup is tried again.
+            tracing::warn!(error = %crate::logging::Chain(&e), "cannot read webhooks; retrying");
+            webhooks_eventually(ctx, &event.application_id).await
+        }
+    };
+    let targets = targets(event, &webhooks);
+    let mut jobs: Vec<DeliveryJob> = targets
+        .iter()
+        .map(|w| DeliveryJob::new(event, &w.id, received_us))
+        .collect();
+    number(ctx, event, key, &targets, &mut jobs, turn).await?;
     let encoded: Vec<Vec<u8>> = jobs.iter().map(DeliveryJob::encode).collect();
     let exchange = ctx.names.deliveries();
     let outgoing: Vec<Outgoing> = encoded
@@ -132,6 +213,63 @@ async fn accept(
     ctx.metrics.event_consumed(&event.event_type);
     ctx.metrics.jobs_enqueued(jobs.len());
     tracing::debug!(jobs = jobs.len(), "fanned out");
+    Ok(())
+}
+
+/// The application's webhooks, asked again until the store answers.
+async fn webhooks_eventually(ctx: &IngestContext, app: &str) -> Arc<[Webhook]> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+        match ctx.cache.webhooks(app).await {
+            Ok(webhooks) => return webhooks,
+            Err(e) => {
+                tracing::debug!(error = %crate::logging::Chain(&e), "webhooks still unreadable")
+            }
+        }
+    }
+}
+
+/// Gives the jobs of ordered webhooks their key and number, in the order
+/// of `{ns}.ingest`; an event without a key goes unordered.
+async fn number(
+    ctx: &IngestContext,
+    event: &Event,
+    header: Option<String>,
+    targets: &[&Webhook],
+    jobs: &mut [DeliveryJob],
+    turn: Turn,
+) -> Result<(), IngestError> {
+    let ordered: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].ordering == Ordering::PerKey)
+        .collect();
+    let key = match ordered.is_empty() {
+        true => None,
+        false => header.or_else(|| {
+            let pointer = ctx.catalogue.ordering_key(&event.event_type)?;
+            event.key_in_content(pointer)
+        }),
+    };
+    let Some(key) = key else {
+        drop(turn);
+        return Ok(());
+    };
+    let wanted = Wanted {
+        app: event.application_id.clone(),
+        event_id: event.id.clone(),
+        pairs: ordered
+            .iter()
+            .map(|&i| (targets[i].id.clone(), key.clone()))
+            .collect(),
+    };
+    let numbers = turn.number(wanted).await.ok_or(IngestError::Closing)?;
+    for (&i, seq) in ordered.iter().zip(numbers) {
+        jobs[i].order = Some(JobOrder {
+            key: key.clone(),
+            seq,
+        });
+    }
     Ok(())
 }
 

@@ -2,5 +2,7 @@
 //! matching webhook, all confirmed by the broker before the event is acked.
 
 mod fan_out;
+mod sequencer;
 
 pub(crate) use fan_out::{IngestContext, handle_event};
+pub(crate) use sequencer::Sequencer;

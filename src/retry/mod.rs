@@ -3,5 +3,5 @@
 
 mod schedule;
 
-pub(crate) use schedule::{DEFAULT_SCHEDULE, Next};
+pub(crate) use schedule::{DEFAULT_SCHEDULE, HOLD, Next, hold_tier};
 pub use schedule::{RetrySchedule, Tier};

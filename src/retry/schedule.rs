@@ -17,6 +17,18 @@ pub struct Tier {
     pub delay: Duration,
 }
 
+/// The hold tier's delay: how long a job of a `per_key` webhook waits while
+/// an earlier event of its key is in flight, before it looks again.
+pub(crate) const HOLD: Duration = Duration::from_millis(200);
+
+/// The hold tier (queue `{ns}.retry.hold`), declared beside the schedule's.
+pub(crate) fn hold_tier() -> Tier {
+    Tier {
+        label: "hold".to_string(),
+        delay: HOLD,
+    }
+}
+
 /// What happens to a job after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Next {

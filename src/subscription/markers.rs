@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::redis;
-use deadpool_redis::redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::kept::KeptConnection;
 use super::store::{Keys, MARKER_TTL, Marker, Store, StoreError};
 
 /// Most completions sent in one pipeline.
@@ -41,28 +41,13 @@ pub(crate) struct EventMarkers {
 }
 
 struct Shared {
-    store: Store,
-    /// The connection claims and completions use, taken out of the pool
-    /// and dropped on the first error, so the next call connects afresh.
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The connection claims and completions use.
+    conn: KeptConnection,
     /// Keys whose completion is queued but not written yet.
     completing: Mutex<HashSet<String>>,
 }
 
 impl Shared {
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
-        let mut kept = self.conn.lock().await;
-        if let Some(conn) = kept.as_ref() {
-            return Ok(conn.clone());
-        }
-        let conn = deadpool_redis::Connection::take(self.store.connection().await?);
-        Ok(kept.insert(conn).clone())
-    }
-
-    async fn forget_connection(&self) {
-        *self.conn.lock().await = None;
-    }
-
     fn completing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.completing.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -73,8 +58,7 @@ impl EventMarkers {
     pub(crate) fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let shared = Arc::new(Shared {
-            store,
-            conn: tokio::sync::Mutex::new(None),
+            conn: KeptConnection::new(store, CLAIM_TIMEOUT),
             completing: Mutex::new(HashSet::new()),
         });
         tokio::spawn(run(shared.clone(), rx));
@@ -85,7 +69,7 @@ impl EventMarkers {
     }
 
     fn keys(&self) -> &Keys {
-        self.shared.store.keys()
+        self.shared.conn.store().keys()
     }
 
     /// Claims event `id` of application `app` (ids are unique per
@@ -95,7 +79,6 @@ impl EventMarkers {
         if self.shared.completing().contains(&key) {
             return Ok(Marker::Done);
         }
-        let mut conn = self.shared.connection().await?;
         let claim = redis::cmd("SET")
             .arg(&key)
             .arg("pending")
@@ -104,18 +87,14 @@ impl EventMarkers {
             .arg("EX")
             .arg(MARKER_TTL.as_secs())
             .to_owned();
-        let answer = tokio::time::timeout(CLAIM_TIMEOUT, claim.query_async(&mut conn)).await;
-        match answer {
-            Ok(Ok(previous)) => Ok(marker(previous)),
-            Ok(Err(e)) => {
-                self.shared.forget_connection().await;
-                Err(e.into())
-            }
-            Err(_) => {
-                self.shared.forget_connection().await;
-                Err(unavailable("event-id claim timed out"))
-            }
-        }
+        let previous = self
+            .shared
+            .conn
+            .run("event-id claim timed out", |mut conn| async move {
+                claim.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(marker(previous))
     }
 
     /// Marks event `id` of `app` fanned out, without waiting; skipped if
@@ -131,10 +110,6 @@ impl EventMarkers {
             self.shared.completing().remove(&key);
         }
     }
-}
-
-fn unavailable(why: &'static str) -> StoreError {
-    StoreError::Redis(redis::RedisError::from((redis::ErrorKind::Io, why)))
 }
 
 async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<String>) {
@@ -184,15 +159,13 @@ async fn flush(shared: &Shared, keys: &[String]) {
             .arg(MARKER_TTL.as_secs())
             .ignore();
     }
-    let written = async {
-        let mut conn = shared.connection().await?;
-        match tokio::time::timeout(CLAIM_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-            Ok(answer) => answer.map_err(StoreError::from),
-            Err(_) => Err(unavailable("event-id completions timed out")),
-        }
-    };
-    if let Err(e) = written.await {
-        shared.forget_connection().await;
+    let written = shared
+        .conn
+        .run("event-id completions timed out", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await;
+    if let Err(e) = written {
         tracing::warn!(error = %crate::logging::Chain(&e), completions = keys.len(), "event-id markers not written");
     }
 }

@@ -4,7 +4,9 @@
 mod cache;
 mod cipher;
 mod history;
+mod kept;
 mod markers;
+mod ordering;
 mod store;
 mod webhook;
 
@@ -12,8 +14,9 @@ pub(crate) use cache::SubscriptionCache;
 pub use cipher::CipherError;
 pub(crate) use history::{Attempt, AttemptFilter, History, Kind};
 pub(crate) use markers::EventMarkers;
+pub(crate) use ordering::{Assign, KeyState, Sequences};
 pub(crate) use store::{Marker, ReplayProgress, TokenRecord};
 pub use store::{Store, StoreError, Write};
 pub use webhook::StoredSecret;
-pub use webhook::Webhook;
+pub use webhook::{Ordering, Webhook};
 pub(crate) use webhook::{new_secret, rfc3339, rfc3339_millis};

@@ -71,6 +71,17 @@ impl Keys {
     pub(crate) fn health(&self, app: &str, id: &str) -> String {
         format!("{}:health:{app}:{id}", self.ns)
     }
+    /// Hash of one ordering key's state for a webhook (`next` and `done`
+    /// sequence numbers, `due` and `head_at` times). Application and
+    /// webhook ids hold no `:`, so the key, last, never collides.
+    pub(crate) fn order(&self, app: &str, id: &str, key: &str) -> String {
+        format!("{}:order:{app}:{id}:{key}", self.ns)
+    }
+    /// The sequence number given to one event for a webhook, so a fan-out
+    /// redone after a crash gives it the same one.
+    pub(crate) fn order_event(&self, app: &str, id: &str, event_id: &str) -> String {
+        format!("{}:order-event:{app}:{id}:{event_id}", self.ns)
+    }
     /// Glob matching every key of the namespace.
     pub(crate) fn pattern(&self) -> String {
         format!("{}:*", self.ns)

@@ -54,6 +54,46 @@ pub struct Webhook {
     /// `ETag`). Records written before it existed read as 0.
     #[serde(default)]
     pub revision: u64,
+    /// Whether events with the same ordering key are delivered one at a
+    /// time, in the order received; records written before it existed
+    /// read as `none`.
+    #[serde(default, skip_serializing_if = "Ordering::is_none")]
+    pub ordering: Ordering,
+}
+
+/// A webhook's delivery order (`ordering` in the API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Events are delivered as they come, concurrently.
+    #[default]
+    None,
+    /// Events with the same key are delivered in the order of
+    /// `{ns}.ingest`, one at a time.
+    PerKey,
+}
+
+impl Ordering {
+    /// The API word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::PerKey => "per_key",
+        }
+    }
+
+    /// Parses the API word.
+    pub fn parse(s: &str) -> Option<Ordering> {
+        match s {
+            "none" => Some(Ordering::None),
+            "per_key" => Some(Ordering::PerKey),
+            _ => None,
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        *self == Ordering::None
+    }
 }
 
 impl Webhook {
@@ -103,6 +143,7 @@ impl Webhook {
             "name": self.name,
             "events": self.events,
             "enabled": self.enabled,
+            "ordering": self.ordering.as_str(),
             "disabled_reason": self.disabled_reason,
             "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
@@ -194,6 +235,7 @@ mod tests {
                 expires_at: None,
             }],
             revision: 0,
+            ordering: Ordering::None,
         }
     }
 

@@ -40,6 +40,7 @@ const phases = {
     await page.fill("#wh-url", env("RECEIVER_URL"));
     await page.fill("#wh-name", "Ledger sync");
     await page.check("#event-groups input[value='payment.transaction.updated']");
+    await page.check("#wh-ordered");
     await page.click("#form-submit");
     await page.waitForSelector("#secret-box:not([hidden])");
     const secret = await page.inputValue("#secret-value");

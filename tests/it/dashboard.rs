@@ -119,6 +119,18 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
         sign::bridge(secret, &test.body),
         "signed with the secret the page showed"
     );
+    let (_, hooks) = svc
+        .call(
+            "GET",
+            &format!("/v1/applications/{APP}/webhooks"),
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(
+        hooks[0]["ordering"], "per_key",
+        "the form's ordering box: {hooks}"
+    );
 
     // A failing receiver's delivery ends up a dead letter.
     let failing = Receiver::start(500).await;

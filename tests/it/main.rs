@@ -19,6 +19,7 @@ mod isolation;
 mod lifecycle;
 mod metrics;
 mod openapi;
+mod ordering;
 mod pipeline;
 mod rejects;
 mod replicas;

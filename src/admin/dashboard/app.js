@@ -387,6 +387,7 @@ function openForm(hook) {
   $("wh-url").value = hook ? hook.url : "";
   $("wh-name").value = hook ? hook.name || "" : "";
   $("wh-enabled").checked = hook ? hook.enabled : true;
+  $("wh-ordered").checked = hook ? hook.ordering === "per_key" : false;
   const chosen = new Set(hook ? hook.events : []);
   const groups = [];
   for (const [area, types] of groupedTypes()) {
@@ -426,6 +427,7 @@ async function onSubmitForm(ev) {
     name: $("wh-name").value.trim() || null,
     events: [...document.querySelectorAll("#event-groups input:checked")].map((i) => i.value),
     enabled: $("wh-enabled").checked,
+    ordering: $("wh-ordered").checked ? "per_key" : "none",
   };
   if (body.name === null && !state.editing) delete body.name;
   const submit = $("form-submit");

@@ -498,6 +498,41 @@ impl Producer {
         self.raw(event_type, envelope.to_string().as_bytes()).await;
     }
 
+    /// Publishes a well-formed envelope with AMQP `headers` (e.g.
+    /// `x-ordering-key`), persistent and mandatory, and awaits the confirm.
+    pub async fn event_with(
+        &self,
+        id: &str,
+        app: &str,
+        event_type: &str,
+        content: Value,
+        headers: FieldTable,
+    ) {
+        let envelope = json!({
+            "id": id, "application_id": app, "type": event_type,
+            "timestamp": 1611681789, "content": content,
+        });
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                event_type.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                envelope.to_string().as_bytes(),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack() && confirm.take_message().is_none());
+    }
+
     /// Takes one message off `queue` (body, headers), if any.
     pub async fn get(&self, queue: &str) -> Option<(Vec<u8>, FieldTable)> {
         let msg = self

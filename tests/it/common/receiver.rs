@@ -22,6 +22,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The status it was answered with (0: left hanging).
+    pub status: u16,
 }
 
 impl Received {
@@ -41,6 +43,9 @@ struct Script {
     next: VecDeque<u16>,
     retry_after: Option<String>,
     paths: HashMap<String, PathScript>,
+    /// (substring, status): a request whose body holds the substring gets
+    /// that status, before anything else.
+    bodies: Vec<(String, u16)>,
 }
 
 /// One path's own answers (`Receiver::then_at`, `Receiver::set_path_status`).
@@ -50,11 +55,22 @@ struct PathScript {
     status: Option<u16>,
     delay: Duration,
     headers: Vec<(String, String)>,
+    /// Per cent of requests answered 500 at random, before anything else.
+    flaky: u8,
 }
 
 impl Script {
-    /// The answer to the next request at `path`, given the default status.
-    fn answer(&mut self, path: &str, default: u16) -> u16 {
+    /// The answer to the next request at `path` with `body`, given the
+    /// default status.
+    fn answer(&mut self, path: &str, body: &[u8], default: u16) -> u16 {
+        let text = String::from_utf8_lossy(body);
+        if let Some((_, status)) = self.bodies.iter().find(|(s, _)| text.contains(s.as_str())) {
+            return *status;
+        }
+        let flaky = self.paths.get(path).map_or(0, |p| p.flaky);
+        if flaky > 0 && rand::random_range(0..100u8) < flaky {
+            return 500;
+        }
         let own = self.paths.get_mut(path);
         own.and_then(|p| p.next.pop_front().or(p.status))
             .or_else(|| self.next.pop_front())
@@ -102,18 +118,19 @@ impl Receiver {
                             let path = req.uri().path().to_string();
                             let headers = req.headers().clone();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let (code, retry_after, delay, extra) = {
+                                let mut script = sc.lock().unwrap();
+                                let code = script.answer(&path, &body, st.load(Ordering::SeqCst));
+                                let extra = script.headers(&path);
+                                (code, script.retry_after.clone(), script.delay(&path), extra)
+                            };
                             rec.lock().unwrap().push(Received {
                                 at: Instant::now(),
                                 path: path.clone(),
                                 headers,
                                 body,
+                                status: code,
                             });
-                            let (code, retry_after, delay, extra) = {
-                                let mut script = sc.lock().unwrap();
-                                let code = script.answer(&path, st.load(Ordering::SeqCst));
-                                let extra = script.headers(&path);
-                                (code, script.retry_after.clone(), script.delay(&path), extra)
-                            };
                             tokio::time::sleep(delay).await;
                             if code == 0 {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -186,6 +203,18 @@ impl Receiver {
         let mut script = self.script.lock().unwrap();
         let own = script.paths.entry(path.to_string()).or_default();
         own.next.extend(statuses);
+    }
+
+    /// `path` answers 500 to `percent` per cent of requests, at random.
+    pub fn set_path_flaky(&self, path: &str, percent: u8) {
+        let mut script = self.script.lock().unwrap();
+        script.paths.entry(path.to_string()).or_default().flaky = percent;
+    }
+
+    /// Any request whose body contains `needle` gets `status` (0: hang).
+    pub fn set_body_status(&self, needle: &str, status: u16) {
+        let mut script = self.script.lock().unwrap();
+        script.bodies.push((needle.to_string(), status));
     }
 
     /// `Retry-After` sent with 429 and 503 answers.
