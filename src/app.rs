@@ -330,6 +330,7 @@ async fn session(
             lifecycle: w.lifecycle.clone(),
             history: w.history.clone(),
             sequences: w.sequences.clone(),
+            heads: Default::default(),
             ordering_stall: s.max_event_age + ORDERING_STALL_MARGIN,
         });
         consuming

@@ -281,7 +281,25 @@ pub fn summary(what: &str, values: impl Iterator<Item = f64>) {
 
 /// A ~400-byte envelope.
 pub fn envelope(id: &str, n: usize) -> (String, Vec<u8>) {
+    keyed_envelope(id, n, None)
+}
+
+/// A ~400-byte envelope; with `keys`, its ordering key (whatever its type's
+/// pointer names: item, account, transaction or transfer id) is one of
+/// `keys` distinct values, `k<n mod keys>`.
+pub fn keyed_envelope(id: &str, n: usize, keys: Option<usize>) -> (String, Vec<u8>) {
     let t = TYPES[n % TYPES.len()];
+    if let Some(keys) = keys {
+        let key = format!("k{}", n % keys);
+        let body = serde_json::json!({
+            "id": id, "application_id": "bench_app", "type": t, "timestamp": 1611681789,
+            "content": {"item_id": key, "account_id": key, "payment_transaction_id": key,
+                        "transfer_id": key, "status": 0, "currency": "EUR", "amount": "1234.56",
+                        "label": "Monthly subscription payment for services rendered",
+                        "reference": format!("REF-{n:012}")},
+        });
+        return (t.to_string(), serde_json::to_vec(&body).expect("json"));
+    }
     let body = serde_json::json!({
         "id": id, "application_id": "bench_app", "type": t, "timestamp": 1611681789,
         "content": {"item_id": n, "status": 0, "user_uuid": "9a95b38f-f98b-417a-988b-9d0d584893e7",
@@ -350,13 +368,23 @@ pub async fn burst(
     receivers: &Receivers,
     n: usize,
 ) -> anyhow::Result<Figures> {
+    keyed_burst(publisher, receivers, n, None).await
+}
+
+/// [`burst`] of [`keyed_envelope`]s over `keys` ordering keys.
+pub async fn keyed_burst(
+    publisher: &Publisher,
+    receivers: &Receivers,
+    n: usize,
+    keys: Option<usize>,
+) -> anyhow::Result<Figures> {
     receivers.take();
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut published = HashMap::with_capacity(n);
     let mut confirms = Vec::with_capacity(1000);
     for i in 0..n {
         let id = format!("{run}-{i}");
-        let (key, body) = envelope(&id, i);
+        let (key, body) = keyed_envelope(&id, i, keys);
         published.insert(id, Instant::now());
         confirms.push(publisher.send(&key, &body).await?);
         if confirms.len() == 1000 {
@@ -500,6 +528,18 @@ impl ServiceProcess {
         let text = response.text().await?;
         anyhow::ensure!(status.is_success(), "{method} {path}: {status} {text}");
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The value of one sample of the last process's `/metrics` (0 if absent).
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.api))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0))
     }
 
     /// Starts one more process on the namespace, with `env`, and waits until

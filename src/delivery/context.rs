@@ -38,6 +38,8 @@ pub(crate) struct DeliverContext {
     pub history: History,
     /// Where each ordering key of each `per_key` webhook stands.
     pub sequences: Arc<Sequences>,
+    /// The ordered jobs this process is sending now.
+    pub heads: super::order::Heads,
     /// How long the head of an ordering key may stand still before it
     /// counts as lost (longer than any job may wait).
     pub ordering_stall: Duration,

@@ -5,8 +5,18 @@
 //! while the head is in flight, else the tier that brings it back about when
 //! the head's retry is due. Every hop of the head is written to the key's
 //! state before the job is acked, so a crash never loses where a key stands.
+//!
+//! One shortcut: when the event before a job is being sent by this very
+//! process, the job waits for it here (at most [`LOCAL_WAIT`], a few at a
+//! time): under load both are often in the prefetch window together, and a
+//! trip through the hold tier would put the job behind the whole queue.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::context::DeliverContext;
 use crate::clock;
@@ -78,46 +88,149 @@ pub(super) fn wait_tier(
         .map_or_else(hold_tier, |t| (*t).clone())
 }
 
-/// Whether job `job` may be sent now; `Err(tier)`: hold it there. A key's
-/// state that cannot be read holds the job too (it comes back).
-pub(super) async fn gate(
+/// The longest a job waits in process for the event before it, being sent
+/// by this process.
+const LOCAL_WAIT: Duration = Duration::from_secs(1);
+
+/// Most jobs waiting in process at once (each holds a prefetch slot).
+const MAX_LOCAL_WAITERS: usize = 32;
+
+/// The ordered jobs this process is sending now, by (webhook, key), so the
+/// next event of a key can wait for its predecessor here.
+#[derive(Default)]
+pub(crate) struct Heads {
+    sending: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    waiters: AtomicUsize,
+}
+
+/// A job of `Heads` being sent; dropped once it is finished (or handed on).
+pub(super) struct Sending<'a> {
+    heads: &'a Heads,
+    entry: (String, String),
+    done: Arc<Notify>,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut sending = self.heads.sending.lock().unwrap_or_else(|e| e.into_inner());
+        if sending
+            .get(&self.entry)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.done))
+        {
+            sending.remove(&self.entry);
+        }
+        drop(sending);
+        self.done.notify_waiters();
+    }
+}
+
+impl Heads {
+    fn start(&self, entry: (String, String)) -> Sending<'_> {
+        let done = Arc::new(Notify::new());
+        let mut sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        sending.insert(entry.clone(), done.clone());
+        Sending {
+            heads: self,
+            entry,
+            done,
+        }
+    }
+
+    /// Waits (at most [`LOCAL_WAIT`]) until the job of `entry` this process
+    /// is sending is finished. True at once if there is none (it may have
+    /// finished since the state was read: worth one more look); false if
+    /// too many jobs wait already or it did not finish in time.
+    async fn wait(&self, entry: &(String, String)) -> bool {
+        let done = {
+            let sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+            match sending.get(entry) {
+                Some(n) => n.clone(),
+                None => return true,
+            }
+        };
+        if self.waiters.fetch_add(1, AtomicOrdering::Relaxed) >= MAX_LOCAL_WAITERS {
+            self.waiters.fetch_sub(1, AtomicOrdering::Relaxed);
+            return false;
+        }
+        let notified = done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Finished between the lookup and now: no notification will come.
+        let still = {
+            let sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+            sending.get(entry).is_some_and(|n| Arc::ptr_eq(n, &done))
+        };
+        let waited = !still || tokio::time::timeout(LOCAL_WAIT, notified).await.is_ok();
+        self.waiters.fetch_sub(1, AtomicOrdering::Relaxed);
+        waited
+    }
+}
+
+/// Whether job `job` may be sent now (`Ok`: held as being sent until the
+/// guard is dropped, after the job is finished); `Err(tier)`: hold it
+/// there. A key's state that cannot be read holds the job too (it comes
+/// back).
+pub(super) async fn gate<'a>(
+    ctx: &'a DeliverContext,
+    job: &DeliveryJob,
+    order: &JobOrder,
+) -> Result<Sending<'a>, Tier> {
+    let (app, id) = (&job.application_id, &job.webhook_id);
+    let entry = (id.clone(), order.key.clone());
+    let mut waited = false;
+    loop {
+        let now = clock::unix_millis();
+        let state = match ctx.sequences.state(app, id, &order.key).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %crate::logging::Chain(&e), "cannot read the ordering key's state; job held");
+                return Err(wait_tier(None, now, job.holds, &ctx.schedule));
+            }
+        };
+        match decide(order.seq, &state, now, ctx.ordering_stall) {
+            Decision::Send => return Ok(ctx.heads.start(entry)),
+            // The one before it is being sent by this process: wait for it
+            // here, once, rather than behind the whole queue.
+            Decision::Wait(None) if !waited && ctx.heads.wait(&entry).await => waited = true,
+            Decision::Wait(until) => {
+                return Err(wait_tier(until, now, job.holds, &ctx.schedule));
+            }
+            Decision::Skip => {
+                return skip(ctx, job, order, &state, now)
+                    .await
+                    .map(|()| ctx.heads.start(entry));
+            }
+        }
+    }
+}
+
+/// Gives up on the vanished events before `job`; `Err(tier)`: hold it.
+async fn skip(
     ctx: &DeliverContext,
     job: &DeliveryJob,
     order: &JobOrder,
+    state: &KeyState,
+    now: i64,
 ) -> Result<(), Tier> {
     let (app, id) = (&job.application_id, &job.webhook_id);
-    let now = clock::unix_millis();
-    let state = match ctx.sequences.state(app, id, &order.key).await {
-        Ok(state) => state,
-        Err(e) => {
-            tracing::warn!(error = %crate::logging::Chain(&e), "cannot read the ordering key's state; job held");
-            return Err(wait_tier(None, now, job.holds, &ctx.schedule));
+    let skipped = ctx
+        .sequences
+        .skip(app, id, &order.key, state.done, order.seq - 1, now)
+        .await;
+    match skipped {
+        Ok(_) => {
+            tracing::error!(
+                key = %order.key,
+                from = state.done + 1,
+                to = order.seq - 1,
+                "events of an ordering key lost before delivery; the next one goes on"
+            );
+            ctx.metrics.ordering_skipped();
+            Ok(())
         }
-    };
-    match decide(order.seq, &state, now, ctx.ordering_stall) {
-        Decision::Send => Ok(()),
-        Decision::Wait(until) => Err(wait_tier(until, now, job.holds, &ctx.schedule)),
-        Decision::Skip => {
-            let skipped = ctx
-                .sequences
-                .skip(app, id, &order.key, state.done, order.seq - 1, now)
-                .await;
-            match skipped {
-                Ok(_) => {
-                    tracing::error!(
-                        key = %order.key,
-                        from = state.done + 1,
-                        to = order.seq - 1,
-                        "events of an ordering key lost before delivery; the next one goes on"
-                    );
-                    ctx.metrics.ordering_skipped();
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::warn!(error = %crate::logging::Chain(&e), "cannot skip a lost head; job held");
-                    Err(wait_tier(None, now, job.holds, &ctx.schedule))
-                }
-            }
+        Err(e) => {
+            tracing::warn!(error = %crate::logging::Chain(&e), "cannot skip a lost head; job held");
+            Err(wait_tier(None, now, job.holds, &ctx.schedule))
         }
     }
 }

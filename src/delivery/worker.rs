@@ -84,13 +84,17 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         let disabled = Disposition::DeadLetter("webhook_disabled");
         return dispose(ctx, job, None, disabled).await;
     }
-    // Ordered per key: only once every earlier event of the key is finished.
-    if let Some(order) = job.order.clone()
-        && prepared.webhook.ordering == Ordering::PerKey
-        && let Err(tier) = super::order::gate(ctx, &job, &order).await
-    {
-        return dispose(ctx, job, None, Disposition::Held(tier)).await;
-    }
+    // Ordered per key: only once every earlier event of the key is finished;
+    // held as being sent (for the next one) until it is.
+    let _sending = match &job.order {
+        Some(order) if prepared.webhook.ordering == Ordering::PerKey => {
+            match super::order::gate(ctx, &job, order).await {
+                Ok(sending) => Some(sending),
+                Err(tier) => return dispose(ctx, job, None, Disposition::Held(tier)).await,
+            }
+        }
+        _ => None,
+    };
     let endpoint = ctx.endpoints.of(&job.webhook_id, &prepared.webhook.url);
     // An operator's replay is sent whatever the breaker says: it is the probe
     // that tells whether the receiver was fixed.
