@@ -39,7 +39,7 @@ pub(crate) struct DeliverContext {
     /// Where each ordering key of each `per_key` webhook stands.
     pub sequences: Arc<Sequences>,
     /// The ordered jobs this process is sending now.
-    pub heads: super::order::Heads,
+    pub heads: super::heads::Heads,
     /// How long the head of an ordering key may stand still before it
     /// counts as lost (longer than any job may wait).
     pub ordering_stall: Duration,

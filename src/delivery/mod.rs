@@ -5,6 +5,7 @@ mod client;
 mod context;
 mod disposition;
 mod endpoint;
+mod heads;
 mod host;
 mod lifecycle;
 mod order;

@@ -1,0 +1,88 @@
+//! The ordered jobs this process is sending now, so the next event of a key
+//! can wait here for its predecessor (at most [`LOCAL_WAIT`], a few at a
+//! time) instead of going round the hold tier.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// The longest a job waits in process for the event before it, being sent
+/// by this process.
+const LOCAL_WAIT: Duration = Duration::from_secs(1);
+
+/// Most jobs waiting in process at once (each holds a prefetch slot).
+const MAX_LOCAL_WAITERS: usize = 32;
+
+/// The ordered jobs this process is sending now, by (webhook, key), so the
+/// next event of a key can wait for its predecessor here.
+#[derive(Default)]
+pub(crate) struct Heads {
+    sending: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    waiters: AtomicUsize,
+}
+
+/// A job of `Heads` being sent; dropped once it is finished (or handed on).
+pub(super) struct Sending<'a> {
+    heads: &'a Heads,
+    entry: (String, String),
+    done: Arc<Notify>,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut sending = self.heads.sending.lock().unwrap_or_else(|e| e.into_inner());
+        if sending
+            .get(&self.entry)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.done))
+        {
+            sending.remove(&self.entry);
+        }
+        drop(sending);
+        self.done.notify_waiters();
+    }
+}
+
+impl Heads {
+    pub(super) fn start(&self, entry: (String, String)) -> Sending<'_> {
+        let done = Arc::new(Notify::new());
+        let mut sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        sending.insert(entry.clone(), done.clone());
+        Sending {
+            heads: self,
+            entry,
+            done,
+        }
+    }
+
+    /// Waits (at most [`LOCAL_WAIT`]) until the job of `entry` this process
+    /// is sending is finished. True at once if there is none (it may have
+    /// finished since the state was read: worth one more look); false if
+    /// too many jobs wait already or it did not finish in time.
+    pub(super) async fn wait(&self, entry: &(String, String)) -> bool {
+        let done = {
+            let sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+            match sending.get(entry) {
+                Some(n) => n.clone(),
+                None => return true,
+            }
+        };
+        if self.waiters.fetch_add(1, AtomicOrdering::Relaxed) >= MAX_LOCAL_WAITERS {
+            self.waiters.fetch_sub(1, AtomicOrdering::Relaxed);
+            return false;
+        }
+        let notified = done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Finished between the lookup and now: no notification will come.
+        let still = {
+            let sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+            sending.get(entry).is_some_and(|n| Arc::ptr_eq(n, &done))
+        };
+        let waited = !still || tokio::time::timeout(LOCAL_WAIT, notified).await.is_ok();
+        self.waiters.fetch_sub(1, AtomicOrdering::Relaxed);
+        waited
+    }
+}
