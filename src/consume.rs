@@ -34,6 +34,7 @@ pub(crate) struct Consuming {
     consumer: lapin::Consumer,
     queue: String,
     concurrency: usize,
+    exclusive: bool,
 }
 
 /// Starts consuming `queue` with at most `concurrency` messages in hand: the
@@ -69,6 +70,7 @@ pub(crate) async fn start(
         consumer,
         queue,
         concurrency,
+        exclusive,
     })
 }
 
@@ -99,6 +101,7 @@ impl Consuming {
             mut consumer,
             queue,
             concurrency,
+            exclusive,
         } = self;
         // Explicit bound on concurrent handlers, matching the prefetch.
         let permits = Arc::new(Semaphore::new(concurrency));
@@ -138,7 +141,11 @@ impl Consuming {
         };
         // The drain starts now and includes stopping the consumer.
         let deadline = tokio::time::Instant::now() + drain;
-        if result.is_ok() {
+        // An exclusive consumer keeps its hold while it drains: cancelled,
+        // it would let the next process take the queue and start on later
+        // messages while this one still works on earlier ones (and the
+        // unstarted ones return only when the channel closes).
+        if result.is_ok() && !exclusive {
             // Stop the broker pushing more before draining; what was already
             // pushed but not started stays unacked and returns to the queue.
             let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());

@@ -15,8 +15,9 @@ use tokio::sync::Mutex;
 use super::record::{DeadLetter, Filter, id_of, offset_of};
 use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
 use crate::clock;
+use crate::job::{DeliveryJob, JobOrder};
 use crate::metrics::Metrics;
-use crate::subscription::{Store, StoreError};
+use crate::subscription::{Assign, Ordering, Sequences, Store, StoreError};
 
 /// Stream credit: how many dead letters the broker sends ahead of our acks.
 const READ_AHEAD: u16 = 2000;
@@ -110,6 +111,8 @@ pub struct DeadLetters {
     retention: Duration,
     metrics: Option<Arc<Metrics>>,
     pacer: Pacer,
+    /// Numbers the replays of `per_key` webhooks in their keys' order.
+    sequences: Sequences,
     // One lazily opened connection, reopened after a failure.
     conn: Mutex<Option<(Arc<Connection>, ConfirmedPublisher)>>,
 }
@@ -120,6 +123,7 @@ impl DeadLetters {
         DeadLetters {
             amqp_url: amqp_url.to_string(),
             names,
+            sequences: Sequences::new(store.clone()),
             store,
             retention,
             metrics: None,
@@ -235,26 +239,49 @@ impl DeadLetters {
     }
 
     /// Replays `letter` (dead letter `id`) unless its webhook was deleted;
-    /// `webhooks` remembers which webhooks exist during a bulk replay.
+    /// `webhooks` remembers each webhook's ordering (none: deleted) during
+    /// a bulk replay.
     async fn replay_letter(
         &self,
         id: &str,
         letter: &DeadLetter,
-        webhooks: &mut HashMap<(String, String), bool>,
+        webhooks: &mut HashMap<(String, String), Option<Ordering>>,
     ) -> Result<(), DeadLetterError> {
         let key = (letter.application_id.clone(), letter.webhook_id.clone());
-        let exists = match webhooks.get(&key) {
-            Some(&exists) => exists,
+        let ordering = match webhooks.get(&key) {
+            Some(&ordering) => ordering,
             None => {
-                let exists = self.store.get(&key.0, &key.1).await?.is_some();
-                webhooks.insert(key, exists);
-                exists
+                let hook = self.store.get(&key.0, &key.1).await?;
+                let ordering = hook.map(|h| h.ordering);
+                webhooks.insert(key, ordering);
+                ordering
             }
         };
-        if !exists {
+        let Some(ordering) = ordering else {
             return Err(DeadLetterError::WebhookDeleted);
+        };
+        let mut job = letter.replay_job(clock::unix_millis());
+        if let (Some(order), Ordering::PerKey) = (&letter.order, ordering) {
+            // The next number of its key: a replay is delivered in order
+            // after the key's events already numbered (the same number if
+            // this replay is tried again).
+            let again = format!("replay-{id}");
+            let assign = Assign {
+                app: &letter.application_id,
+                webhook: &letter.webhook_id,
+                key: &order.key,
+                event_id: &again,
+            };
+            let numbers = self
+                .sequences
+                .assign(&[assign], clock::unix_millis())
+                .await?;
+            job.order = numbers.first().map(|&seq| JobOrder {
+                key: order.key.clone(),
+                seq,
+            });
         }
-        self.publish_replay(letter).await?;
+        self.publish_replay(&job).await?;
         if let Some(m) = &self.metrics {
             m.dead_letter_replayed();
         }
@@ -353,17 +380,17 @@ impl DeadLetters {
         self.settle(id).await
     }
 
-    async fn publish_replay(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
+    async fn publish_replay(&self, job: &DeliveryJob) -> Result<(), DeadLetterError> {
         let (_, publisher) = self.connection().await?;
-        let job = letter.replay_job(clock::unix_millis()).encode();
+        let payload = job.encode();
         let exchange = self.names.deliveries();
         publisher
             .publish(Outgoing {
                 exchange: &exchange,
                 routing_key: JOB_ROUTING_KEY,
-                payload: &job,
+                payload: &payload,
                 headers: None,
-                message_id: Some(&letter.event_id),
+                message_id: Some(&job.event_id),
             })
             .await?;
         Ok(())

@@ -64,7 +64,13 @@ impl Script {
     /// default status.
     fn answer(&mut self, path: &str, body: &[u8], default: u16) -> u16 {
         let text = String::from_utf8_lossy(body);
-        if let Some((_, status)) = self.bodies.iter().find(|(s, _)| text.contains(s.as_str())) {
+        // The latest rule wins, so a test can change its mind.
+        let rule = self
+            .bodies
+            .iter()
+            .rev()
+            .find(|(s, _)| text.contains(s.as_str()));
+        if let Some((_, status)) = rule {
             return *status;
         }
         let flaky = self.paths.get(path).map_or(0, |p| p.flaky);
@@ -211,7 +217,8 @@ impl Receiver {
         script.paths.entry(path.to_string()).or_default().flaky = percent;
     }
 
-    /// Any request whose body contains `needle` gets `status` (0: hang).
+    /// Any request whose body contains `needle` gets `status` (0: hang);
+    /// a later rule for the same body wins.
     pub fn set_body_status(&self, needle: &str, status: u16) {
         let mut script = self.script.lock().unwrap();
         script.bodies.push((needle.to_string(), status));
