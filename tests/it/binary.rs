@@ -32,16 +32,6 @@ async fn post(base: &str, path: &str, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
-async fn metric(base: &str, sample: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    binary::sample(&text, sample)
-}
-
 fn cli(ns: &str, args: &[&str]) -> (bool, String) {
     cli_with(ns, &[], args)
 }
@@ -80,7 +70,7 @@ async fn jobs_waiting_in_a_delay_tier_survive_sigkill_and_sigterm_exits_zero() {
         Duration::from_secs(10),
         "the retry to be scheduled",
         || async {
-            (metric(
+            (binary::metric(
                 &first.base,
                 r#"webhooks_retries_scheduled_total{tier="2s"}"#,
             )
@@ -135,7 +125,7 @@ async fn the_dead_letters_subcommands() {
         .event("ev-cli-2", "app_cli", "item.created", json!({}))
         .await;
     eventually(Duration::from_secs(10), "two dead letters", || async {
-        (metric(&svc.base, "webhooks_dead_lettered_total").await >= 2.0).then_some(())
+        (binary::metric(&svc.base, "webhooks_dead_lettered_total").await >= 2.0).then_some(())
     })
     .await;
 

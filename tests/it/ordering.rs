@@ -414,15 +414,7 @@ async fn handover(stop: Stop) {
 
     let keys: Vec<String> = (0..30).map(|k| format!("acc{k}")).collect();
     let producer = Producer::connect(&ns).await;
-    let fanning = |base: String| async move {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        binary::sample(&text, "webhooks_fanning_out")
-    };
+    let fanning = |base: String| async move { binary::metric(&base, "webhooks_fanning_out").await };
     for n in 0..20 {
         if n == 7 {
             // SIGKILL the process that fans out, mid-stream, and start

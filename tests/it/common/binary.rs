@@ -113,6 +113,17 @@ pub fn spawn(ns: &str, extra: &[(&str, &str)]) -> Spawned {
     }
 }
 
+/// One sample of the `/metrics` of the process at `base` (0 when absent).
+pub async fn metric(base: &str, sample: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    self::sample(&text, sample)
+}
+
 /// Waits until the process at `base` answers `/readyz` with 200.
 pub async fn wait_ready(base: &str) {
     let http = reqwest::Client::new();
