@@ -67,7 +67,8 @@ pub enum LogFormat {
 /// Every setting of the service. See the README's configuration table.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `WF_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// `WF_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`: one
+    /// node's URL, or several separated by commas (the nodes of a cluster).
     pub amqp_url: Redacted<String>,
     /// `WF_REDIS_URL`, default `redis://127.0.0.1:6379/0`.
     pub redis_url: Redacted<String>,
@@ -153,7 +154,7 @@ impl Settings {
         };
         let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         Ok(Settings {
-            amqp_url: Redacted(url_with_scheme(
+            amqp_url: Redacted(url_list(
                 "WF_AMQP_URL",
                 get("WF_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
                 &["amqp", "amqps"],
@@ -269,6 +270,20 @@ fn url_with_scheme(
         )),
         Err(e) => Err(err(variable, &format!("not a URL ({e})"))),
     }
+}
+
+/// A comma-separated list of URLs of `schemes` (spaces around commas
+/// dropped), each checked as [`url_with_scheme`] does.
+fn url_list(
+    variable: &'static str,
+    value: String,
+    schemes: &[&str],
+) -> Result<String, ConfigError> {
+    let urls = value
+        .split(',')
+        .map(|u| url_with_scheme(variable, u.trim().to_string(), schemes))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(urls.join(","))
 }
 
 fn namespace(value: String) -> Result<String, ConfigError> {
@@ -400,6 +415,8 @@ mod tests {
             ("WF_ALLOW_HTTP", "maybe"),
             ("WF_SECRET_KEY", "c2hvcnQ="),
             ("WF_AMQP_URL", "http://localhost"),
+            ("WF_AMQP_URL", "amqp://a:5672/%2f,http://b"),
+            ("WF_AMQP_URL", "amqp://a:5672/%2f,,amqp://b:5672/%2f"),
             ("WF_RETRY_SCHEDULE", "10s,,30s"),
             ("WF_DELIVERY_CONCURRENCY", "0"),
             ("WF_QUEUE_TYPE", "mirrored"),
@@ -415,6 +432,19 @@ mod tests {
             assert_eq!(e.variable, var, "{value}");
             assert!(e.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn the_amqp_url_may_list_the_nodes_of_a_cluster() {
+        let s = settings(&[(
+            "WF_AMQP_URL",
+            "amqp://u:p@rabbit-1:5672/%2f , amqp://u:p@rabbit-2:5672/%2f,amqps://u:p@rabbit-3/%2f",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.amqp_url.0,
+            "amqp://u:p@rabbit-1:5672/%2f,amqp://u:p@rabbit-2:5672/%2f,amqps://u:p@rabbit-3/%2f"
+        );
     }
 
     #[test]

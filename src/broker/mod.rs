@@ -15,20 +15,32 @@ use lapin::{Channel, Connection, ConnectionProperties};
 /// How long a connect or close may take before it counts as failed.
 const BROKER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens an AMQP connection named after this process and role; a broker that
-/// accepts TCP but never completes the handshake fails it after 5 s.
-pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(BROKER_RPC_TIMEOUT, Connection::connect(url, props)).await {
-        Ok(result) => result,
-        Err(_) => Err(
-            lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "AMQP handshake timed out",
-            )))
-            .into(),
-        ),
+/// Opens an AMQP connection named after this process and role to the first
+/// of `urls` (one URL, or several separated by commas: the nodes of a
+/// cluster) that answers, trying them in order; a node that accepts TCP but
+/// never completes the handshake counts as not answering after 5 s.
+pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
+    let mut failure = None;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match tokio::time::timeout(BROKER_RPC_TIMEOUT, Connection::connect(url, props)).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %crate::logging::Chain(&e), "a RabbitMQ node did not answer; trying the next");
+                failure = Some(e);
+            }
+            Err(_) => {
+                let timed_out =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "AMQP handshake timed out");
+                tracing::debug!("a RabbitMQ node did not answer in time; trying the next");
+                failure = Some(lapin::ErrorKind::IOError(std::sync::Arc::new(timed_out)).into());
+            }
+        }
     }
+    Err(failure.unwrap_or_else(|| {
+        let none = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no AMQP URL");
+        lapin::ErrorKind::IOError(std::sync::Arc::new(none)).into()
+    }))
 }
 
 /// Closes a channel, bounded: an unanswered close must not stall shutdown.

@@ -59,6 +59,48 @@ async fn a_lost_broker_connection_is_reestablished_and_nothing_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_node_urls_a_lost_node_fails_over_to_the_next() {
+    // Three "nodes" of one broker: a port nobody listens on, and two
+    // proxies the test can take down one by one.
+    let (a, b) = (Proxy::start(RABBITMQ).await, Proxy::start(RABBITMQ).await);
+    let urls = format!(
+        "amqp://guest:guest@127.0.0.1:1/%2f,{},{}",
+        a.amqp_url(),
+        b.amqp_url()
+    );
+    let f = Fixture::start(&[("WF_AMQP_URL", &urls)]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
+    svc.webhook("app_n", &rx.url("/n"), &["item.created"]).await;
+    let ids: Vec<String> = (0..30).map(|i| format!("ev-n-{i}")).collect();
+    for id in &ids[..10] {
+        producer.event(id, "app_n", "item.created", json!({})).await;
+    }
+    all_delivered(rx, "/n", &ids[..10]).await;
+
+    // The node in use dies: the service goes on through the next one,
+    // without a restart.
+    a.cut();
+    wait_readiness(svc, false).await;
+    for id in &ids[10..20] {
+        producer.event(id, "app_n", "item.created", json!({})).await;
+    }
+    wait_readiness(svc, true).await;
+    all_delivered(rx, "/n", &ids[..20]).await;
+
+    // And back to the first when the second dies in turn.
+    a.restore();
+    b.cut();
+    wait_readiness(svc, false).await;
+    for id in &ids[20..] {
+        producer.event(id, "app_n", "item.created", json!({})).await;
+    }
+    wait_readiness(svc, true).await;
+    all_delivered(rx, "/n", &ids).await;
+
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() {
     let proxy = Proxy::start(REDIS).await;
     let f = Fixture::start(&[("WF_REDIS_URL", &proxy.redis_url())]).await;
