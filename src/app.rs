@@ -55,11 +55,7 @@ pub async fn run(
     let work = CancellationToken::new();
     let background = CancellationToken::new();
 
-    let cache_task = tokio::spawn(
-        w.cache
-            .clone()
-            .follow_changes(w.settings.redis_url.0.clone(), background.clone()),
-    );
+    let cache_task = tokio::spawn(w.cache.clone().follow_changes(background.clone()));
     let ping_task = tokio::spawn(watch_redis(w.clone(), background.clone()));
     tokio::spawn(warn_if_redis_forgets(w.store.clone()));
     let dead_task = tokio::spawn(watch_dead_letters(w.clone(), background.clone()));

@@ -70,8 +70,12 @@ pub struct Settings {
     /// `WF_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`: one
     /// node's URL, or several separated by commas (the nodes of a cluster).
     pub amqp_url: Redacted<String>,
-    /// `WF_REDIS_URL`, default `redis://127.0.0.1:6379/0`.
+    /// `WF_REDIS_URL`, default `redis://127.0.0.1:6379/0`. With Sentinel,
+    /// only its database, user and password apply (to the primary).
     pub redis_url: Redacted<String>,
+    /// `WF_REDIS_SENTINELS` with `WF_REDIS_SENTINEL_MASTER`: Redis is the
+    /// primary these Sentinels name, followed through failovers.
+    pub redis_sentinel: Option<Sentinel>,
     /// `WF_HTTP_ADDR`, default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
     /// `WF_NAMESPACE`, default `webhooks`: prefix of every queue, exchange and Redis key.
@@ -164,6 +168,10 @@ impl Settings {
                 get("WF_REDIS_URL", "redis://127.0.0.1:6379/0"),
                 &["redis", "rediss", "redis+unix", "unix"],
             )?),
+            redis_sentinel: sentinel(
+                optional("WF_REDIS_SENTINELS"),
+                optional("WF_REDIS_SENTINEL_MASTER"),
+            )?,
             http_addr: get("WF_HTTP_ADDR", "127.0.0.1:8080")
                 .parse()
                 .map_err(|_| err("WF_HTTP_ADDR", "expected host:port, e.g. 0.0.0.0:8080"))?,
@@ -270,6 +278,57 @@ fn url_with_scheme(
         )),
         Err(e) => Err(err(variable, &format!("not a URL ({e})"))),
     }
+}
+
+/// Redis through Sentinel: the Sentinels to ask and the primary's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    /// `host:port` of each Sentinel (`WF_REDIS_SENTINELS`).
+    pub nodes: Vec<String>,
+    /// The name the Sentinels monitor the primary under
+    /// (`WF_REDIS_SENTINEL_MASTER`).
+    pub master: String,
+}
+
+/// Both Sentinel variables, or neither.
+fn sentinel(
+    nodes: Option<String>,
+    master: Option<String>,
+) -> Result<Option<Sentinel>, ConfigError> {
+    let (nodes, master) = match (nodes, master) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(err(
+                "WF_REDIS_SENTINEL_MASTER",
+                "is required with WF_REDIS_SENTINELS (the name the Sentinels monitor)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "WF_REDIS_SENTINELS",
+                "is required with WF_REDIS_SENTINEL_MASTER (host:port of each Sentinel)",
+            ));
+        }
+        (Some(n), Some(m)) => (n, m.trim().to_string()),
+    };
+    let nodes = nodes
+        .split(',')
+        .map(|n| {
+            let n = n.trim();
+            match n.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+                {
+                    Ok(n.to_string())
+                }
+                _ => Err(err(
+                    "WF_REDIS_SENTINELS",
+                    "expected host:port of each Sentinel, separated by commas",
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Sentinel { nodes, master }))
 }
 
 /// A comma-separated list of URLs of `schemes` (spaces around commas
@@ -445,6 +504,29 @@ mod tests {
             s.amqp_url.0,
             "amqp://u:p@rabbit-1:5672/%2f,amqp://u:p@rabbit-2:5672/%2f,amqps://u:p@rabbit-3/%2f"
         );
+    }
+
+    #[test]
+    fn sentinels_need_a_master_name_and_ports() {
+        let s = settings(&[
+            ("WF_REDIS_SENTINELS", "10.0.0.1:26379, sentinel-2:26380"),
+            ("WF_REDIS_SENTINEL_MASTER", "wf"),
+        ])
+        .unwrap();
+        let sentinel = s.redis_sentinel.unwrap();
+        assert_eq!(sentinel.nodes, ["10.0.0.1:26379", "sentinel-2:26380"]);
+        assert_eq!(sentinel.master, "wf");
+        let e = settings(&[
+            ("WF_REDIS_SENTINELS", "10.0.0.1"),
+            ("WF_REDIS_SENTINEL_MASTER", "wf"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "WF_REDIS_SENTINELS");
+        // One without the other names the one missing.
+        let alone = settings(&[("WF_REDIS_SENTINELS", "127.0.0.1:26379")]).unwrap_err();
+        assert_eq!(alone.variable, "WF_REDIS_SENTINEL_MASTER");
+        let alone = settings(&[("WF_REDIS_SENTINEL_MASTER", "wf")]).unwrap_err();
+        assert_eq!(alone.variable, "WF_REDIS_SENTINELS");
     }
 
     #[test]

@@ -108,17 +108,13 @@ impl SubscriptionCache {
     /// Follows `{ns}:changes` until `token` is cancelled, resubscribing with
     /// backoff; the whole cache is dropped on each (re)subscribe since
     /// announcements may have been missed meanwhile.
-    pub(crate) async fn follow_changes(
-        self: Arc<Self>,
-        redis_url: String,
-        token: CancellationToken,
-    ) {
+    pub(crate) async fn follow_changes(self: Arc<Self>, token: CancellationToken) {
         let channel = self.store.keys().changes();
         let mut backoff = crate::backoff::Backoff::default();
         while !token.is_cancelled() {
             let subscribed = tokio::select! {
                 _ = token.cancelled() => break,
-                r = tokio::time::timeout(Duration::from_secs(5), self.subscribe(&redis_url, &channel)) => {
+                r = tokio::time::timeout(Duration::from_secs(5), self.subscribe(&channel)) => {
                     r.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))))
                 }
             };
@@ -156,9 +152,8 @@ impl SubscriptionCache {
         }
     }
 
-    async fn subscribe(&self, url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-        let client = redis::Client::open(url)?;
-        let mut pubsub = client.get_async_pubsub().await?;
+    async fn subscribe(&self, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut pubsub = self.store.pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok(pubsub)
     }

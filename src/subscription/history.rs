@@ -288,7 +288,7 @@ impl History {
     /// p50 and p99 of the recorded requests since `since` (ms).
     async fn durations(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut super::redis_pool::Pooled,
         app: &str,
         id: &str,
         since: i64,
@@ -383,7 +383,7 @@ fn parse(f: &HashMap<&str, String>) -> Option<Attempt> {
 
 async fn write(store: Store, cap: usize, age: Duration, mut rx: mpsc::Receiver<Record>) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut conn: Option<deadpool_redis::Connection> = None;
+    let mut conn: Option<super::redis_pool::Pooled> = None;
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;

@@ -38,7 +38,7 @@ impl KeptConnection {
         if let Some(conn) = kept.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = deadpool_redis::Connection::take(self.store.connection().await?);
+        let conn = super::redis_pool::Pooled::take(self.store.connection().await?);
         Ok(kept.insert(conn).clone())
     }
 

@@ -7,6 +7,7 @@ mod history;
 mod kept;
 mod markers;
 mod ordering;
+mod redis_pool;
 mod store;
 mod webhook;
 
@@ -15,6 +16,7 @@ pub use cipher::CipherError;
 pub(crate) use history::{Attempt, AttemptFilter, History, Kind};
 pub(crate) use markers::EventMarkers;
 pub(crate) use ordering::{Assign, KeyState, Sequences};
+pub use redis_pool::PoolSetupError;
 pub(crate) use store::{Marker, ReplayProgress, TokenRecord};
 pub use store::{Store, StoreError, Write};
 pub use webhook::StoredSecret;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use super::redis_pool::{PoolSetupError, Pooled, RedisPool};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use serde::{Deserialize, Serialize};
 
 use super::cipher::SecretCipher;
@@ -133,7 +133,7 @@ pub(crate) struct TokenRecord {
 /// Handle on the namespace's Redis data; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pool: RedisPool,
     keys: Keys,
     cipher: SecretCipher,
 }
@@ -259,39 +259,34 @@ impl Write {
 
 impl Store {
     /// Connects lazily to `url`; calls fail fast (2 s) while Redis is down.
-    pub fn connect(url: &str, namespace: &str) -> Result<Self, deadpool_redis::CreatePoolError> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        let timeout = Some(Duration::from_secs(2));
-        cfg.pool = Some(PoolConfig {
-            max_size: 32,
-            timeouts: Timeouts {
-                wait: timeout,
-                create: timeout,
-                recycle: timeout,
-            },
-            ..PoolConfig::default()
-        });
+    pub fn connect(url: &str, namespace: &str) -> Result<Self, PoolSetupError> {
         Ok(Store {
-            pool: cfg.create_pool(Some(Runtime::Tokio1))?,
+            pool: RedisPool::direct(url)?,
             keys: Keys::new(namespace),
             cipher: SecretCipher::new(None),
         })
     }
 
-    /// The store of `settings`' Redis and namespace, sealing secrets with
-    /// `WF_SECRET_KEY` when it is set.
-    pub fn for_settings(
-        settings: &crate::Settings,
-    ) -> Result<Self, deadpool_redis::CreatePoolError> {
+    /// The store of `settings`' Redis (its URL, or the primary its
+    /// Sentinels name) and namespace, sealing secrets with `WF_SECRET_KEY`
+    /// when it is set.
+    pub fn for_settings(settings: &crate::Settings) -> Result<Self, PoolSetupError> {
         let key = settings.secret_key.as_ref().map(|k| &k.0);
-        Ok(Self::connect(&settings.redis_url.0, &settings.namespace)?
-            .with_cipher(SecretCipher::new(key)))
+        let url = &settings.redis_url.0;
+        let pool = match &settings.redis_sentinel {
+            Some(sentinel) => RedisPool::sentinel(sentinel, url)?,
+            None => RedisPool::direct(url)?,
+        };
+        Ok(Store {
+            pool,
+            keys: Keys::new(&settings.namespace),
+            cipher: SecretCipher::new(key),
+        })
     }
 
-    /// Seals webhook secrets with `cipher` from now on (`WF_SECRET_KEY`).
-    pub(crate) fn with_cipher(mut self, cipher: SecretCipher) -> Self {
-        self.cipher = cipher;
-        self
+    /// A pub/sub connection to the current primary (the change feed).
+    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.pool.pubsub().await
     }
 
     fn encode(&self, hook: &Webhook) -> Result<String, StoreError> {
@@ -654,7 +649,7 @@ impl Store {
     }
 
     /// A pooled connection, for callers that build their own pipelines.
-    pub(crate) async fn connection(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    pub(crate) async fn connection(&self) -> Result<Pooled, StoreError> {
         Ok(self.pool.get().await?)
     }
 

@@ -25,5 +25,6 @@ mod rejects;
 mod replicas;
 mod retries;
 mod secrets;
+mod sentinel;
 mod shared_host;
 mod ssrf;
