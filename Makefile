@@ -9,8 +9,9 @@ run: services build
 test: services browser lint
 	@rm -f target/tmp/test-namespaces.txt
 	$(CARGO) test --all-targets --locked
-	@# Tests that disturb the shared broker, alone, after the others.
-	$(CARGO) test --locked --test it -- --ignored
+	@# Tests that disturb the shared broker or start a RabbitMQ cluster of
+	@# their own: after the others, one at a time.
+	$(CARGO) test --locked --test it -- --ignored --test-threads=1
 	scripts/api-fuzz.sh
 	scripts/check-deploy.sh
 	scripts/check-leftovers.sh

@@ -8,6 +8,7 @@ mod admin_api;
 mod architecture;
 mod binary;
 mod broker_restart;
+mod cluster;
 mod config;
 mod dashboard;
 mod data_safety;

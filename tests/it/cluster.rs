@@ -1,0 +1,307 @@
+//! A three-node RabbitMQ cluster (`scripts/rabbitmq-cluster.sh`, on
+//! loopback) with quorum queues: the node that leads the queues is killed
+//! hard in the middle of a stream that two service processes deliver to
+//! three webhooks on one host. Every event arrives; dead letters written
+//! before the loss are still listed and replayable after it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+
+use crate::common::receiver::Receiver;
+use crate::common::{Namespace, OPERATOR, binary, eventually};
+
+/// The nodes of `scripts/rabbitmq-cluster.sh`, stopped when dropped.
+struct Cluster {
+    dir: PathBuf,
+    urls: Vec<String>,
+    nodes: Vec<String>,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-cluster.sh")
+}
+
+/// Three consecutive loopback ports (and their distribution ports, +10,000)
+/// nobody listens on, from a random start.
+fn free_ports() -> u16 {
+    loop {
+        let base = 21_000 + rand::random_range(0..1_000u16) * 3;
+        let free = (0..3).all(|i| {
+            [base + i, base + i + 10_000]
+                .iter()
+                .all(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the cluster; none (with the reason printed) where it cannot.
+    fn start() -> Option<Cluster> {
+        let port = free_ports();
+        let dir = std::env::temp_dir().join(format!("wf-cluster-{port}"));
+        let started = Instant::now();
+        let out = Command::new(script())
+            .args(["start", dir.to_str().unwrap(), &port.to_string()])
+            .output()
+            .expect("run scripts/rabbitmq-cluster.sh");
+        if out.status.code() == Some(3) {
+            println!("SKIPPED: {}", String::from_utf8_lossy(&out.stderr).trim());
+            return None;
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let cluster = |urls: &str, nodes: &str| Cluster {
+            dir: dir.clone(),
+            urls: urls.split(',').map(str::to_string).collect(),
+            nodes: nodes.split(' ').map(str::to_string).collect(),
+        };
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::to_string)
+        };
+        let made = match (field("WF_AMQP_URL="), field("NODES=")) {
+            (Some(urls), Some(nodes)) => cluster(&urls, &nodes),
+            _ => {
+                let _ = Command::new(script())
+                    .args(["stop", dir.to_str().unwrap()])
+                    .status();
+                panic!(
+                    "the cluster starts: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        };
+        println!("three-node cluster up in {:?}", started.elapsed());
+        Some(made)
+    }
+
+    fn ctl(&self, node: &str, args: &str) -> String {
+        let out = Command::new("su")
+            .args([
+                "rabbitmq",
+                "-s",
+                "/bin/sh",
+                "-c",
+                &format!(
+                    "HOME=/var/lib/rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -n {node} {args}"
+                ),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The node leading quorum queue `queue`, asked of `via`.
+    fn leader(&self, via: &str, queue: &str) -> String {
+        let listed = self.ctl(via, "list_queues name leader --formatter json");
+        let queues: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+        queues
+            .iter()
+            .find(|q| q["name"] == queue)
+            .and_then(|q| q["leader"].as_str())
+            .unwrap_or_else(|| panic!("{queue} has a leader: {listed}"))
+            .to_string()
+    }
+
+    /// SIGKILL of `node`'s Erlang VM.
+    fn kill(&self, node: &str) {
+        let pid = std::fs::read_to_string(self.dir.join(node).join("pid")).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// Publishes event `id` through `channel` until a node confirms it.
+async fn publish(channel: &lapin::Channel, exchange: &str, id: &str, n: usize) {
+    let body = json!({"id": id, "application_id": "app_c", "type": "item.created",
+                      "timestamp": 1611681789, "content": {"n": n}})
+    .to_string();
+    for _ in 0..50 {
+        let sent = channel
+            .basic_publish(
+                exchange.into(),
+                "item.created".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await;
+        if let Ok(confirm) = sent
+            && let Ok(c) = confirm.await
+            && c.is_ack()
+            && c.take_message().is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{id} never confirmed");
+}
+
+async fn call(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{api}{path}"))
+        .bearer_auth(OPERATOR);
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "three more RabbitMQ nodes: make test runs it after the others, one test at a time"]
+async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let ns = Namespace::new();
+    let urls = cluster.urls.join(",");
+    let extra = [
+        ("WF_AMQP_URL", urls.as_str()),
+        ("WF_QUEUE_TYPE", "quorum"),
+        ("WF_RETRY_SCHEDULE", "300ms"),
+        ("WF_MAX_EVENT_AGE", "3s"),
+    ];
+    let procs = [binary::spawn(&ns, &extra), binary::spawn(&ns, &extra)];
+    binary::wait_ready(&procs[0].base).await;
+    binary::wait_ready(&procs[1].base).await;
+    let api = procs[1].base.clone();
+    let rx = Receiver::start(200).await;
+    rx.set_path_status("/dead", 500);
+    for path in ["/0", "/1", "/2"] {
+        let body = json!({"url": rx.url(path), "events": ["item.created"]});
+        let (s, _) = call(&api, "POST", "/v1/applications/app_c/webhooks", Some(body)).await;
+        assert_eq!(s, 201);
+    }
+
+    // The queues' leader, and a producer on another node.
+    let deliver = format!("{ns}.deliver");
+    let leader = cluster.leader(&cluster.nodes[0], &deliver);
+    let other = cluster.nodes.iter().position(|n| *n != leader).unwrap();
+    println!(
+        "{deliver} is led by {leader}; the producer uses {}",
+        cluster.nodes[other]
+    );
+    let conn = Connection::connect(&cluster.urls[other], ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let exchange = format!("{ns}.events");
+
+    // A dead letter before the loss: a webhook that fails until max age.
+    let body = json!({"url": rx.url("/dead"), "events": ["item.created"]});
+    let (_, dead_hook) = call(&api, "POST", "/v1/applications/app_c/webhooks", Some(body)).await;
+    let dead_id = dead_hook["id"].as_str().unwrap().to_string();
+    publish(&channel, &exchange, "ev-c-dead", 0).await;
+    let listing = format!("/v1/dead-letters?webhook_id={dead_id}");
+    eventually(Duration::from_secs(30), "the dead letter", || async {
+        let (_, page) = call(&api, "GET", &listing, None).await;
+        (page["items"].as_array().is_some_and(|i| i.len() == 1)).then_some(())
+    })
+    .await;
+    // It takes no part in the stream.
+    let hook_path = format!("/v1/applications/app_c/webhooks/{dead_id}");
+    let (s, _) = call(
+        &api,
+        "PATCH",
+        &hook_path,
+        Some(json!({"events": ["item.refreshed"]})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    rx.wait_for("/0", 1).await;
+
+    // 3,000 events; the leader dies after the first 1,000.
+    const EVENTS: usize = 3_000;
+    let ids: Vec<String> = (0..EVENTS).map(|i| format!("ev-c-{i}")).collect();
+    let mut killed_at = None;
+    for (n, id) in ids.iter().enumerate() {
+        if n == 1_000 {
+            cluster.kill(&leader);
+            killed_at = Some(Instant::now());
+            println!("SIGKILL of {leader} after {n} events");
+        }
+        publish(&channel, &exchange, id, n).await;
+    }
+    for path in ["/0", "/1", "/2"] {
+        eventually(
+            Duration::from_secs(180),
+            "every event at every webhook",
+            || async {
+                let got: HashMap<String, usize> =
+                    rx.at(path).iter().fold(HashMap::new(), |mut m, r| {
+                        *m.entry(r.header("webhook-id")).or_default() += 1;
+                        m
+                    });
+                ids.iter().all(|id| got.contains_key(id)).then_some(())
+            },
+        )
+        .await;
+        let received = rx
+            .at(path)
+            .iter()
+            .filter(|r| r.header("webhook-id") != "ev-c-dead")
+            .count();
+        println!(
+            "webhook {path}: {EVENTS} events, {received} deliveries, {} duplicates",
+            received - EVENTS
+        );
+    }
+    println!(
+        "all delivered {:?} after the node was killed",
+        killed_at.unwrap().elapsed()
+    );
+
+    // The dead letter written before the loss is still there and replays.
+    let (_, page) = call(&api, "GET", "/v1/dead-letters?application_id=app_c", None).await;
+    let letter = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["event_id"] == "ev-c-dead")
+        .cloned()
+        .unwrap_or_else(|| panic!("listed after the node loss: {page}"));
+    assert_eq!(letter["reason"], "max_age_exceeded");
+    rx.set_path_status("/dead", 200);
+    let replay = format!("/v1/dead-letters/{}/replay", letter["id"].as_str().unwrap());
+    let (s, body) = call(&api, "POST", &replay, None).await;
+    assert_eq!(s, 200, "{body}");
+    eventually(Duration::from_secs(30), "the replay delivered", || async {
+        rx.at("/dead")
+            .iter()
+            .any(|r| r.header("webhook-id") == "ev-c-dead" && r.status == 200)
+            .then_some(())
+    })
+    .await;
+    let _ = conn.close(200, "done".into()).await;
+}
