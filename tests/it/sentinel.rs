@@ -1,5 +1,6 @@
-//! Redis through Sentinel: the primary is killed under traffic, a Sentinel
-//! promotes the replica, and the service follows without a restart. The
+//! Redis through Sentinel: the primary is killed in the middle of a stream
+//! that two service processes deliver to three webhooks on one host; a
+//! Sentinel promotes the replica, and the service follows without a restart. The
 //! primary, replica and three Sentinels are started on loopback by
 //! `scripts/redis-sentinel.sh` and stopped again.
 
@@ -7,10 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncCommands};
-use serde_json::json;
+use std::collections::HashSet;
 
-use crate::common::{Fixture, OPERATOR, TestService, eventually};
+use deadpool_redis::redis::{self, AsyncCommands};
+use serde_json::{Value, json};
+
+use crate::common::receiver::Receiver;
+use crate::common::{Namespace, OPERATOR, Producer, binary, eventually};
 
 /// The servers of `scripts/redis-sentinel.sh`, stopped when dropped.
 struct Harness {
@@ -89,10 +93,39 @@ impl Drop for Harness {
     }
 }
 
-async fn ready(svc: &TestService) -> bool {
-    reqwest::get(format!("{}/readyz", svc.base))
+async fn ready(base: &str) -> bool {
+    reqwest::get(format!("{base}/readyz"))
         .await
         .is_ok_and(|r| r.status() == 200)
+}
+
+/// Polls `/readyz` from now on: (when it turned 503, when it turned 200
+/// again), from the start of the watch.
+async fn watch_readiness(base: String) -> (Duration, Duration) {
+    let start = std::time::Instant::now();
+    let down = eventually(Duration::from_secs(20), "/readyz 503", || async {
+        (!ready(&base).await).then(|| start.elapsed())
+    })
+    .await;
+    let up = eventually(Duration::from_secs(30), "/readyz 200 again", || async {
+        ready(&base).await.then(|| start.elapsed())
+    })
+    .await;
+    (down, up)
+}
+
+async fn create(base: &str, url: &str) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/applications/app_s/webhooks"))
+        .bearer_auth(OPERATOR)
+        .body(json!({"url": url, "events": ["item.created"]}).to_string())
+        .send()
+        .await
+        .ok()?;
+    match r.status().as_u16() {
+        201 => r.json().await.ok(),
+        _ => None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,34 +133,55 @@ async fn a_killed_redis_primary_is_replaced_and_followed_without_a_restart() {
     let Some(h) = Harness::start() else {
         return;
     };
-    let f = Fixture::start(&[
-        ("WF_REDIS_SENTINELS", &h.sentinels),
+    let ns = Namespace::new();
+    let extra = [
+        ("WF_REDIS_SENTINELS", h.sentinels.as_str()),
         ("WF_REDIS_SENTINEL_MASTER", "wfmaster"),
-    ])
-    .await;
-    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
-    let before = svc
-        .webhook("app_s", &rx.url("/before"), &["item.created"])
-        .await;
-    producer
-        .event("ev-s-0", "app_s", "item.created", json!({}))
-        .await;
-    rx.wait_for("/before", 1).await;
+        ("WF_RETRY_SCHEDULE", "300ms"),
+    ];
+    let procs = [binary::spawn(&ns, &extra), binary::spawn(&ns, &extra)];
+    binary::wait_ready(&procs[0].base).await;
+    binary::wait_ready(&procs[1].base).await;
+    let api = procs[0].base.clone();
+    let rx = Receiver::start(200).await;
+    let mut before = Vec::new();
+    for path in ["/0", "/1", "/2"] {
+        before.push(create(&api, &rx.url(path)).await.expect("webhook created"));
+    }
+    let producer = Producer::connect(&ns).await;
 
-    let killed = std::time::Instant::now();
-    h.kill_primary();
-    eventually(Duration::from_secs(20), "/readyz 503", || async {
-        (!ready(svc).await).then_some(())
-    })
-    .await;
-    eventually(Duration::from_secs(30), "/readyz 200 again", || async {
-        ready(svc).await.then_some(())
-    })
-    .await;
-    println!(
-        "Redis primary killed: ready again after {:?}",
-        killed.elapsed()
-    );
+    // 3,000 events to three webhooks; the primary dies after the first 1,000.
+    const EVENTS: usize = 3_000;
+    let ids: Vec<String> = (0..EVENTS).map(|i| format!("ev-s-{i}")).collect();
+    let mut readiness = None;
+    for (n, id) in ids.iter().enumerate() {
+        if n == 1_000 {
+            h.kill_primary();
+            readiness = Some(tokio::spawn(watch_readiness(api.clone())));
+        }
+        producer
+            .event(id, "app_s", "item.created", json!({"n": n}))
+            .await;
+    }
+    let (down, up) = readiness.unwrap().await.unwrap();
+    println!("Redis primary killed: /readyz 503 after {down:?}, 200 again after {up:?}");
+    for path in ["/0", "/1", "/2"] {
+        eventually(
+            Duration::from_secs(120),
+            "every event at every webhook",
+            || async {
+                let got: HashSet<String> =
+                    rx.at(path).iter().map(|r| r.header("webhook-id")).collect();
+                ids.iter().all(|id| got.contains(id)).then_some(())
+            },
+        )
+        .await;
+        let received = rx.at(path).len();
+        println!(
+            "webhook {path}: {EVENTS} events, {received} deliveries, {} duplicates",
+            received - EVENTS
+        );
+    }
 
     // The replica is the primary now, and takes the service's writes.
     let mut replica = redis::Client::open(h.replica_url())
@@ -142,40 +196,22 @@ async fn a_killed_redis_primary_is_replaced_and_followed_without_a_restart() {
         "{role:?}"
     );
     let after = eventually(Duration::from_secs(20), "a webhook created", || async {
-        let (status, body) = svc
-            .call(
-                "POST",
-                "/v1/applications/app_s/webhooks",
-                Some(OPERATOR),
-                Some(json!({"url": rx.url("/after"), "events": ["item.created"]})),
-            )
-            .await;
-        (status == 201).then_some(body)
+        create(&procs[1].base, &rx.url("/after")).await
     })
     .await;
-    let key = format!("{}:webhooks:app_s", svc.ns);
-    let stored: bool = replica
-        .hexists(&key, after["id"].as_str().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        stored,
-        "the webhook created after the failover is on the new primary"
-    );
-    assert!(
-        replica
-            .hexists::<_, _, bool>(&key, before["id"].as_str().unwrap())
+    let key = format!("{ns}:webhooks:app_s");
+    for hook in before.iter().chain([&after]) {
+        let stored: bool = replica
+            .hexists(&key, hook["id"].as_str().unwrap())
             .await
-            .unwrap(),
-        "the one from before was replicated"
-    );
-
-    // Both webhooks deliver: the one from before the failover, and the new one.
+            .unwrap();
+        assert!(stored, "{} is on the new primary", hook["id"]);
+    }
+    // The webhook created after the failover delivers too.
     producer
-        .event("ev-s-1", "app_s", "item.created", json!({}))
+        .event("ev-s-after", "app_s", "item.created", json!({}))
         .await;
-    rx.wait_for("/after", 1).await;
-    let got = rx.wait_for("/before", 2).await;
-    assert_eq!(got[1].header("webhook-id"), "ev-s-1");
-    f.stop().await;
+    let got = rx.wait_for("/after", 1).await;
+    assert_eq!(got[0].header("webhook-id"), "ev-s-after");
+    producer.close().await;
 }
