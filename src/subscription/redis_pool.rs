@@ -68,6 +68,15 @@ pub enum PoolSetupError {
     Url(#[from] redis::RedisError),
 }
 
+/// The Sentinels' addresses as URLs.
+fn urls(sentinel: &Sentinel) -> Vec<String> {
+    sentinel
+        .nodes
+        .iter()
+        .map(|n| format!("redis://{n}"))
+        .collect()
+}
+
 impl RedisPool {
     /// Connects lazily to `url`.
     pub(crate) fn direct(url: &str) -> Result<RedisPool, PoolSetupError> {
@@ -85,13 +94,8 @@ impl RedisPool {
         let info = url.into_connection_info()?;
         let node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(info.redis_settings().clone());
-        let urls: Vec<String> = sentinel
-            .nodes
-            .iter()
-            .map(|n| format!("redis://{n}"))
-            .collect();
         let mut cfg = deadpool_redis::sentinel::Config::from_urls(
-            urls,
+            urls(sentinel),
             sentinel.master.clone(),
             deadpool_redis::sentinel::SentinelServerType::Master,
         );
@@ -119,13 +123,8 @@ impl RedisPool {
         let client = match self {
             RedisPool::Direct { url, .. } => redis::Client::open(url.as_str())?,
             RedisPool::Sentinel { sentinel, node, .. } => {
-                let urls: Vec<String> = sentinel
-                    .nodes
-                    .iter()
-                    .map(|n| format!("redis://{n}"))
-                    .collect();
                 let mut client = SentinelClient::build(
-                    urls,
+                    urls(sentinel),
                     sentinel.master.clone(),
                     Some(node.clone()),
                     SentinelServerType::Master,
