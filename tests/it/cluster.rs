@@ -9,12 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 
 use crate::common::receiver::Receiver;
-use crate::common::{Namespace, OPERATOR, binary, eventually};
+use crate::common::{Namespace, OPERATOR, Producer, binary, eventually};
 
 /// The nodes of `scripts/rabbitmq-cluster.sh`, stopped when dropped.
 struct Cluster {
@@ -132,29 +130,11 @@ impl Drop for Cluster {
     }
 }
 
-/// Publishes event `id` through `channel` until a node confirms it.
-async fn publish(channel: &lapin::Channel, exchange: &str, id: &str, n: usize) {
-    let body = json!({"id": id, "application_id": "app_c", "type": "item.created",
-                      "timestamp": 1611681789, "content": {"n": n}})
-    .to_string();
+/// Publishes event `id` until a node confirms it (a publish to a queue
+/// whose leader just died may be refused for a moment).
+async fn publish(producer: &Producer, id: &str) {
     for _ in 0..50 {
-        let sent = channel
-            .basic_publish(
-                exchange.into(),
-                "item.created".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await;
-        if let Ok(confirm) = sent
-            && let Ok(c) = confirm.await
-            && c.is_ack()
-            && c.take_message().is_none()
-        {
+        if producer.try_event(id, "app_c", "item.created").await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -208,21 +188,13 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         "{deliver} is led by {leader}; the producer uses {}",
         cluster.nodes[other]
     );
-    let conn = Connection::connect(&cluster.urls[other], ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let exchange = format!("{ns}.events");
+    let producer = Producer::connect_to(&cluster.urls[other], &ns).await;
 
     // A dead letter before the loss: a webhook that fails until max age.
     let body = json!({"url": rx.url("/dead"), "events": ["item.created"]});
     let (_, dead_hook) = call(&api, "POST", "/v1/applications/app_c/webhooks", Some(body)).await;
     let dead_id = dead_hook["id"].as_str().unwrap().to_string();
-    publish(&channel, &exchange, "ev-c-dead", 0).await;
+    publish(&producer, "ev-c-dead").await;
     let listing = format!("/v1/dead-letters?webhook_id={dead_id}");
     eventually(Duration::from_secs(30), "the dead letter", || async {
         let (_, page) = call(&api, "GET", &listing, None).await;
@@ -251,7 +223,7 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
             killed_at = Some(Instant::now());
             println!("SIGKILL of {leader} after {n} events");
         }
-        publish(&channel, &exchange, id, n).await;
+        publish(&producer, id).await;
     }
     for path in ["/0", "/1", "/2"] {
         eventually(
@@ -303,5 +275,5 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
             .then_some(())
     })
     .await;
-    let _ = conn.close(200, "done".into()).await;
+    producer.close().await;
 }

@@ -404,7 +404,12 @@ pub struct Producer {
 
 impl Producer {
     pub async fn connect(ns: &str) -> Producer {
-        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        Self::connect_to(&amqp_url(), ns).await
+    }
+
+    /// A producer for namespace `ns` on the broker (node) at `url`.
+    pub async fn connect_to(url: &str, ns: &str) -> Producer {
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .unwrap();
         let channel = conn.create_channel().await.unwrap();
