@@ -72,18 +72,18 @@ cleanup() {
   fi
   if command -v rabbitmqctl >/dev/null 2>&1; then
     # One `rabbitmqctl eval` deletes the namespace's queues (ingest, deliver,
-    # rejected, the dead-letter stream, every retry tier) and its two
+    # rejected, the dead-letter stream, every retry tier) and its three
     # exchanges; rabbitmqadmin needs the management plugin, which may be off.
     # Should eval fail (another RabbitMQ version), delete the queues one by
-    # one and leave the two (empty, unbound) exchanges `$NS.events` and
-    # `$NS.deliveries` behind.
+    # one and leave the three (empty) exchanges `$NS.events`,
+    # `$NS.deliveries` and `$NS.operational` behind.
     if ! rabbitmqctl eval "
         P = <<\"$NS.\">>, N = byte_size(P),
         [rabbit_amqqueue:delete(Q, false, false, <<\"api-fuzz\">>)
           || Q <- rabbit_amqqueue:list(<<\"/\">>),
              binary:longest_common_prefix([element(4, amqqueue:get_name(Q)), P]) =:= N],
         [rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<P/binary, X/binary>>), false, <<\"api-fuzz\">>)
-          || X <- [<<\"events\">>, <<\"deliveries\">>]],
+          || X <- [<<\"events\">>, <<\"deliveries\">>, <<\"operational\">>]],
         ok." >/dev/null 2>&1; then
       rabbitmqctl list_queues -q --no-table-headers name 2>/dev/null |
         awk -v p="$NS." 'index($1, p) == 1 {print $1}' |
