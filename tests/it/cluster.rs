@@ -5,82 +5,42 @@
 //! before the loss are still listed and replayable after it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::receiver::Receiver;
+use crate::common::servers::Servers;
 use crate::common::{Namespace, OPERATOR, Producer, binary, eventually};
 
-/// The nodes of `scripts/rabbitmq-cluster.sh`, stopped when dropped.
+/// The three nodes of `scripts/rabbitmq-cluster.sh` (AMQP ports `port` to
+/// `port + 2`, distribution ports 10,000 above).
 struct Cluster {
-    dir: PathBuf,
+    servers: Servers,
     urls: Vec<String>,
     nodes: Vec<String>,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-cluster.sh")
-}
-
-/// Three consecutive loopback ports (and their distribution ports, +10,000)
-/// nobody listens on, from a random start.
-fn free_ports() -> u16 {
-    loop {
-        let base = 21_000 + rand::random_range(0..1_000u16) * 3;
-        let free = (0..3).all(|i| {
-            [base + i, base + i + 10_000]
-                .iter()
-                .all(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        });
-        if free {
-            return base;
-        }
-    }
 }
 
 impl Cluster {
     /// Starts the cluster; none (with the reason printed) where it cannot.
     fn start() -> Option<Cluster> {
-        let port = free_ports();
-        let dir = std::env::temp_dir().join(format!("wf-cluster-{port}"));
         let started = Instant::now();
-        let out = Command::new(script())
-            .args(["start", dir.to_str().unwrap(), &port.to_string()])
-            .output()
-            .expect("run scripts/rabbitmq-cluster.sh");
-        if out.status.code() == Some(3) {
-            println!("SKIPPED: {}", String::from_utf8_lossy(&out.stderr).trim());
-            return None;
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let cluster = |urls: &str, nodes: &str| Cluster {
-            dir: dir.clone(),
-            urls: urls.split(',').map(str::to_string).collect(),
-            nodes: nodes.split(' ').map(str::to_string).collect(),
-        };
-        let field = |name: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::to_string)
-        };
-        let made = match (field("WF_AMQP_URL="), field("NODES=")) {
-            (Some(urls), Some(nodes)) => cluster(&urls, &nodes),
-            _ => {
-                let _ = Command::new(script())
-                    .args(["stop", dir.to_str().unwrap()])
-                    .status();
-                panic!(
-                    "the cluster starts: {stdout}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        };
+        let servers = Servers::start("rabbitmq-cluster.sh", 21_000, 3, Some(10_000))?;
         println!("three-node cluster up in {:?}", started.elapsed());
-        Some(made)
+        Some(Cluster {
+            urls: servers
+                .printed("WF_AMQP_URL")
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+            nodes: servers
+                .printed("NODES")
+                .split(' ')
+                .map(str::to_string)
+                .collect(),
+            servers,
+        })
     }
 
     fn ctl(&self, node: &str, args: &str) -> String {
@@ -113,20 +73,7 @@ impl Cluster {
 
     /// SIGKILL of `node`'s Erlang VM.
     fn kill(&self, node: &str) {
-        let pid = std::fs::read_to_string(self.dir.join(node).join("pid")).unwrap();
-        let killed = Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .args(["stop", self.dir.to_str().unwrap()])
-            .status();
+        self.servers.kill(&format!("{node}/pid"));
     }
 }
 

@@ -4,8 +4,6 @@
 //! primary, replica and three Sentinels are started on loopback by
 //! `scripts/redis-sentinel.sh` and stopped again.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use std::collections::HashSet;
@@ -14,82 +12,30 @@ use deadpool_redis::redis::{self, AsyncCommands};
 use serde_json::{Value, json};
 
 use crate::common::receiver::Receiver;
+use crate::common::servers::Servers;
 use crate::common::{Namespace, OPERATOR, Producer, binary, eventually};
 
-/// The servers of `scripts/redis-sentinel.sh`, stopped when dropped.
-struct Harness {
-    dir: PathBuf,
-    port: u16,
-    sentinels: String,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-sentinel.sh")
-}
-
-/// Five consecutive loopback ports nobody listens on, from a random start.
-fn free_ports() -> u16 {
-    loop {
-        let base = 20_000 + rand::random_range(0..2_000u16) * 5;
-        let free = (0..5).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if free {
-            return base;
-        }
-    }
-}
+/// The primary, replica and Sentinels of `scripts/redis-sentinel.sh`
+/// (primary on `port`, replica on `port + 1`).
+struct Harness(Servers);
 
 impl Harness {
     /// Starts the servers; none (with the reason printed) where they cannot.
     fn start() -> Option<Harness> {
-        let port = free_ports();
-        let dir = std::env::temp_dir().join(format!("wf-sentinel-{port}"));
-        let out = Command::new(script())
-            .args(["start", dir.to_str().unwrap(), &port.to_string()])
-            .output()
-            .expect("run scripts/redis-sentinel.sh");
-        if out.status.code() == Some(3) {
-            println!("SKIPPED: redis-server is not installed, the Sentinel test cannot run");
-            return None;
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "the Sentinel harness starts: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let sentinels = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("WF_REDIS_SENTINELS="))
-            .expect("the harness names its Sentinels")
-            .to_string();
-        Some(Harness {
-            dir,
-            port,
-            sentinels,
-        })
+        Servers::start("redis-sentinel.sh", 20_000, 5, None).map(Harness)
+    }
+
+    fn sentinels(&self) -> &str {
+        self.0.printed("WF_REDIS_SENTINELS")
     }
 
     /// SIGKILL of the primary.
     fn kill_primary(&self) {
-        let pid =
-            std::fs::read_to_string(self.dir.join(format!("redis-{}.pid", self.port))).unwrap();
-        let killed = Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        self.0.kill(&format!("redis-{}.pid", self.0.port));
     }
 
     fn replica_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port + 1)
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .args(["stop", self.dir.to_str().unwrap()])
-            .status();
+        format!("redis://127.0.0.1:{}/0", self.0.port + 1)
     }
 }
 
@@ -135,7 +81,7 @@ async fn a_killed_redis_primary_is_replaced_and_followed_without_a_restart() {
     };
     let ns = Namespace::new();
     let extra = [
-        ("WF_REDIS_SENTINELS", h.sentinels.as_str()),
+        ("WF_REDIS_SENTINELS", h.sentinels()),
         ("WF_REDIS_SENTINEL_MASTER", "wfmaster"),
         ("WF_RETRY_SCHEDULE", "300ms"),
     ];

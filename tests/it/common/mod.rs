@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod proxy;
 pub mod receiver;
+pub mod servers;
 pub mod sign;
 
 use std::collections::{BTreeSet, HashMap};

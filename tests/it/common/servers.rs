@@ -1,0 +1,93 @@
+//! Servers a test starts on loopback with one of the project's scripts
+//! (`scripts/rabbitmq-cluster.sh`, `scripts/redis-sentinel.sh`): `start DIR
+//! PORT` on free ports, `stop DIR` when dropped, also when the start failed
+//! half-way or the test fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Servers started by `scripts/<script>`, stopped when dropped.
+pub struct Servers {
+    script: PathBuf,
+    /// Their folder (configuration, pid files, logs).
+    pub dir: PathBuf,
+    /// The first of their ports.
+    pub port: u16,
+    /// What `start` printed: `NAME=value` lines.
+    out: String,
+}
+
+/// `count` consecutive loopback ports nobody listens on (nor on each plus
+/// `shifted`, when given), from a random start at or above `from`.
+fn free_ports(from: u16, count: u16, shifted: Option<u16>) -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    loop {
+        let base = from + rand::random_range(0..1_000u16) * count;
+        let all = (0..count).all(|i| free(base + i) && shifted.is_none_or(|s| free(base + i + s)));
+        if all {
+            return base;
+        }
+    }
+}
+
+impl Servers {
+    /// Runs `scripts/<script> start DIR PORT` on `count` free ports from
+    /// `from` (each also free at `+shifted`); none, with `SKIPPED:` and the
+    /// script's reason printed, where it exits 3 (the servers cannot run
+    /// here). Any other failure fails the test.
+    pub fn start(script: &str, from: u16, count: u16, shifted: Option<u16>) -> Option<Servers> {
+        let port = free_ports(from, count, shifted);
+        let name = script.trim_end_matches(".sh");
+        let mut servers = Servers {
+            script: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts")
+                .join(script),
+            dir: std::env::temp_dir().join(format!("wf-{name}-{port}")),
+            port,
+            out: String::new(),
+        };
+        let out = Command::new(&servers.script)
+            .args(["start", servers.dir.to_str().unwrap(), &port.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.code() == Some(3) {
+            println!("SKIPPED: {}", stderr.trim());
+            return None;
+        }
+        servers.out = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "scripts/{script} starts: {}{stderr}",
+            servers.out
+        );
+        Some(servers)
+    }
+
+    /// The value `start` printed for `NAME`.
+    pub fn printed(&self, name: &str) -> &str {
+        let prefix = format!("{name}=");
+        self.out
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("the script prints {name}: {}", self.out))
+    }
+
+    /// SIGKILL of the process whose pid file is `pidfile` in the folder.
+    pub fn kill(&self, pidfile: &str) {
+        let pid = std::fs::read_to_string(self.dir.join(pidfile)).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
