@@ -9,6 +9,14 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use webhook_fanout::config::Settings;
 
+/// mimalloc instead of glibc's malloc: the delivery path allocates and frees
+/// small buffers across threads (lapin's I/O thread, the runtime's workers),
+/// where glibc spent about a sixth of the service's CPU. Built without its
+/// transparent-huge-page advice, which on a `madvise` THP system grew the
+/// resident set by some 20 MiB for nothing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod dead_letters;
 mod publish;
 mod signal;
