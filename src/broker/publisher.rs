@@ -67,7 +67,7 @@ impl ConfirmedPublisher {
         messages: &[Outgoing<'_>],
         mandatory: bool,
     ) -> Result<(), PublishError> {
-        let mut confirms = Vec::with_capacity(messages.len());
+        let mut publishes = Vec::with_capacity(messages.len());
         for m in messages {
             let mut props = BasicProperties::default()
                 .with_delivery_mode(2) // persistent: survives a broker restart
@@ -83,18 +83,19 @@ impl ConfirmedPublisher {
                 mandatory,
                 ..BasicPublishOptions::default()
             };
-            let confirm = self
-                .channel
-                .basic_publish(
-                    m.exchange.into(),
-                    m.routing_key.into(),
-                    options,
-                    m.payload,
-                    props,
-                )
-                .await?;
-            confirms.push(confirm);
+            publishes.push(self.channel.basic_publish(
+                m.exchange.into(),
+                m.routing_key.into(),
+                options,
+                m.payload,
+                props,
+            ));
         }
+        // Awaited together: each publish resolves once lapin's I/O thread
+        // has written it, so awaiting them one by one would cost a round
+        // trip to that thread per message. Their first poll queues the
+        // frames, in order.
+        let confirms = futures_util::future::try_join_all(publishes).await?;
         for result in futures_util::future::join_all(confirms).await {
             match result? {
                 Confirmation::Ack(None) => {}
