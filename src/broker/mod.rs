@@ -33,8 +33,7 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
         let uri = match amqp_uri(url) {
             Ok(uri) => uri,
             Err(e) => {
-                let invalid = std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-                failure = Some(lapin::ErrorKind::IOError(std::sync::Arc::new(invalid)).into());
+                failure = Some(io_error(std::io::ErrorKind::InvalidInput, e));
                 continue;
             }
         };
@@ -46,17 +45,21 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
                 failure = Some(e);
             }
             Err(_) => {
-                let timed_out =
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "AMQP handshake timed out");
                 tracing::debug!("a RabbitMQ node did not answer in time; trying the next");
-                failure = Some(lapin::ErrorKind::IOError(std::sync::Arc::new(timed_out)).into());
+                let timed_out = "AMQP handshake timed out";
+                failure = Some(io_error(std::io::ErrorKind::TimedOut, timed_out));
             }
         }
     }
-    Err(failure.unwrap_or_else(|| {
-        let none = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no AMQP URL");
-        lapin::ErrorKind::IOError(std::sync::Arc::new(none)).into()
-    }))
+    Err(failure.unwrap_or_else(|| io_error(std::io::ErrorKind::InvalidInput, "no AMQP URL")))
+}
+
+/// A connection failure that is not lapin's own, as a lapin error.
+fn io_error(
+    kind: std::io::ErrorKind,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> lapin::Error {
+    lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(kind, why))).into()
 }
 
 /// `url` parsed, with [`FRAME_MAX`] proposed unless it sets `frame_max`.
