@@ -1,8 +1,8 @@
 //! The consumer loop shared by ingest and delivery: bounded concurrency
 //! (prefetch plus a semaphore), one task per message, acks coalesced in
 //! delivery order (and gathered for up to 2 ms at a steady rate), and a
-//! graceful stop that leaves unfinished messages
-//! unacked so RabbitMQ redelivers them.
+//! graceful stop that leaves unfinished messages unacked so RabbitMQ
+//! redelivers them.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -210,7 +210,7 @@ enum Action {
 #[derive(Debug, Default)]
 struct Ledger {
     open: VecDeque<(u64, Standing)>,
-    /// Entries of `open` not `Handling`.
+    /// How many entries of `open` are finished (not `Handling`).
     finished: usize,
 }
 
@@ -239,11 +239,6 @@ impl Ledger {
             };
             self.finished += 1;
         }
-    }
-
-    /// How many finished messages wait to be settled.
-    fn finished(&self) -> usize {
-        self.finished
     }
 
     /// What to send now for every finished message. The finished front goes
@@ -322,7 +317,7 @@ async fn settle_in_order(
         open = notes.recv_many(&mut batch, SETTLE_BATCH).await > 0;
         ledger.note(batch.drain(..));
         let deadline = tokio::time::Instant::now() + GATHER;
-        while open && ledger.finished() > 0 && ledger.finished() < gather_max {
+        while open && ledger.finished > 0 && ledger.finished < gather_max {
             match tokio::time::timeout_at(deadline, notes.recv_many(&mut batch, SETTLE_BATCH)).await
             {
                 Ok(n) => {
