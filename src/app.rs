@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::backlog;
 use crate::backoff::Backoff;
 use crate::broker::{self, ConfirmedPublisher, Names, TopologySpec};
 use crate::config::Settings;
@@ -130,12 +131,9 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         markers: EventMarkers::start(store.clone()),
         sequences: Arc::new(Sequences::new(store.clone())),
         client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings)),
-        // Three quarters of the prefetch window is a webhook's share (in
-        // flight plus waiting); past it only short waits are allowed, so a
-        // slow webhook leaves a quarter free for the others.
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,
-            (settings.delivery_concurrency * 3 / 4).saturating_sub(settings.endpoint_concurrency),
+            settings.delivery_concurrency,
             BreakerConfig {
                 threshold: settings.breaker_threshold,
                 cooldown: settings.breaker_cooldown,
@@ -192,6 +190,7 @@ fn admin_state(w: &Wiring) -> Arc<AdminState> {
         endpoints: w.endpoints.clone(),
         lifecycle: w.lifecycle.clone(),
         history: w.history.clone(),
+        backlogs: backlog::Registry::new(w.store.clone(), &w.settings.namespace),
     })
 }
 
@@ -287,6 +286,18 @@ async fn session(
         .await
         .context("cannot declare topology")?;
     w.health.set_broker(true);
+    let conn = Arc::new(conn);
+    // Backlogs this process declares reach its own drainer at once.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let registry = backlog::Registry::new(w.store.clone(), &s.namespace);
+    let router = Arc::new(backlog::Router::new(
+        conn.clone(),
+        w.names.clone(),
+        topology(s),
+        registry.clone(),
+        backlog::Timing::new(s.backlog_idle),
+        s.roles.deliver.then_some(wake),
+    ));
 
     let deliver = match s.roles.deliver {
         true => {
@@ -305,7 +316,7 @@ async fn session(
 
     let ingest_run = async {
         match s.roles.ingest {
-            true => fan_out(w, &conn, &ingest_publisher, token).await,
+            true => fan_out(w, &conn, &ingest_publisher, &router, token).await,
             false => idle(token).await,
         }
     };
@@ -328,13 +339,23 @@ async fn session(
             sequences: w.sequences.clone(),
             heads: Default::default(),
             ordering_stall: s.max_event_age + ORDERING_STALL_MARGIN,
+            router: router.clone(),
         });
-        consuming
-            .run(token, s.shutdown_timeout, move |d, _| {
-                let ctx = ctx.clone();
-                async move { delivery::handle_job(&ctx, &d.data).await }
-            })
-            .await
+        let drain = Arc::new(delivery::Drain {
+            conn: conn.clone(),
+            ctx: ctx.clone(),
+            registry: registry.clone(),
+            router: router.clone(),
+            // Twice the cap: the next jobs are at hand when a request ends.
+            prefetch: 2 * s.endpoint_concurrency,
+            shutdown: s.shutdown_timeout,
+            timing: backlog::Timing::new(s.backlog_idle),
+        });
+        let forward = consuming.run(token, s.shutdown_timeout, move |d, _| {
+            let ctx = ctx.clone();
+            async move { delivery::forward_job(&ctx, &d.data).await }
+        });
+        tokio::try_join!(forward, delivery::drain(drain, woken, token)).map(|_| ())
     };
     let depths = async {
         broker::depth::watch(&conn, depth_queues(w), w.metrics.clone(), token).await;
@@ -379,6 +400,7 @@ async fn fan_out(
     w: &Arc<Wiring>,
     conn: &lapin::Connection,
     publisher: &ConfirmedPublisher,
+    router: &Arc<backlog::Router>,
     token: &CancellationToken,
 ) -> lapin::Result<()> {
     let s = &w.settings;
@@ -396,6 +418,7 @@ async fn fan_out(
                     names: w.names.clone(),
                     metrics: w.metrics.clone(),
                     sequencer: ingest::Sequencer::start(w.sequences.clone()),
+                    router: router.clone(),
                 });
                 let ran = consuming
                     .run(token, s.shutdown_timeout, move |d, received_us| {

@@ -134,6 +134,9 @@ pub struct Settings {
     /// `WF_REPLAY_RATE`, default 100: dead letters replayed per second per
     /// process (catch-ups and the operator's bulk replay share it).
     pub replay_rate: u32,
+    /// `WF_BACKLOG_IDLE`, default 60s (at least 1s): how long a webhook's
+    /// backlog stays untouched and empty before it is deleted.
+    pub backlog_idle: Duration,
 }
 
 impl Settings {
@@ -244,6 +247,10 @@ impl Settings {
                 &get("WF_ATTEMPT_HISTORY_AGE", "7d"),
             )?,
             replay_rate: count("WF_REPLAY_RATE", &get("WF_REPLAY_RATE", "100"))? as u32,
+            backlog_idle: match duration("WF_BACKLOG_IDLE", &get("WF_BACKLOG_IDLE", "60s"))? {
+                d if d >= Duration::from_secs(1) => d,
+                _ => return Err(err("WF_BACKLOG_IDLE", "expected at least 1s")),
+            },
             log_format: match get("WF_LOG_FORMAT", "pretty").as_str() {
                 "pretty" => LogFormat::Pretty,
                 "json" => LogFormat::Json,
@@ -453,6 +460,7 @@ mod tests {
         assert!(s.disable_on_gone);
         assert_eq!(s.auto_disable_after, Duration::from_secs(5 * 86400));
         assert_eq!(s.replay_rate, 100);
+        assert_eq!(s.backlog_idle, Duration::from_secs(60));
         assert_eq!(s.attempt_history, 500);
         assert_eq!(s.attempt_history_age, Duration::from_secs(7 * 86400));
         assert_eq!(

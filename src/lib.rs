@@ -58,6 +58,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backlog;
 mod backoff;
 pub mod broker;
 pub mod clock;

@@ -62,6 +62,7 @@ pub struct Metrics {
     jobs_deferred: IntCounterVec,
     deferral_delay: Histogram,
     circuits_open: IntGauge,
+    backlog_jobs: IntGauge,
     fanning_out: IntGauge,
     ordering_holds: IntCounter,
     ordering_skipped: IntCounter,
@@ -193,7 +194,7 @@ impl Metrics {
             jobs_deferred: counter_vec(
                 &r,
                 "jobs_deferred_total",
-                "Jobs deferred to a delay tier without a request (webhook or host saturated, or circuit open)",
+                "Jobs put back on the broker without a request: to a delay tier while the circuit is open, or to the webhook's backlog when back from a tier",
                 "reason",
             ),
             deferral_delay: histogram(
@@ -227,6 +228,14 @@ impl Metrics {
                 Opts::new(
                     "circuit_breakers_open",
                     "Webhooks whose circuit is open (in this process)",
+                )
+                .namespace("webhooks"),
+            )
+            .expect("valid"),
+            backlog_jobs: IntGauge::with_opts(
+                Opts::new(
+                    "backlog_jobs",
+                    "Jobs waiting in the webhooks' backlogs, all webhooks together (refreshed every 5 s)",
                 )
                 .namespace("webhooks"),
             )
@@ -296,6 +305,9 @@ impl Metrics {
             .register(Box::new(m.circuits_open.clone()))
             .expect("unique metric");
         m.registry
+            .register(Box::new(m.backlog_jobs.clone()))
+            .expect("unique metric");
+        m.registry
             .register(Box::new(m.fanning_out.clone()))
             .expect("unique metric");
         #[cfg(target_os = "linux")]
@@ -316,7 +328,7 @@ impl Metrics {
             m.cache_lookups.with_label_values(&[r]);
         }
         // Series exist from the start, so rate() and alerts see zeros, not gaps.
-        for r in ["endpoint_saturated", "host_saturated", "circuit_open"] {
+        for r in ["backlog", "circuit_open"] {
             m.jobs_deferred.with_label_values(&[r]);
         }
         m.jobs_dropped.with_label_values(&["webhook_deleted"]);
@@ -399,10 +411,21 @@ impl Metrics {
     }
 
     /// A job was deferred to a tier of `delay` without a request, for
-    /// `reason` (`endpoint_saturated`, `host_saturated`, `circuit_open`).
+    /// `reason` (`circuit_open`).
     pub(crate) fn job_deferred(&self, reason: &'static str, delay: Duration) {
         self.jobs_deferred.with_label_values(&[reason]).inc();
         self.deferral_delay.observe(delay.as_secs_f64());
+    }
+
+    /// A job back from a delay tier (or written by an earlier release) was
+    /// moved to its webhook's backlog, without a request.
+    pub(crate) fn job_moved_to_backlog(&self) {
+        self.jobs_deferred.with_label_values(&["backlog"]).inc();
+    }
+
+    /// Jobs waiting in every webhook's backlog, as last counted.
+    pub(crate) fn set_backlog_jobs(&self, n: i64) {
+        self.backlog_jobs.set(n);
     }
 
     /// An operational event of `kind` was confirmed by the broker.

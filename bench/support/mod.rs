@@ -645,7 +645,11 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 /// Deletes a benchmark namespace's queues, exchanges and Redis keys.
 pub async fn cleanup(ns: &str) {
     let names = webhook_fanout::broker::Names::new(ns);
+    let store = webhook_fanout::subscription::Store::connect(REDIS, ns).ok();
     if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
+        if let Some(store) = &store {
+            let _ = webhook_fanout::backlog::delete_backlogs(&conn, store, ns).await;
+        }
         if let Ok(ch) = conn.create_channel().await {
             let _ = webhook_fanout::broker::delete(
                 &ch,
@@ -656,7 +660,7 @@ pub async fn cleanup(ns: &str) {
         }
         let _ = conn.close(200, "cleanup".into()).await;
     }
-    if let Ok(store) = webhook_fanout::subscription::Store::connect(REDIS, ns) {
+    if let Some(store) = store {
         let _ = store.delete_namespace().await;
     }
 }

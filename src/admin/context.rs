@@ -49,6 +49,8 @@ pub(crate) struct AdminState {
     pub lifecycle: Arc<Lifecycle>,
     /// The webhooks' attempt history and health.
     pub history: History,
+    /// Which webhooks have a backlog, and how deep each is.
+    pub backlogs: crate::backlog::Registry,
 }
 
 /// One request, as the route table hands it to a handler: its access rule

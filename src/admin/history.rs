@@ -1,8 +1,8 @@
 //! A webhook's delivery history and health:
 //! `GET /v1/applications/{app}/webhooks/{id}/attempts` (newest first, with
 //! filters and a cursor) and `GET .../health` (success ratios, durations,
-//! last success and failure, breaker, jobs waiting in retry tiers, and the
-//! last 24 h per 5-minute bucket for the dashboard's chart).
+//! last success and failure, breaker, jobs waiting in retry tiers and in the
+//! backlog, and the last 24 h per 5-minute bucket for the dashboard's chart).
 
 use hyper::StatusCode;
 use serde_json::json;
@@ -94,6 +94,7 @@ pub(super) async fn health(state: &AdminState, call: Call) -> Reply {
             _ => "closed",
         },
     };
+    let backlog = state.backlogs.depth(id).await?;
     let ratio = |(s, f): (u64, u64)| (s + f > 0).then(|| s as f64 / (s + f) as f64);
     let buckets: Vec<_> = figures
         .buckets
@@ -117,6 +118,7 @@ pub(super) async fn health(state: &AdminState, call: Call) -> Reply {
             "last_error": figures.last_failure.map(|(_, e)| e),
             "breaker": breaker,
             "waiting_in_retry": figures.waiting,
+            "backlog": backlog,
             "buckets": buckets,
         }),
     ))

@@ -387,7 +387,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
         state.lifecycle.streak_ended(app, id);
     }
     if let Some(endpoint) = state.endpoints.get(id) {
-        if endpoint.record(outcome == Outcome::Delivered, result.duration) {
+        if endpoint.record(outcome == Outcome::Delivered) {
             state
                 .metrics
                 .set_open_circuits(state.endpoints.open_circuits());

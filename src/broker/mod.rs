@@ -6,7 +6,7 @@ mod publisher;
 mod topology;
 
 pub use publisher::{ConfirmedPublisher, Outgoing, PublishError};
-pub use topology::{JOB_ROUTING_KEY, Names, TopologySpec, declare, delete};
+pub use topology::{JOB_ROUTING_KEY, Names, TopologySpec, declare, delete, delete_backlog};
 
 use std::time::Duration;
 
@@ -81,6 +81,43 @@ pub async fn close_connection(conn: &Connection, why: &str) {
     if conn.status().connected() {
         let _ = tokio::time::timeout(BROKER_RPC_TIMEOUT, conn.close(200, why.into())).await;
     }
+}
+
+/// Whether `e` is the broker's PRECONDITION_FAILED (a queue declared with
+/// other arguments, or deleted `if_empty` while it holds messages); the
+/// channel it came on is closed.
+pub(crate) fn is_precondition_failed(e: &lapin::Error) -> bool {
+    is_soft(e, lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)
+}
+
+/// Whether `e` is the broker's NOT_FOUND (no such queue); the channel it
+/// came on is closed.
+pub(crate) fn is_not_found(e: &lapin::Error) -> bool {
+    is_soft(e, lapin::protocol::AMQPSoftError::NOTFOUND)
+}
+
+fn is_soft(e: &lapin::Error, soft: lapin::protocol::AMQPSoftError) -> bool {
+    use lapin::protocol::AMQPErrorKind;
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if *amqp.kind() == AMQPErrorKind::Soft(soft))
+}
+
+/// How many messages wait (ready, not unacked) in `queue`: a passive
+/// declare, which creates nothing; a missing queue is NOT_FOUND.
+pub(crate) async fn queue_depth(ch: &Channel, queue: &str) -> lapin::Result<u32> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await?;
+    Ok(q.message_count())
+}
+
+/// Succeeds when `queue` exists (see [`queue_depth`]).
+pub(crate) async fn queue_exists(ch: &Channel, queue: &str) -> lapin::Result<()> {
+    queue_depth(ch, queue).await.map(|_| ())
 }
 
 #[cfg(test)]

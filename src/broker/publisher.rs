@@ -67,6 +67,20 @@ impl ConfirmedPublisher {
         messages: &[Outgoing<'_>],
         mandatory: bool,
     ) -> Result<(), PublishError> {
+        match self.publish_each(messages, mandatory).await? {
+            returned if returned.contains(&true) => Err(PublishError::Returned),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes every message (`mandatory`), then awaits all confirms
+    /// together; for each message, whether it came back unroutable (its
+    /// queue does not exist). A nack or a channel error fails the batch.
+    pub(crate) async fn publish_each(
+        &self,
+        messages: &[Outgoing<'_>],
+        mandatory: bool,
+    ) -> Result<Vec<bool>, PublishError> {
         let mut publishes = Vec::with_capacity(messages.len());
         for m in messages {
             let mut props = BasicProperties::default()
@@ -96,16 +110,17 @@ impl ConfirmedPublisher {
         // trip to that thread per message. Their first poll queues the
         // frames, in order.
         let confirms = futures_util::future::try_join_all(publishes).await?;
+        let mut returned = Vec::with_capacity(messages.len());
         for result in futures_util::future::join_all(confirms).await {
             match result? {
-                Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(_)) => return Err(PublishError::Returned),
+                Confirmation::Ack(None) => returned.push(false),
+                Confirmation::Ack(Some(_)) => returned.push(true),
                 Confirmation::Nack(_) | Confirmation::NotRequested => {
                     return Err(PublishError::Nacked);
                 }
             }
         }
-        Ok(())
+        Ok(returned)
     }
 
     /// Moves a message this process cannot use aside to `queue` (the

@@ -60,6 +60,17 @@ impl Names {
     pub fn retry(&self, label: &str) -> String {
         format!("{}.retry.{label}", self.ns)
     }
+    /// The backlog of webhook `id`: the queue its jobs wait in, in order,
+    /// until it takes them (declared on demand, deleted once idle and empty).
+    pub fn backlog(&self, id: &str) -> String {
+        format!("{}.backlog.{id}", self.ns)
+    }
+    /// The webhook id of backlog queue `queue`, if it is one of this namespace's.
+    pub fn backlog_webhook<'a>(&self, queue: &'a str) -> Option<&'a str> {
+        queue
+            .strip_prefix(self.ns.as_str())?
+            .strip_prefix(".backlog.")
+    }
 }
 
 fn durable_queue() -> QueueDeclareOptions {
@@ -131,6 +142,36 @@ impl TopologySpec {
         }
         self.queue_args(pairs)
     }
+}
+
+impl TopologySpec {
+    /// Declares the backlog queue of webhook `id` on `ch`; safe to repeat.
+    /// Durable, and without `x-expires`: RabbitMQ would delete an expired
+    /// queue with its messages, so a backlog is deleted only by the service,
+    /// and only when empty (`delete_backlog`).
+    pub async fn declare_backlog(
+        &self,
+        ch: &Channel,
+        names: &Names,
+        id: &str,
+    ) -> lapin::Result<()> {
+        let args = self.queue_args(Vec::new());
+        ch.queue_declare(names.backlog(id).as_str().into(), durable_queue(), args)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Deletes backlog queue `queue` if it holds no message ready (`if_empty`:
+/// the broker checks and deletes in one step, so a job published meanwhile
+/// either keeps the queue or comes back to its publisher as unroutable).
+/// A non-empty queue fails with PRECONDITION_FAILED, which closes `ch`.
+pub async fn delete_backlog(ch: &Channel, queue: &str) -> lapin::Result<()> {
+    let options = QueueDeleteOptions {
+        if_empty: true,
+        ..QueueDeleteOptions::default()
+    };
+    ch.queue_delete(queue.into(), options).await.map(|_| ())
 }
 
 /// Declares the whole topology; safe to repeat (same arguments every time).

@@ -43,4 +43,6 @@ pub(crate) struct DeliverContext {
     /// How long the head of an ordering key may stand still before it
     /// counts as lost (longer than any job may wait).
     pub ordering_stall: Duration,
+    /// Moves jobs of `{ns}.deliver` to their webhooks' backlogs.
+    pub router: Arc<crate::backlog::Router>,
 }

@@ -1,8 +1,8 @@
 //! What becomes of a job after one pass through the worker: one value, a
 //! [`Disposition`], turned by pure functions into one [`Hop`] (ack, a delay
 //! tier, or the dead letters). The words are the project's:
-//! *defer* (put back without a request: the webhook is saturated or its
-//! circuit is open), *schedule a retry* (after a failed request),
+//! *defer* (put back without a request: the webhook's circuit is open),
+//! *schedule a retry* (after a failed request),
 //! *dead-letter* (given up), *drop* (nowhere to deliver).
 
 use std::time::Duration;
@@ -24,9 +24,6 @@ pub(super) enum Disposition {
     Failed(Failure),
     /// The circuit is open: no request; the next tier of the schedule.
     ShortCircuited,
-    /// The webhook (or its host) is saturated: no request; a delay tier
-    /// chosen by [`deferral_tier`].
-    Deferred(&'static str),
     /// An earlier event of its ordering key is not finished: no request;
     /// it waits in this tier and looks again.
     Held(Tier),
@@ -51,13 +48,7 @@ pub(super) struct Plan<'a> {
     pub max_age: Duration,
     /// How long ago the service first received the event.
     pub age: Duration,
-    /// How long the webhook needs for the jobs already deferred for it.
-    pub backlog: Option<Duration>,
 }
-
-/// Deferrals climb the schedule up to this tier (the third, 2 min by
-/// default) unless the webhook's backlog asks for a longer wait.
-const MAX_DEFERRAL_TIER: usize = 2;
 
 /// The hop for `job` (its history already holds this pass's attempt).
 pub(super) fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -> Hop {
@@ -74,14 +65,6 @@ pub(super) fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -
             .next_at_least(attempts, *at_least, p.age, p.max_age),
         Disposition::Failed(_) | Disposition::ShortCircuited => {
             p.schedule.next(attempts, p.age, p.max_age)
-        }
-        Disposition::Deferred(_) => {
-            let delays: Vec<Duration> = p.schedule.tiers().iter().map(|t| t.delay).collect();
-            let left = p.max_age.saturating_sub(p.age);
-            match deferral_tier(job.deferrals, p.backlog, &delays, left) {
-                Some(i) => Next::After(p.schedule.tiers()[i].clone()),
-                None => Next::DeadLetter,
-            }
         }
     };
     match next {
@@ -101,38 +84,11 @@ pub(super) fn expired(job: &DeliveryJob) -> &'static str {
     }
 }
 
-/// The tier index for a job deferred `deferrals` times before, whose webhook
-/// needs `backlog` to work through what is already deferred, among tiers of
-/// `delays`, waiting at most `left`; `None` if even the first is too long.
-/// The later of one step up the schedule per earlier deferral (capped at its
-/// third tier) and the first tier long enough for the backlog: the jobs of a
-/// receiver that cannot keep up wait about until it can take them, instead of
-/// cycling through the broker every few seconds at everyone else's cost.
-pub(super) fn deferral_tier(
-    deferrals: u32,
-    backlog: Option<Duration>,
-    delays: &[Duration],
-    left: Duration,
-) -> Option<usize> {
-    let last = delays.len().checked_sub(1)?;
-    let climbed = (deferrals as usize).min(MAX_DEFERRAL_TIER).min(last);
-    let needed = backlog.map_or(0, |b| delays.iter().position(|&d| d >= b).unwrap_or(last));
-    let mut index = climbed.max(needed);
-    while delays[index] > left {
-        index = index.checked_sub(1)?;
-    }
-    Some(index)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::AttemptRecord;
     use crate::metrics::OutcomeLabel;
-
-    fn secs(s: &[u64]) -> Vec<Duration> {
-        s.iter().map(|&s| Duration::from_secs(s)).collect()
-    }
 
     fn job(sent: &[bool]) -> DeliveryJob {
         let text = r#"{"v":1,"event_id":"e","application_id":"a","webhook_id":"w","type":"t","body":{},"received_at_ms":0}"#;
@@ -165,7 +121,6 @@ mod tests {
             schedule: &schedule,
             max_age: Duration::from_secs(3600),
             age: Duration::from_secs(age),
-            backlog: None,
         };
         plan(job, d, &p)
     }
@@ -195,14 +150,6 @@ mod tests {
         // Short-circuited attempts climb the schedule like failed ones.
         let skipped = job(&[true, false, false]);
         assert_eq!(tier(hop(&skipped, &Disposition::ShortCircuited, 0)), "2m");
-        assert_eq!(
-            tier(hop(
-                &job(&[]),
-                &Disposition::Deferred("endpoint_saturated"),
-                0
-            )),
-            "10s"
-        );
     }
 
     #[test]
@@ -220,39 +167,5 @@ mod tests {
             hop(&job(&[true]), &failure(None), late),
             Hop::DeadLetter("max_age_exceeded")
         );
-        // Deferred without any attempt: it was never short-circuited either.
-        assert_eq!(
-            hop(
-                &job(&[]),
-                &Disposition::Deferred("endpoint_saturated"),
-                late
-            ),
-            Hop::DeadLetter("max_age_exceeded")
-        );
-    }
-
-    #[test]
-    fn deferrals_climb_to_the_third_tier_and_stay() {
-        let delays = secs(&[10, 30, 120, 600, 1800]);
-        let day = Duration::from_secs(86_400);
-        let tiers: Vec<Option<usize>> = (0..6)
-            .map(|d| deferral_tier(d, None, &delays, day))
-            .collect();
-        assert_eq!(tiers, [0, 1, 2, 2, 2, 2].map(Some));
-        assert_eq!(deferral_tier(5, None, &secs(&[10]), day), Some(0));
-    }
-
-    #[test]
-    fn a_webhook_s_deferred_backlog_picks_a_later_tier_within_the_max_age() {
-        let delays = secs(&[10, 30, 120, 600, 1800]);
-        let day = Duration::from_secs(86_400);
-        let backlog = |s| Some(Duration::from_secs(s));
-        assert_eq!(deferral_tier(0, backlog(5), &delays, day), Some(0));
-        assert_eq!(deferral_tier(0, backlog(100), &delays, day), Some(2));
-        assert_eq!(deferral_tier(0, backlog(5000), &delays, day), Some(4));
-        // Never past the max age: a shorter tier, or none at all.
-        let left = Duration::from_secs(200);
-        assert_eq!(deferral_tier(0, backlog(5000), &delays, left), Some(2));
-        assert_eq!(deferral_tier(0, None, &delays, secs(&[5])[0]), None);
     }
 }

@@ -1,12 +1,11 @@
 //! Isolation per webhook: a cap on concurrent deliveries and a circuit
 //! breaker for each webhook (not each host: receivers share hosts, and one
-//! failing path must not silence its siblings), so one slow or failing
-//! webhook cannot hold the prefetch window that every other webhook needs.
+//! failing path must not silence its siblings). Jobs beyond the cap wait in
+//! the webhook's own backlog (`crate::backlog`), never in anyone else's way.
 //! An optional per-host cap (`host.rs`) is for politeness only.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,21 +32,6 @@ fn process_millis() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
-
-/// A job waiting for its webhook's slot gives up (and is deferred) when the
-/// webhook started or finished no delivery for this long: a hanging receiver
-/// does not hold the window, a busy but answering one keeps its queue.
-pub(super) const SLOT_WAIT: Duration = Duration::from_millis(250);
-/// The longest any job waits for a slot, however busy the webhook.
-pub(super) const MAX_SLOT_WAIT: Duration = Duration::from_secs(5);
-/// A job is deferred rather than queued when its expected wait (the webhook's
-/// average attempt time × its place in the queue ÷ the webhook's concurrency)
-/// is longer than this.
-pub(super) const WAIT_BUDGET: Duration = Duration::from_secs(1);
-/// Beyond its share of the window (`max_queued`), a webhook may still queue
-/// jobs that will wait less than this: a fast receiver absorbs a burst in
-/// memory, a slow one cannot crowd the others out.
-pub(super) const SHARE_GRACE: Duration = Duration::from_millis(100);
 
 /// Circuit breaker settings.
 #[derive(Debug, Clone, Copy)]
@@ -123,44 +107,27 @@ impl Breaker {
     }
 }
 
-/// Why no delivery slot was given: the caller defers the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Saturated {
-    /// The webhook's own cap is taken and its queue is long or stalled.
-    Webhook,
-    /// The host's politeness cap (`WF_HOST_CONCURRENCY`) has no fair share left.
-    Host,
-}
-
-impl Saturated {
-    /// The `reason` label of `webhooks_jobs_deferred_total`.
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Saturated::Webhook => "endpoint_saturated",
-            Saturated::Host => "host_saturated",
-        }
-    }
-}
-
-/// A delivery slot: the webhook's permit and, with a host cap, the host's.
+/// A delivery slot: the webhook's permit, with a host cap the host's, and
+/// one of the process's (`WF_DELIVERY_CONCURRENCY`).
 pub(crate) struct Slot {
     _webhook: OwnedSemaphorePermit,
     _host: Option<HostPermit>,
+    _process: OwnedSemaphorePermit,
 }
 
-/// One webhook's limits: its concurrency cap, its circuit breaker and the
-/// estimate of the jobs it has waiting in delay tiers.
+/// One webhook's limits: its concurrency cap and its circuit breaker.
 pub(crate) struct Endpoint {
     id: String,
     url: String,
     permits: Arc<Semaphore>,
     concurrency: usize,
-    progress: Mutex<Progress>,
-    queued: AtomicUsize,
-    max_queued: usize,
+    /// When (process milliseconds) an attempt last started or finished.
+    last_ms: AtomicU64,
     breaker: Mutex<Breaker>,
     config: BreakerConfig,
     host: Option<Arc<Host>>,
+    /// The process's requests in flight, shared by every webhook.
+    process: Arc<Semaphore>,
     /// This process saw a failure since its last success.
     failed: AtomicBool,
     /// When (process milliseconds) a success last ended the streak in Redis.
@@ -201,45 +168,9 @@ impl Endpoint {
 
     /// Records an attempt's result and duration; true when the circuit
     /// opened or closed.
-    pub(crate) fn record(&self, success: bool, duration: Duration) -> bool {
-        self.progress().finished(duration);
+    pub(crate) fn record(&self, success: bool) -> bool {
+        self.touched();
         self.breaker().record(success, Instant::now(), self.config)
-    }
-
-    /// How long this webhook needs to work through the jobs this process
-    /// deferred for it that are still waiting in their tiers (at its average
-    /// attempt time and concurrency); `None` until an attempt has finished.
-    ///
-    /// Each process counts only its own deferrals, and each expires when its
-    /// tier's delay has passed: nothing has to be decremented by whichever
-    /// process consumes the job again, so the estimate cannot drift with
-    /// replicas. With N replicas each sees about 1/N of the jobs and offers
-    /// 1/N of the webhook's total concurrency, so the estimate holds.
-    pub(crate) fn deferred_wait(&self) -> Option<Duration> {
-        let mut p = self.progress();
-        let average = p.average?;
-        let waiting = p.deferred_waiting(Instant::now()) as u32;
-        Some(average * waiting / self.concurrency.max(1) as u32)
-    }
-
-    /// One more job deferred for this webhook, back in `delay`.
-    pub(crate) fn note_deferred(&self, delay: Duration) {
-        let mut p = self.progress();
-        // Past this many the wait is far beyond the longest tier anyway:
-        // stop counting rather than grow without bound.
-        if p.deferred.len() < MAX_COUNTED_DEFERRALS {
-            p.deferred.push(Reverse(Instant::now() + delay));
-        }
-    }
-
-    /// The probe could not be sent: let the next job probe instead.
-    pub(crate) fn release_probe(&self) {
-        let mut b = self.breaker();
-        if *b == Breaker::HalfOpen {
-            *b = Breaker::Open {
-                until: Instant::now(),
-            };
-        }
     }
 
     /// Whether the circuit is open (or probing).
@@ -257,72 +188,44 @@ impl Endpoint {
         }
     }
 
-    /// A delivery slot for this webhook. When all are taken, a job waits for
-    /// one if [`should_wait`] says so, and keeps waiting while the webhook
-    /// makes progress, for at most `MAX_SLOT_WAIT`; then, with a host cap,
-    /// for its fair share of the host. `Err` means saturated: the caller
-    /// defers the job, so a slow webhook never holds more than its share of
-    /// the prefetch window for long, while a fast one absorbs bursts in memory.
-    pub(crate) async fn slot(&self) -> Result<Slot, Saturated> {
-        let webhook = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let position = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
-                let permit = self.wait(position).await;
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                permit.ok_or(Saturated::Webhook)?
-            }
-        };
+    /// A delivery slot for this webhook, once one of its own (and, with a
+    /// host cap, its fair share of the host's) is free, then one of the
+    /// process's. The job waits in hand: it came from the webhook's own
+    /// backlog, so waiting holds back nothing but the webhook's later jobs,
+    /// which would wait anyway. The process's slots go first come, first
+    /// served, and each webhook queues at most its own cap for them: while
+    /// many webhooks have work, they take turns, however deep one's backlog.
+    pub(crate) async fn slot(&self) -> Slot {
+        let webhook = acquire(&self.permits).await;
         let host = match &self.host {
-            Some(host) => Some(host.acquire(&self.id).await.ok_or(Saturated::Host)?),
+            Some(host) => Some(host.acquire(&self.id).await),
             None => None,
         };
-        self.progress().started();
-        Ok(Slot {
+        let process = acquire(&self.process).await;
+        self.touched();
+        Slot {
             _webhook: webhook,
             _host: host,
-        })
-    }
-
-    async fn wait(&self, position: usize) -> Option<OwnedSemaphorePermit> {
-        let (avg, since) = self.progress().snapshot();
-        if !should_wait(position, self.max_queued, self.concurrency, avg, since) {
-            return None;
-        }
-        let started = Instant::now();
-        loop {
-            let wait = tokio::time::timeout(SLOT_WAIT, self.permits.clone().acquire_owned()).await;
-            if let Ok(p) = wait {
-                return p.ok();
-            }
-            let stalled = self.progress().snapshot().1 >= SLOT_WAIT;
-            if stalled || started.elapsed() >= MAX_SLOT_WAIT {
-                return None;
-            }
+            _process: process,
         }
     }
 
-    /// Whether nothing uses this entry: no job holds or waits for a slot,
-    /// nothing happened for `idle`, and no deferral of it is still waiting.
-    fn unused(&self, idle: Duration, now: Instant) -> bool {
-        let mut p = self.progress();
+    fn touched(&self) {
+        self.last_ms.store(process_millis(), Ordering::Release);
+    }
+
+    /// Whether nothing uses this entry: no job holds a slot and nothing
+    /// happened for `idle`.
+    fn unused(&self, idle: Duration) -> bool {
+        let last = self.last_ms.load(Ordering::Acquire);
         self.permits.available_permits() == self.concurrency
-            && self.queued.load(Ordering::Acquire) == 0
-            && p.last.elapsed() >= idle
-            && p.deferred_waiting(now) == 0
-    }
-
-    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+            && process_millis().saturating_sub(last) >= idle.as_millis() as u64
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
-/// Deferrals counted per webhook for the wait estimate, at most.
-const MAX_COUNTED_DEFERRALS: usize = 100_000;
 
 /// How often the map is swept for entries nobody uses.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -337,18 +240,18 @@ pub(crate) struct Endpoints {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     last_sweep: Mutex<Instant>,
     concurrency: usize,
-    max_queued: usize,
+    process: Arc<Semaphore>,
     host_limit: Option<usize>,
     config: BreakerConfig,
 }
 
 impl Endpoints {
-    /// `concurrency` requests at once per webhook; at most `max_queued` more
-    /// waiting for one; breakers per `config`; with `host_limit`, at most that
-    /// many requests at once per host (scheme, host, port), shared fairly.
+    /// `concurrency` requests at once per webhook and `process_limit` in
+    /// all; breakers per `config`; with `host_limit`, at most that many
+    /// requests at once per host (scheme, host, port), shared fairly.
     pub(crate) fn new(
         concurrency: usize,
-        max_queued: usize,
+        process_limit: usize,
         config: BreakerConfig,
         host_limit: Option<usize>,
     ) -> Self {
@@ -357,7 +260,7 @@ impl Endpoints {
             hosts: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(Instant::now()),
             concurrency,
-            max_queued,
+            process: Arc::new(Semaphore::new(process_limit)),
             host_limit,
             config,
         }
@@ -400,16 +303,11 @@ impl Endpoints {
             url: url.to_string(),
             permits: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
-            progress: Mutex::new(Progress {
-                last: Instant::now(),
-                average: None,
-                deferred: BinaryHeap::new(),
-            }),
-            queued: AtomicUsize::new(0),
-            max_queued: self.max_queued,
+            last_ms: AtomicU64::new(process_millis()),
             breaker: Mutex::new(Breaker::Closed { failures: 0 }),
             config: self.config,
             host,
+            process: self.process.clone(),
             failed: AtomicBool::new(false),
             // The first success in this process looks for a streak another
             // process (or an earlier run) left.
@@ -440,72 +338,22 @@ impl Endpoints {
             }
             *last = now;
         }
-        self.sweep(IDLE_EVICT, now);
+        self.sweep(IDLE_EVICT);
     }
 
     /// Forgets webhooks unused for `idle`, and hosts no webhook refers to.
-    fn sweep(&self, idle: Duration, now: Instant) {
-        lock(&self.map).retain(|_, e| Arc::strong_count(e) > 1 || !e.unused(idle, now));
+    fn sweep(&self, idle: Duration) {
+        lock(&self.map).retain(|_, e| Arc::strong_count(e) > 1 || !e.unused(idle));
         lock(&self.hosts).retain(|_, h| Arc::strong_count(h) > 1);
     }
 }
 
+async fn acquire(semaphore: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    (semaphore.clone().acquire_owned().await).expect("the semaphore is never closed")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// When a webhook last started or finished an attempt, its attempts' moving
-/// average duration, and when the jobs this process deferred for it are due
-/// back from their tiers.
-struct Progress {
-    last: Instant,
-    average: Option<Duration>,
-    deferred: BinaryHeap<Reverse<Instant>>,
-}
-
-impl Progress {
-    /// Deferred jobs not yet due back at `now` (those due are forgotten).
-    fn deferred_waiting(&mut self, now: Instant) -> usize {
-        while self.deferred.peek().is_some_and(|Reverse(due)| *due <= now) {
-            self.deferred.pop();
-        }
-        self.deferred.len()
-    }
-
-    fn started(&mut self) {
-        self.last = Instant::now();
-    }
-
-    fn finished(&mut self, took: Duration) {
-        self.last = Instant::now();
-        // Exponentially weighted, a fifth for the newest attempt.
-        self.average = Some(self.average.map_or(took, |avg| (avg * 4 + took) / 5));
-    }
-
-    fn snapshot(&self) -> (Option<Duration>, Duration) {
-        (self.average, self.last.elapsed())
-    }
-}
-
-/// Whether a job arriving `position`-th in the queue of a webhook whose
-/// slots are all taken should wait for one (else it is deferred). It waits
-/// unless the webhook has stalled (nothing started or finished for
-/// `SLOT_WAIT`), or its expected wait is over `WAIT_BUDGET`, or the webhook
-/// already has `max_queued` waiting and this one would wait over
-/// `SHARE_GRACE`.
-pub(super) fn should_wait(
-    position: usize,
-    max_queued: usize,
-    concurrency: usize,
-    average: Option<Duration>,
-    since_progress: Duration,
-) -> bool {
-    if since_progress >= SLOT_WAIT {
-        return false;
-    }
-    let rounds = position.div_ceil(concurrency.max(1)) as u32;
-    let expected = average.unwrap_or_default() * rounds;
-    expected <= WAIT_BUDGET && (position <= max_queued || expected <= SHARE_GRACE)
 }
 
 /// `scheme://host:port` of a URL (the whole string if it does not parse).
@@ -573,69 +421,34 @@ mod tests {
         assert_ne!(origin("http://a.example/"), origin("https://a.example/"));
     }
 
-    #[test]
-    fn a_fast_webhook_queues_past_its_share_a_slow_or_stalled_one_does_not() {
-        let ms = Duration::from_millis;
-        let fresh = ms(1);
-        // 8 at a time, 40 may wait; 2 ms attempts: even the 100th waits.
-        assert!(should_wait(100, 40, 8, Some(ms(2)), fresh));
-        // 100 ms attempts: within the share it waits, beyond it is deferred.
-        assert!(should_wait(40, 40, 8, Some(ms(100)), fresh));
-        assert!(!should_wait(41, 40, 8, Some(ms(100)), fresh));
-        // 500 ms attempts: 16 waiting means a second; the 17th is deferred.
-        assert!(should_wait(16, 40, 8, Some(ms(500)), fresh));
-        assert!(!should_wait(17, 40, 8, Some(ms(500)), fresh));
-        // Nothing started or finished for SLOT_WAIT: defer at once.
-        assert!(!should_wait(1, 40, 8, Some(ms(2)), SLOT_WAIT));
-        // No attempt finished yet: wait within the share, then defer.
-        assert!(should_wait(40, 40, 8, None, fresh));
-        assert!(should_wait(41, 40, 8, None, fresh));
-    }
-
     #[tokio::test]
-    async fn a_queued_job_gets_the_slot_a_finished_attempt_frees() {
-        let endpoints = Endpoints::new(1, 1, CONFIG, None);
+    async fn a_waiting_job_gets_the_slot_a_finished_attempt_frees() {
+        let endpoints = Endpoints::new(1, 16, CONFIG, None);
         let e = endpoints.of("wh_1", "http://127.0.0.1:1/");
-        let held = e.slot().await.expect("a free slot");
-        let waiting = tokio::spawn({
+        let held = e.slot().await;
+        let mut waiting = tokio::spawn({
             let e = e.clone();
-            async move { e.slot().await.is_ok() }
+            async move { drop(e.slot().await) }
         });
-        tokio::task::yield_now().await;
-        e.record(true, Duration::from_millis(1));
+        let early = tokio::time::timeout(Duration::from_millis(100), &mut waiting).await;
+        assert!(early.is_err(), "the cap holds: it waits");
+        e.record(true);
         drop(held);
-        assert!(waiting.await.unwrap(), "the queued one gets the slot");
-    }
-
-    #[tokio::test]
-    async fn a_stalled_webhook_defers_its_waiting_and_new_jobs() {
-        let endpoints = Endpoints::new(1, 8, CONFIG, None);
-        let e = endpoints.of("wh_1", "http://127.0.0.1:1/");
-        let _hanging = e.slot().await.expect("a free slot");
-        let waiting = tokio::spawn({
-            let e = e.clone();
-            async move { e.slot().await.is_ok() }
-        });
-        // The waiter gives up once nothing has moved for SLOT_WAIT...
-        assert!(!waiting.await.unwrap(), "deferred after SLOT_WAIT");
-        // ...and from then on a new job is deferred without waiting.
-        let at = Instant::now();
-        assert_eq!(e.slot().await.err(), Some(Saturated::Webhook));
-        assert!(at.elapsed() < SLOT_WAIT);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(got.is_ok(), "the waiting one gets the freed slot");
     }
 
     #[tokio::test]
     async fn a_hanging_webhook_leaves_its_sibling_on_the_same_host_its_own_slots() {
-        let endpoints = Endpoints::new(2, 8, CONFIG, None);
+        let endpoints = Endpoints::new(2, 16, CONFIG, None);
         let url = "http://127.0.0.1:1/";
         let hanging = endpoints.of("wh_hang", &format!("{url}hang"));
-        let _held = [hanging.slot().await.ok(), hanging.slot().await.ok()];
+        let _held = [hanging.slot().await, hanging.slot().await];
         let sibling = endpoints.of("wh_ok", &format!("{url}ok"));
-        let at = Instant::now();
-        assert!(sibling.slot().await.is_ok(), "the sibling's own slot");
-        assert!(at.elapsed() < Duration::from_millis(50));
+        let own = tokio::time::timeout(Duration::from_millis(50), sibling.slot()).await;
+        assert!(own.is_ok(), "the sibling's own slot");
         for _ in 0..3 {
-            hanging.record(false, Duration::from_millis(1));
+            hanging.record(false);
         }
         assert!(
             hanging.is_open() && !sibling.is_open(),
@@ -645,10 +458,10 @@ mod tests {
 
     #[test]
     fn a_changed_url_starts_fresh_and_idle_entries_are_forgotten() {
-        let endpoints = Endpoints::new(2, 8, CONFIG, Some(4));
+        let endpoints = Endpoints::new(2, 16, CONFIG, Some(4));
         let a = endpoints.of("wh_1", "http://a.example/x");
         for _ in 0..3 {
-            a.record(false, Duration::from_millis(1));
+            a.record(false);
         }
         assert!(endpoints.of("wh_1", "http://a.example/x").is_open());
         let b = endpoints.of("wh_1", "http://b.example/x");
@@ -657,23 +470,9 @@ mod tests {
         drop((a, b));
         // In use (recent progress): kept. Idle past the limit: forgotten,
         // and the hosts no webhook refers to with it.
-        endpoints.sweep(Duration::from_secs(60), Instant::now());
+        endpoints.sweep(Duration::from_secs(60));
         assert_eq!(endpoints.tracked(), (1, 1));
-        endpoints.sweep(Duration::ZERO, Instant::now());
+        endpoints.sweep(Duration::ZERO);
         assert_eq!(endpoints.tracked(), (0, 0));
-    }
-
-    #[test]
-    fn deferrals_count_until_their_tier_has_passed() {
-        let endpoints = Endpoints::new(2, 8, CONFIG, None);
-        let e = endpoints.of("wh_1", "http://a.example/");
-        assert_eq!(e.deferred_wait(), None, "no attempt finished yet");
-        e.record(true, Duration::from_millis(100));
-        for _ in 0..4 {
-            e.note_deferred(Duration::from_secs(60));
-        }
-        e.note_deferred(Duration::ZERO);
-        // Four still waiting × 100 ms ÷ 2 at a time; the one due is gone.
-        assert_eq!(e.deferred_wait(), Some(Duration::from_millis(200)));
     }
 }

@@ -6,12 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use tokio::sync::Notify;
-
-/// How long a job waits for a fair host slot before it is deferred.
-const HOST_WAIT: Duration = Duration::from_secs(1);
 
 /// One host's shared slots.
 pub(super) struct Host {
@@ -67,32 +62,30 @@ impl Host {
         }
     }
 
-    /// A slot for webhook `id`, waiting up to `HOST_WAIT` for its fair share;
-    /// `None` means the caller defers the job.
-    pub(super) async fn acquire(self: &Arc<Self>, id: &str) -> Option<HostPermit> {
+    /// A slot for webhook `id`, once its fair share has room: the job waits
+    /// in hand, at the head of its webhook's backlog, holding nothing any
+    /// other webhook needs.
+    pub(super) async fn acquire(self: &Arc<Self>, id: &str) -> HostPermit {
         if self.try_take(id) {
-            return Some(self.permit(id));
+            return self.permit(id);
         }
         *self.lock().waiting.entry(id.to_string()).or_default() += 1;
-        let got = self.wait_for_share(id).await;
-        decrement(&mut self.lock().waiting, id);
-        got.then(|| self.permit(id))
+        // Counted as waiting while it waits, also if the wait is dropped.
+        let _waiting = Waiting { host: self, id };
+        self.wait_for_share(id).await;
+        self.permit(id)
     }
 
-    async fn wait_for_share(&self, id: &str) -> bool {
-        let deadline = Instant::now() + HOST_WAIT;
+    async fn wait_for_share(&self, id: &str) {
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             // Registered before the check, so a release in between wakes us.
             freed.as_mut().enable();
             if self.try_take(id) {
-                return true;
+                return;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
-                return self.try_take(id);
-            }
+            freed.await;
         }
     }
 
@@ -119,6 +112,18 @@ impl Host {
     }
 }
 
+/// A webhook's place among a host's waiters, given up when dropped.
+struct Waiting<'a> {
+    host: &'a Host,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        decrement(&mut self.host.lock().waiting, self.id);
+    }
+}
+
 fn decrement(map: &mut HashMap<String, usize>, id: &str) {
     if let Some(n) = map.get_mut(id) {
         *n -= 1;
@@ -141,6 +146,7 @@ pub(super) fn fair(limit: usize, total: usize, held: usize, active: usize) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_webhook_never_takes_more_than_its_share() {
@@ -160,18 +166,15 @@ mod tests {
     #[tokio::test]
     async fn a_sibling_gets_a_slot_while_a_hanging_webhook_holds_its_share() {
         let host = Arc::new(Host::new(4));
-        let hog: Vec<_> = [host.acquire("hang").await, host.acquire("hang").await]
-            .into_iter()
-            .map(|p| p.expect("within its share"))
-            .collect();
-        let at = Instant::now();
+        let hog = [host.acquire("hang").await, host.acquire("hang").await];
+        let third = tokio::time::timeout(Duration::from_millis(200), host.acquire("hang")).await;
+        assert!(third.is_err(), "past its share: it waits");
         assert!(
-            host.acquire("hang").await.is_none(),
-            "past its share: deferred"
+            host.lock().waiting.is_empty(),
+            "a dropped wait is forgotten"
         );
-        assert!(at.elapsed() >= HOST_WAIT);
-        let sibling = host.acquire("ok").await;
-        assert!(sibling.is_some(), "the sibling's share is free");
+        let sibling = tokio::time::timeout(Duration::from_millis(200), host.acquire("ok")).await;
+        assert!(sibling.is_ok(), "the sibling's share is free");
         drop((hog, sibling));
         assert_eq!(host.lock().total, 0);
         assert!(host.lock().held.is_empty());
@@ -180,15 +183,16 @@ mod tests {
     #[tokio::test]
     async fn a_freed_slot_wakes_a_waiter() {
         let host = Arc::new(Host::new(2));
-        let a = host.acquire("a").await.expect("a slot");
-        let b = host.acquire("b").await.expect("a slot");
+        let a = host.acquire("a").await;
+        let b = host.acquire("b").await;
         let waiter = tokio::spawn({
             let host = host.clone();
-            async move { host.acquire("c").await.is_some() }
+            async move { drop(host.acquire("c").await) }
         });
         tokio::task::yield_now().await;
         drop(a);
-        assert!(waiter.await.unwrap(), "woken by the release");
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(woken.is_ok(), "woken by the release");
         drop(b);
     }
 }

@@ -1,10 +1,13 @@
-//! Deliver: signing, the HTTP client, the pure
-//! classification of an attempt, and the worker consuming `{ns}.deliver`.
+//! Deliver: signing, the HTTP client, the pure classification of an
+//! attempt, the worker draining the webhooks' backlogs, and the forwarding
+//! of `{ns}.deliver` (jobs back from a delay tier) to them.
 
 mod client;
 mod context;
 mod disposition;
+mod drain;
 mod endpoint;
+mod forward;
 mod heads;
 mod host;
 mod lifecycle;
@@ -18,7 +21,9 @@ mod worker;
 
 pub(crate) use client::{Attempt, AttemptResult, DeliveryClient};
 pub(crate) use context::DeliverContext;
+pub(crate) use drain::{Drain, drain};
 pub(crate) use endpoint::{BreakerConfig, Endpoints};
+pub(crate) use forward::forward_job;
 pub(crate) use lifecycle::Lifecycle;
 pub(crate) use outcome::{Outcome, classify};
 pub(crate) use prepared::PreparedWebhooks;

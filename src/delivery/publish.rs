@@ -7,28 +7,19 @@ use std::time::Duration;
 
 use super::context::DeliverContext;
 use super::disposition::{Disposition, Hop, Plan, plan};
-use super::endpoint::Endpoint;
 use crate::broker::Outgoing;
 use crate::clock;
 use crate::consume::Settle;
 use crate::dead_letter::DeadLetter;
 use crate::job::DeliveryJob;
 
-/// Plans `disposition` for `job` and carries the hop out; `endpoint` is the
-/// webhook's (absent when there is none to ask, e.g. a deleted webhook).
+/// Plans `disposition` for `job` and carries the hop out.
 pub(super) async fn dispose(
     ctx: &DeliverContext,
     mut job: DeliveryJob,
-    endpoint: Option<&Endpoint>,
     disposition: Disposition,
 ) -> Settle {
     let age = Duration::from_millis((clock::unix_millis() - job.received_at_ms).max(0) as u64);
-    // Only a deferral asks for the webhook's backlog (a lock and a prune of
-    // its deferral heap): not every delivered job.
-    let backlog = match disposition {
-        Disposition::Deferred(_) => endpoint.and_then(Endpoint::deferred_wait),
-        _ => None,
-    };
     let hop = plan(
         &job,
         &disposition,
@@ -36,7 +27,6 @@ pub(super) async fn dispose(
             schedule: &ctx.schedule,
             max_age: ctx.max_age,
             age,
-            backlog,
         },
     );
     match hop {
@@ -49,15 +39,13 @@ pub(super) async fn dispose(
             finish_in_order(ctx, &job).await
         }
         Hop::Tier(tier) => {
-            match disposition {
-                Disposition::Deferred(_) => job.deferrals += 1,
-                Disposition::Held(_) => job.holds += 1,
-                _ => {}
+            if let Disposition::Held(_) = disposition {
+                job.holds += 1;
             }
             let settle = to_tier(ctx, &job, &tier.label).await;
             if settle == Settle::Ack {
                 ctx.history.waiting(&job.application_id, &job.webhook_id, 1);
-                counted(ctx, &disposition, &tier.label, tier.delay, endpoint);
+                counted(ctx, &disposition, &tier.label, tier.delay);
                 if let Some(order) = &job.order
                     && !matches!(disposition, Disposition::Held(_))
                 {
@@ -78,13 +66,7 @@ pub(super) async fn dispose(
 }
 
 /// Metrics and logs of a job now waiting in tier `label`.
-fn counted(
-    ctx: &DeliverContext,
-    disposition: &Disposition,
-    label: &str,
-    delay: Duration,
-    endpoint: Option<&Endpoint>,
-) {
+fn counted(ctx: &DeliverContext, disposition: &Disposition, label: &str, delay: Duration) {
     match disposition {
         Disposition::Failed(f) => {
             ctx.metrics.retry_scheduled(label);
@@ -93,13 +75,6 @@ fn counted(
         Disposition::ShortCircuited => {
             ctx.metrics.job_deferred("circuit_open", delay);
             tracing::debug!(tier = label, "circuit open; job deferred");
-        }
-        Disposition::Deferred(reason) => {
-            if let Some(e) = endpoint {
-                e.note_deferred(delay);
-            }
-            ctx.metrics.job_deferred(reason, delay);
-            tracing::debug!(reason, tier = label, "job deferred");
         }
         Disposition::Held(_) => {
             ctx.metrics.ordering_hold();

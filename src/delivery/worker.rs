@@ -1,6 +1,6 @@
-//! The delivery worker's handling of one job from `{ns}.deliver`: re-read the
-//! webhook, pass its breaker and concurrency cap, attempt, and end in one
-//! [`Disposition`] that `publish.rs` carries out.
+//! The delivery worker's handling of one job from its webhook's backlog:
+//! re-read the webhook, pass its breaker and concurrency cap, attempt, and
+//! end in one [`Disposition`] that `publish.rs` carries out.
 
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use crate::job::{AttemptRecord, DeliveryJob};
 use crate::metrics::OutcomeLabel;
 use crate::subscription::{Attempt as Recorded, Kind, Ordering};
 
-/// Handles one job message; the returned value says how to settle it.
+/// Handles one job message from a backlog; the returned value says how to
+/// settle it.
 pub(crate) async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
     let job = match DeliveryJob::decode(data) {
         Ok(job) => job,
@@ -41,7 +42,7 @@ pub(crate) async fn handle_job(ctx: &DeliverContext, data: &[u8]) -> Settle {
 /// newer release wrote it) is never destroyed: it is moved aside to
 /// `{ns}.rejected` with its reason, so an operator can put it back once a
 /// release that reads it runs.
-async fn reject(ctx: &DeliverContext, data: &[u8], e: &crate::job::JobError) -> Settle {
+pub(super) async fn reject(ctx: &DeliverContext, data: &[u8], e: &crate::job::JobError) -> Settle {
     let queue = ctx.names.rejected();
     match ctx
         .publisher
@@ -78,11 +79,11 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         .prepared
         .get(&webhooks, &job.webhook_id, now, &ctx.client)
     else {
-        return dispose(ctx, job, None, Disposition::Drop("webhook_deleted")).await;
+        return dispose(ctx, job, Disposition::Drop("webhook_deleted")).await;
     };
     if !prepared.webhook.enabled {
         let disabled = Disposition::DeadLetter("webhook_disabled");
-        return dispose(ctx, job, None, disabled).await;
+        return dispose(ctx, job, disabled).await;
     }
     // Ordered per key: only once every earlier event of the key is finished;
     // held as being sent (for the next one) until it is.
@@ -90,7 +91,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         Some(order) if prepared.webhook.ordering == Ordering::PerKey => {
             match super::order::gate(ctx, &job, order).await {
                 Ok(sending) => Some(sending),
-                Err(tier) => return dispose(ctx, job, None, Disposition::Held(tier)).await,
+                Err(tier) => return dispose(ctx, job, Disposition::Held(tier)).await,
             }
         }
         _ => None,
@@ -119,29 +120,14 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             "circuit_open",
             "circuit open: the webhook keeps failing; request not sent",
         );
-        return dispose(ctx, job, Some(&endpoint), Disposition::ShortCircuited).await;
+        return dispose(ctx, job, Disposition::ShortCircuited).await;
     }
-    // Bounded per webhook so a slow receiver cannot fill the prefetch window.
-    let slot = match endpoint.slot().await {
-        Ok(slot) => slot,
-        Err(saturated) => {
-            if admit == Admit::Probe {
-                endpoint.release_probe();
-            }
-            let reason = saturated.reason();
-            not_sent(
-                ctx,
-                &job,
-                "deferred",
-                &format!("deferred ({reason}): the webhook is busy; request not sent"),
-            );
-            let deferred = Disposition::Deferred(reason);
-            return dispose(ctx, job, Some(&endpoint), deferred).await;
-        }
-    };
+    // Bounded per webhook; beyond the cap the job waits here, at the head
+    // of its webhook's own backlog, in nobody else's way.
+    let slot = endpoint.slot().await;
     let disposition = send(ctx, &mut job, &prepared, &endpoint).await;
     drop(slot);
-    dispose(ctx, job, Some(&endpoint), disposition).await
+    dispose(ctx, job, disposition).await
 }
 
 /// Sends the request and records it in the job, the breaker and the metrics.
@@ -170,7 +156,7 @@ async fn send(
     let span = tracing::Span::current();
     span.record("duration_ms", result.duration.as_millis() as u64);
     span.record("outcome", failure_label(&outcome));
-    if endpoint.record(outcome == Outcome::Delivered, result.duration) {
+    if endpoint.record(outcome == Outcome::Delivered) {
         ctx.metrics.set_open_circuits(ctx.endpoints.open_circuits());
     }
     let failure = match &outcome {
@@ -248,8 +234,8 @@ async fn send(
     }
 }
 
-/// Records an attempt that sent no request (`class`: `circuit_open` or
-/// `deferred`) in the webhook's history.
+/// Records an attempt that sent no request (`class`: `circuit_open`) in
+/// the webhook's history.
 fn not_sent(ctx: &DeliverContext, job: &DeliveryJob, class: &'static str, error: &str) {
     ctx.history.record(
         &job.application_id,

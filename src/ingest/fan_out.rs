@@ -8,7 +8,8 @@ use lapin::message::Delivery;
 use tracing::Instrument;
 
 use super::sequencer::{Sequencer, Turn, Wanted};
-use crate::broker::{ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
+use crate::backlog::{RouteError, Routed, Router};
+use crate::broker::{ConfirmedPublisher, Names, PublishError};
 use crate::clock;
 use crate::consume::Settle;
 use crate::event::{Catalogue, Event, RejectReason, Rejection, bounded_key};
@@ -35,6 +36,8 @@ pub(crate) struct IngestContext {
     pub metrics: Arc<Metrics>,
     /// Numbers the events of ordered webhooks in the channel's order.
     pub sequencer: Sequencer,
+    /// Routes each job to its webhook's backlog.
+    pub router: Arc<Router>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ enum IngestError {
     Store(#[from] StoreError),
     #[error("publish")]
     Publish(#[from] PublishError),
+    #[error("route to a backlog")]
+    Route(#[from] RouteError),
     #[error("the ingest channel is closing; ordered events not numbered")]
     Closing,
 }
@@ -195,18 +200,18 @@ async fn accept(ctx: &IngestContext, event: &Event, received: Received) -> Resul
         .collect();
     number(ctx, event, key, &targets, &mut jobs, turn).await?;
     let encoded: Vec<Vec<u8>> = jobs.iter().map(DeliveryJob::encode).collect();
-    let exchange = ctx.names.deliveries();
-    let outgoing: Vec<Outgoing> = encoded
+    // Each job waits in its webhook's own backlog: a burst for one webhook
+    // is never in front of another's jobs.
+    let routed: Vec<Routed> = jobs
         .iter()
-        .map(|payload| Outgoing {
-            exchange: &exchange,
-            routing_key: JOB_ROUTING_KEY,
+        .zip(&encoded)
+        .map(|(job, payload)| Routed {
+            webhook_id: &job.webhook_id,
             payload,
-            headers: None,
-            message_id: Some(&event.id),
+            message_id: &event.id,
         })
         .collect();
-    ctx.publisher.publish_all(&outgoing).await?;
+    ctx.router.route(&ctx.publisher, &routed).await?;
     if claimed.is_some() {
         ctx.markers.complete(&event.application_id, &event.id);
     }

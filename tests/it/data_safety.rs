@@ -379,15 +379,19 @@ async fn a_publisher_channel_closed_from_outside_is_reopened_and_nothing_is_lost
         .await;
     rx.wait_for("/ch", 1).await;
 
-    // Delete the exchange the fan-out publishes to: its next publish is a
-    // channel error (404) that closes the ingest publisher's channel.
+    // Delete the operational events' exchange: the next one published (for
+    // the webhook created below) is a channel error (404) that closes the
+    // operational publisher's channel.
     let conn = lapin::Connection::connect(&crate::common::amqp_url(), Default::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.exchange_delete(svc.names().deliveries().as_str().into(), Default::default())
-        .await
-        .unwrap();
+    ch.exchange_delete(
+        svc.names().operational().as_str().into(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let watch = tokio::spawn({
         let url = format!("{}/readyz", svc.base);
         async move {
@@ -405,6 +409,8 @@ async fn a_publisher_channel_closed_from_outside_is_reopened_and_nothing_is_lost
             false
         }
     });
+    svc.webhook("app_ch", &rx.url("/other"), &["item.refreshed"])
+        .await;
     for i in 1..=5 {
         let id = format!("ev-ch-{i}");
         producer

@@ -361,13 +361,17 @@ async fn delete(ns: &str) {
     );
     let joined = labels.into_iter().collect::<Vec<_>>().join(",");
     let schedule = webhook_fanout::retry::RetrySchedule::parse(&joined).unwrap();
+    let store = Store::connect(&redis_url(), ns).ok();
     if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+        if let Some(store) = &store {
+            let _ = webhook_fanout::backlog::delete_backlogs(&conn, store, ns).await;
+        }
         if let Ok(ch) = conn.create_channel().await {
             let _ = broker::delete(&ch, &Names::new(ns), &schedule).await;
         }
         let _ = conn.close(200, "cleanup".into()).await;
     }
-    if let Ok(store) = Store::connect(&redis_url(), ns) {
+    if let Some(store) = store {
         let _ = store.delete_namespace().await;
     }
 }
