@@ -235,7 +235,7 @@ impl Metrics {
             backlog_jobs: IntGauge::with_opts(
                 Opts::new(
                     "backlog_jobs",
-                    "Jobs waiting in the webhooks' backlogs, all webhooks together (refreshed every 5 s)",
+                    "Jobs waiting in the webhooks' backlogs, all webhooks together (counted every 2 s)",
                 )
                 .namespace("webhooks"),
             )

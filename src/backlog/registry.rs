@@ -62,8 +62,21 @@ impl Registry {
             .await?)
     }
 
+    /// Whether no process touched webhook `id`'s backlog for `idle` (true
+    /// too when it is not registered).
+    pub(crate) async fn untouched_for(&self, id: &str, idle: Duration) -> Result<bool, StoreError> {
+        let before = crate::clock::unix_millis() - idle.as_millis() as i64;
+        let mut conn = self.store.connection().await?;
+        let seen: Option<i64> = redis::cmd("HGET")
+            .arg(&self.key)
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(seen.is_none_or(|at| at <= before))
+    }
+
     /// Forgets webhook `id`'s backlog if no process touched it for `idle`;
-    /// true if forgotten (the caller then deletes the queue, if empty).
+    /// true if forgotten.
     pub(crate) async fn forget_if_idle(
         &self,
         id: &str,

@@ -54,7 +54,9 @@ pub(crate) struct Router {
     registry: Registry,
     timing: super::Timing,
     declarer: tokio::sync::Mutex<Option<Channel>>,
-    known: Mutex<HashMap<String, Instant>>,
+    /// When this process last declared each backlog (`None`: being
+    /// declared for the first time, or never).
+    known: Mutex<HashMap<String, Known>>,
     /// Tells this process's drainer about a backlog it declared, so its
     /// first job does not wait for the registry's next read.
     wake: Option<mpsc::UnboundedSender<String>>,
@@ -122,34 +124,26 @@ impl Router {
     }
 
     /// Declares the backlogs of `ids` this process does not know (all of
-    /// them with `again`) and marks them used in the registry.
+    /// them with `again`) and marks them used in the registry. One caller
+    /// declares a given backlog at a time; the others wait for it and find
+    /// it known (a burst's first jobs do not all declare the same queue).
     async fn ensure(&self, ids: &[&str], again: bool) -> Result<(), RouteError> {
-        let now = Instant::now();
-        let mut fresh: Vec<&str> = {
-            let known = lock(&self.known);
-            ids.iter()
-                .copied()
-                .filter(|id| {
-                    again
-                        || known
-                            .get(*id)
-                            .is_none_or(|at| now - *at > self.timing.known_for)
-                })
-                .collect()
-        };
-        fresh.sort_unstable();
-        fresh.dedup();
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        for id in &fresh {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let entry = lock(&self.known).entry(id.to_string()).or_default().clone();
+            let mut declared = entry.lock().await;
+            let now = Instant::now();
+            if !again && declared.is_some_and(|at| now - at <= self.timing.known_for) {
+                continue;
+            }
+            // Registered before it is declared: no queue exists that the
+            // registry does not name, whenever this process stops (an entry
+            // without a queue is forgotten once idle).
+            self.registry.touch(&[id]).await?;
             self.declare(id).await?;
-        }
-        // Registered once declared: a drainer that reads the entry finds the queue.
-        self.registry.touch(&fresh).await?;
-        let mut known = lock(&self.known);
-        for id in fresh {
-            if known.insert(id.to_string(), now).is_none()
+            if declared.replace(now).is_none()
                 && let Some(wake) = &self.wake
             {
                 let _ = wake.send(id.to_string());
@@ -190,6 +184,9 @@ impl Router {
         lock(&self.known).remove(id);
     }
 }
+
+/// When a backlog was last declared here, held while it is declared.
+type Known = Arc<tokio::sync::Mutex<Option<Instant>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -21,9 +21,13 @@ use crate::consume;
 /// How often the registry is read for backlogs other processes declared.
 const READ_EVERY: Duration = Duration::from_millis(500);
 
-/// How often each backlog's depth is read from the broker, and the total
-/// reported (`webhooks_backlog_jobs`, health `backlog`).
-const DEPTH_EVERY: Duration = Duration::from_secs(5);
+/// How often each backlog's depth is read from the broker (a passive
+/// declare), the first time soon after its consumer starts.
+const DEPTH_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the depths read are reported (`webhooks_backlog_jobs`, and
+/// per webhook in the registry for the health call's `backlog`).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Backlogs one process consumes at most: each takes a channel, and a
 /// connection has at most 2047 (RabbitMQ's default `channel_max`).
@@ -58,7 +62,7 @@ pub(crate) async fn drain(
     let mut running: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut next_read = tokio::time::Instant::now();
-    let mut next_report = tokio::time::Instant::now() + DEPTH_EVERY;
+    let mut next_report = tokio::time::Instant::now() + REPORT_EVERY;
     loop {
         let mut found = Vec::new();
         tokio::select! {
@@ -78,7 +82,7 @@ pub(crate) async fn drain(
                 }
             }
             _ = tokio::time::sleep_until(next_report) => {
-                next_report = tokio::time::Instant::now() + DEPTH_EVERY;
+                next_report = tokio::time::Instant::now() + REPORT_EVERY;
                 report(&d, &depths).await;
             }
         }
@@ -218,11 +222,13 @@ async fn upkeep(
 ) {
     let mut touched = Instant::now();
     let mut channel: Option<lapin::Channel> = None;
+    let mut pause = Duration::from_millis(250);
     loop {
         tokio::select! {
             _ = token.cancelled() => return std::future::pending().await,
-            _ = tokio::time::sleep(DEPTH_EVERY.min(d.timing.touch_every)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+        pause = DEPTH_EVERY.min(d.timing.touch_every);
         let every = d.timing.touch_every;
         let busy = activity.held.load(Ordering::Acquire) > 0 || activity.idle_for() < every;
         if busy && touched.elapsed() >= every {
@@ -246,11 +252,13 @@ async fn upkeep(
 }
 
 /// Deletes backlog `id` if no process touched it for `WF_BACKLOG_IDLE` and it
-/// is empty; true when deleted. Forgotten in the registry first, so a
-/// process that routes a job to it meanwhile declares and registers it
-/// again (and its job comes back unroutable if the queue is gone).
+/// is empty; true when deleted. The queue goes first, its registry entry
+/// after, and only if still untouched: a process that routed a job to it
+/// meanwhile has registered (and declared) it again, and keeps it. Stopped
+/// half way, what is left is an entry without a queue, which the next
+/// drainer to find it forgets.
 async fn delete(d: &Drain, id: &str, queue: &str) -> bool {
-    match d.registry.forget_if_idle(id, d.timing.idle).await {
+    match d.registry.untouched_for(id, d.timing.idle).await {
         Ok(true) => {}
         _ => return false,
     }
@@ -264,10 +272,8 @@ async fn delete(d: &Drain, id: &str, queue: &str) -> bool {
     };
     if deleted {
         d.router.forget(id);
+        let _ = d.registry.forget_if_idle(id, d.timing.idle).await;
         tracing::debug!(queue, "idle backlog deleted");
-    } else {
-        // Not empty after all (a job came in): registered again.
-        let _ = d.registry.touch(&[id]).await;
     }
     deleted
 }

@@ -6,6 +6,7 @@ mod common;
 
 mod admin_api;
 mod architecture;
+mod backlog;
 mod binary;
 mod broker_restart;
 mod cluster;

@@ -13,7 +13,13 @@ use crate::common::receiver::{Received, Receiver};
 use crate::common::{Namespace, OPERATOR, Producer, TestService, binary, eventually, sign};
 
 /// Creates a webhook with `ordering` through `api`; returns it (with secret).
-async fn hook(api: &str, app: &str, url: &str, events: &[&str], ordering: &str) -> Value {
+pub(crate) async fn hook(
+    api: &str,
+    app: &str,
+    url: &str,
+    events: &[&str],
+    ordering: &str,
+) -> Value {
     let r = reqwest::Client::new()
         .post(format!("{api}/v1/applications/{app}/webhooks"))
         .bearer_auth(OPERATOR)
@@ -37,7 +43,12 @@ fn key_n(r: &Received) -> (String, usize) {
 /// n+1 came before event n's first success; each carries
 /// `Webhook-Sequence: n+1` and a valid signature. Returns the duplicates
 /// (successful requests beyond one per event).
-fn assert_in_order(got: &[Received], keys: &[String], per_key: usize, secret: &str) -> usize {
+pub(crate) fn assert_in_order(
+    got: &[Received],
+    keys: &[String],
+    per_key: usize,
+    secret: &str,
+) -> usize {
     let mut first_success: HashMap<(String, usize), usize> = HashMap::new();
     let mut successes = 0;
     for (i, r) in got.iter().enumerate() {
@@ -77,7 +88,7 @@ fn assert_in_order(got: &[Received], keys: &[String], per_key: usize, secret: &s
 
 /// Publishes `per_key` events for each key, interleaved (key 0 event 0,
 /// key 1 event 0, …), the key in `content.account_id`.
-async fn publish(producer: &Producer, app: &str, keys: &[String], per_key: usize) {
+pub(crate) async fn publish(producer: &Producer, app: &str, keys: &[String], per_key: usize) {
     for n in 0..per_key {
         for key in keys {
             producer
@@ -93,7 +104,13 @@ async fn publish(producer: &Producer, app: &str, keys: &[String], per_key: usize
 }
 
 /// Waits until every event of `keys` succeeded at `path`.
-async fn all_delivered(rx: &Receiver, path: &str, keys: &[String], per_key: usize, within: u64) {
+pub(crate) async fn all_delivered(
+    rx: &Receiver,
+    path: &str,
+    keys: &[String],
+    per_key: usize,
+    within: u64,
+) {
     let want = keys.len() * per_key;
     eventually(
         Duration::from_secs(within),

@@ -10,7 +10,7 @@ use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually};
 use serde_json::{Value, json};
 
 /// Event ids with the instant each was published.
-type Published = Vec<(String, Instant)>;
+pub(crate) type Published = Vec<(String, Instant)>;
 
 /// Publishes `n` `item.created` events for each of `apps`, interleaved, one
 /// round every 20 ms (~50 events/s per application); ids are `ev-{app}-{i}`.
@@ -32,7 +32,11 @@ async fn publish_paced(producer: &Producer, apps: &[&str], n: usize) -> Vec<Publ
 }
 
 /// When each `Webhook-Id` first arrived at `path` (at or after `since`).
-fn first_receipts(rx: &Receiver, path: &str, since: Instant) -> HashMap<String, Instant> {
+pub(crate) fn first_receipts(
+    rx: &Receiver,
+    path: &str,
+    since: Instant,
+) -> HashMap<String, Instant> {
     let mut first = HashMap::new();
     for r in rx.at(path).into_iter().filter(|r| r.at >= since) {
         first.entry(r.header("webhook-id")).or_insert(r.at);
@@ -41,13 +45,13 @@ fn first_receipts(rx: &Receiver, path: &str, since: Instant) -> HashMap<String, 
 }
 
 /// The `p`th percentile of sorted durations.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p).div_ceil(100).max(1) - 1]
 }
 
 /// Waits up to `within` for every `published` event at `path`, prints the
 /// publish-to-receipt figures, then asserts all arrived with p99 < 1 s.
-async fn assert_all_arrive_promptly(
+pub(crate) async fn assert_all_arrive_promptly(
     rx: &Receiver,
     path: &str,
     published: &Published,
@@ -93,7 +97,7 @@ async fn assert_all_arrive_promptly(
 }
 
 /// Every dead letter of `webhook_id`, paging through the list.
-async fn dead_letters_of(svc: &TestService, webhook_id: &str) -> Vec<Value> {
+pub(crate) async fn dead_letters_of(svc: &TestService, webhook_id: &str) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor = String::new();
     loop {
@@ -337,7 +341,7 @@ async fn a_host_cap_is_shared_fairly_so_a_hanging_webhook_cannot_take_its_siblin
 }
 
 /// Jobs put back on the broker without a request, for any reason.
-async fn deferred(svc: &TestService) -> f64 {
+pub(crate) async fn deferred(svc: &TestService) -> f64 {
     let mut all = 0.0;
     for reason in ["backlog", "circuit_open"] {
         let sample = format!(r#"webhooks_jobs_deferred_total{{reason="{reason}"}}"#);

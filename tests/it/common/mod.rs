@@ -510,6 +510,37 @@ impl Producer {
 
     /// Publishes a well-formed envelope with AMQP `headers` (e.g.
     /// `x-ordering-key`), persistent and mandatory, and awaits the confirm.
+    /// Publishes one `event_type` event of `app` per id, all before
+    /// awaiting their confirms together (a burst, as a busy producer sends it).
+    pub async fn burst(&self, app: &str, event_type: &str, ids: &[String]) {
+        let mut confirms = Vec::with_capacity(ids.len());
+        for id in ids {
+            let envelope = json!({
+                "id": id, "application_id": app, "type": event_type,
+                "timestamp": 1611681789, "content": {},
+            });
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    event_type.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    envelope.to_string().as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirm = confirm.await.unwrap();
+            assert!(confirm.is_ack() && confirm.take_message().is_none());
+        }
+    }
+
     pub async fn event_with(
         &self,
         id: &str,
