@@ -340,6 +340,7 @@ async fn session(
             heads: Default::default(),
             ordering_stall: s.max_event_age + ORDERING_STALL_MARGIN,
             router: router.clone(),
+            rates: Arc::new(delivery::Rates::new(w.store.clone(), &s.namespace)),
         });
         let drain = Arc::new(delivery::Drain {
             conn: conn.clone(),

@@ -63,6 +63,7 @@ pub struct Metrics {
     deferral_delay: Histogram,
     circuits_open: IntGauge,
     backlog_jobs: IntGauge,
+    rate_limited: IntCounter,
     fanning_out: IntGauge,
     ordering_holds: IntCounter,
     ordering_skipped: IntCounter,
@@ -232,6 +233,11 @@ impl Metrics {
                 .namespace("webhooks"),
             )
             .expect("valid"),
+            rate_limited: counter(
+                &r,
+                "rate_limited_total",
+                "Jobs that waited for their webhook's rate limit before their request",
+            ),
             backlog_jobs: IntGauge::with_opts(
                 Opts::new(
                     "backlog_jobs",
@@ -421,6 +427,11 @@ impl Metrics {
     /// moved to its webhook's backlog, without a request.
     pub(crate) fn job_moved_to_backlog(&self) {
         self.jobs_deferred.with_label_values(&["backlog"]).inc();
+    }
+
+    /// A job waited for its webhook's rate limit.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Jobs waiting in every webhook's backlog, as last counted.

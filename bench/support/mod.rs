@@ -178,6 +178,17 @@ impl Receivers {
         self.take().len()
     }
 
+    /// Forgets the receipts so far; returns each one's `Webhook-Id` and
+    /// when it arrived.
+    pub fn take_receipts(&self) -> Vec<(String, Instant)> {
+        self.take().into_iter().map(|r| (r.id, r.at)).collect()
+    }
+
+    /// Deliveries received since the last `take`.
+    pub fn count(&self) -> usize {
+        self.shared.count.load(Ordering::Acquire)
+    }
+
     /// Forgets the receipts so far; returns them.
     fn take(&self) -> Vec<Receipt> {
         self.shared.count.store(0, Ordering::Release);
@@ -333,7 +344,8 @@ impl Publisher {
         })
     }
 
-    async fn send(&self, key: &str, body: &[u8]) -> anyhow::Result<lapin::PublisherConfirm> {
+    /// Publishes one message with routing key `key` (unless the publisher has its own).
+    pub async fn send(&self, key: &str, body: &[u8]) -> anyhow::Result<lapin::PublisherConfirm> {
         let routing = self.routing.as_deref().unwrap_or(key);
         Ok(self
             .channel
@@ -464,20 +476,7 @@ impl ServiceProcess {
         receivers: &Receivers,
         env: &[(String, String)],
     ) -> anyhow::Result<ServiceProcess> {
-        anyhow::ensure!(
-            std::path::Path::new(BIN).exists(),
-            "build it first: cargo build --release"
-        );
-        let mut service = ServiceProcess {
-            namespace: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-            api: String::new(),
-            children: Vec::new(),
-            webhook_ids: Vec::new(),
-            slow_webhook_ids: Vec::new(),
-        };
-        for _ in 0..processes {
-            service.add(env).await?;
-        }
+        let mut service = Self::start_bare(processes, env).await?;
         let http = reqwest::Client::new();
         let all = receivers.urls.iter().chain(&receivers.slow_urls);
         for (i, url) in all.enumerate() {
@@ -504,6 +503,29 @@ impl ServiceProcess {
             } else {
                 service.slow_webhook_ids.push(field("id")?);
             }
+        }
+        Ok(service)
+    }
+
+    /// Starts `processes` release binaries on a fresh namespace, with no
+    /// webhook yet.
+    pub async fn start_bare(
+        processes: usize,
+        env: &[(String, String)],
+    ) -> anyhow::Result<ServiceProcess> {
+        anyhow::ensure!(
+            std::path::Path::new(BIN).exists(),
+            "build it first: cargo build --release"
+        );
+        let mut service = ServiceProcess {
+            namespace: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            api: String::new(),
+            children: Vec::new(),
+            webhook_ids: Vec::new(),
+            slow_webhook_ids: Vec::new(),
+        };
+        for _ in 0..processes {
+            service.add(env).await?;
         }
         Ok(service)
     }

@@ -63,6 +63,11 @@ impl Fields {
         self.0.contains_key(key)
     }
 
+    /// The raw value of `key`, if present (null included).
+    pub(super) fn raw(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
     /// An optional string; null counts as absent.
     pub(super) fn string(
         &self,

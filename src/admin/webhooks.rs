@@ -17,7 +17,9 @@ use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::operational::OperationalEvent;
-use crate::subscription::{Ordering, StoredSecret, TokenRecord, Webhook, Write, new_secret};
+use crate::subscription::{
+    Ordering, RateLimit, StoredSecret, TokenRecord, Webhook, Write, new_secret,
+};
 
 /// Most webhooks an application may have.
 pub(super) const WEBHOOK_LIMIT: usize = 10;
@@ -68,6 +70,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         .boolean("enabled", "invalid_enabled")?
         .unwrap_or(true);
     let ordering = valid_ordering(&fields)?.unwrap_or_default();
+    let rate_limit = valid_rate_limit(&fields)?.flatten();
     let now = clock::unix_secs();
     let hook = Webhook {
         id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
@@ -86,6 +89,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         }],
         revision: 0,
         ordering,
+        rate_limit,
     };
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
@@ -95,7 +99,17 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
 }
 
 /// The fields a webhook's create and PATCH accept.
-const FIELDS: &[&str] = &["url", "name", "events", "enabled", "ordering"];
+const FIELDS: &[&str] = &["url", "name", "events", "enabled", "ordering", "rate_limit"];
+
+/// `rate_limit`, when present: `null` (no limit) or `{"requests", "per"}`.
+fn valid_rate_limit(fields: &Fields) -> Result<Option<Option<RateLimit>>, ApiError> {
+    match fields.raw("rate_limit") {
+        None => Ok(None),
+        Some(value) => RateLimit::from_json(value)
+            .map(Some)
+            .map_err(|why| ApiError::invalid("rate_limit", "invalid_rate_limit", why)),
+    }
+}
 
 /// `ordering`, when present: `none` or `per_key`.
 fn valid_ordering(fields: &Fields) -> Result<Option<Ordering>, ApiError> {
@@ -230,6 +244,7 @@ struct Changes {
     events: Option<Vec<String>>,
     enabled: Option<bool>,
     ordering: Option<Ordering>,
+    rate_limit: Option<Option<RateLimit>>,
 }
 
 impl Changes {
@@ -272,6 +287,7 @@ impl Changes {
             events,
             enabled,
             ordering: valid_ordering(fields)?,
+            rate_limit: valid_rate_limit(fields)?,
         })
     }
 
@@ -289,6 +305,9 @@ impl Changes {
         }
         if let Some(ordering) = self.ordering {
             hook.ordering = ordering;
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            hook.rate_limit = rate_limit;
         }
         match self.enabled {
             Some(enabled) => hook.set_enabled(enabled, "admin", now),

@@ -45,4 +45,6 @@ pub(crate) struct DeliverContext {
     pub ordering_stall: Duration,
     /// Moves jobs of `{ns}.deliver` to their webhooks' backlogs.
     pub router: Arc<crate::backlog::Router>,
+    /// The webhooks' rate limits.
+    pub rates: Arc<super::rate::Rates>,
 }

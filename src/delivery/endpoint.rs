@@ -195,8 +195,13 @@ impl Endpoint {
     /// which would wait anyway. The process's slots go first come, first
     /// served, and each webhook queues at most its own cap for them: while
     /// many webhooks have work, they take turns, however deep one's backlog.
-    pub(crate) async fn slot(&self) -> Slot {
+    ///
+    /// `gate` (the webhook's rate limit) is awaited once the webhook's own
+    /// slot is taken and before the process's: a job waiting for its turn
+    /// under the limit holds nothing another webhook needs.
+    pub(crate) async fn slot(&self, gate: impl std::future::Future<Output = ()>) -> Slot {
         let webhook = acquire(&self.permits).await;
+        gate.await;
         let host = match &self.host {
             Some(host) => Some(host.acquire(&self.id).await),
             None => None,
@@ -425,10 +430,10 @@ mod tests {
     async fn a_waiting_job_gets_the_slot_a_finished_attempt_frees() {
         let endpoints = Endpoints::new(1, 16, CONFIG, None);
         let e = endpoints.of("wh_1", "http://127.0.0.1:1/");
-        let held = e.slot().await;
+        let held = e.slot(async {}).await;
         let mut waiting = tokio::spawn({
             let e = e.clone();
-            async move { drop(e.slot().await) }
+            async move { drop(e.slot(async {}).await) }
         });
         let early = tokio::time::timeout(Duration::from_millis(100), &mut waiting).await;
         assert!(early.is_err(), "the cap holds: it waits");
@@ -443,9 +448,9 @@ mod tests {
         let endpoints = Endpoints::new(2, 16, CONFIG, None);
         let url = "http://127.0.0.1:1/";
         let hanging = endpoints.of("wh_hang", &format!("{url}hang"));
-        let _held = [hanging.slot().await, hanging.slot().await];
+        let _held = [hanging.slot(async {}).await, hanging.slot(async {}).await];
         let sibling = endpoints.of("wh_ok", &format!("{url}ok"));
-        let own = tokio::time::timeout(Duration::from_millis(50), sibling.slot()).await;
+        let own = tokio::time::timeout(Duration::from_millis(50), sibling.slot(async {})).await;
         assert!(own.is_ok(), "the sibling's own slot");
         for _ in 0..3 {
             hanging.record(false);

@@ -124,7 +124,19 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
     }
     // Bounded per webhook; beyond the cap the job waits here, at the head
     // of its webhook's own backlog, in nobody else's way.
-    let slot = endpoint.slot().await;
+    let limit = prepared.webhook.rate_limit;
+    let slot = endpoint
+        .slot(async {
+            if let Some(limit) = limit
+                && ctx
+                    .rates
+                    .take(&job.application_id, &job.webhook_id, limit)
+                    .await
+            {
+                ctx.metrics.rate_limited();
+            }
+        })
+        .await;
     let disposition = send(ctx, &mut job, &prepared, &endpoint).await;
     drop(slot);
     dispose(ctx, job, disposition).await

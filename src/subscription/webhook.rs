@@ -59,6 +59,10 @@ pub struct Webhook {
     /// read as `none`.
     #[serde(default, skip_serializing_if = "Ordering::is_none")]
     pub ordering: Ordering,
+    /// At most this many requests per window, all processes together;
+    /// none (no limit) in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<super::RateLimit>,
 }
 
 /// A webhook's delivery order (`ordering` in the API).
@@ -144,6 +148,7 @@ impl Webhook {
             "events": self.events,
             "enabled": self.enabled,
             "ordering": self.ordering.as_str(),
+            "rate_limit": self.rate_limit.map(|r| r.view()),
             "disabled_reason": self.disabled_reason,
             "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
@@ -236,6 +241,7 @@ mod tests {
             }],
             revision: 0,
             ordering: Ordering::None,
+            rate_limit: None,
         }
     }
 

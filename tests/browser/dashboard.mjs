@@ -41,6 +41,8 @@ const phases = {
     await page.fill("#wh-name", "Ledger sync");
     await page.check("#event-groups input[value='payment.transaction.updated']");
     await page.check("#wh-ordered");
+    await page.fill("#wh-rate", "100");
+    await page.selectOption("#wh-rate-per", "1m");
     await page.click("#form-submit");
     await page.waitForSelector("#secret-box:not([hidden])");
     const secret = await page.inputValue("#secret-value");

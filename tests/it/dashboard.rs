@@ -131,6 +131,11 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
         hooks[0]["ordering"], "per_key",
         "the form's ordering box: {hooks}"
     );
+    assert_eq!(
+        hooks[0]["rate_limit"],
+        json!({"requests": 100, "per": "1m"}),
+        "the form's rate limit: {hooks}"
+    );
 
     // A failing receiver's delivery ends up a dead letter.
     let failing = Receiver::start(500).await;
@@ -353,7 +358,7 @@ async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
     assert_eq!(seen["attempts"], 4);
     let facts = seen["facts"].to_string();
     assert!(
-        facts.contains("0.0% of 4") && facts.contains("HTTP 500"),
+        facts.contains("0.0% of 4") && facts.contains("HTTP 500") && facts.contains("jobs waiting"),
         "{facts}"
     );
     assert_eq!(seen["expanded"], "HTTP 500");

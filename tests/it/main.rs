@@ -23,6 +23,7 @@ mod metrics;
 mod openapi;
 mod ordering;
 mod pipeline;
+mod rate_limit;
 mod rejects;
 mod replicas;
 mod retries;

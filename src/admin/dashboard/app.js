@@ -248,7 +248,9 @@ async function openHook(h) {
       ["Success, last 24 h", `${pct(x.success_ratio_24h)} of ${x.requests_24h}`],
       ["Duration, last hour", x.duration_p50_ms_1h == null ? "no requests" : `p50 ${x.duration_p50_ms_1h} ms, p99 ${x.duration_p99_ms_1h} ms`],
       ["Last success", when(x.last_success_at)], ["Last failure", when(x.last_failure_at) + (x.last_error ? " · " + x.last_error : "")],
-      ["Circuit breaker", x.breaker.replace("_", "-")], ["Waiting in retry tiers", String(x.waiting_in_retry)]];
+      ["Circuit breaker", x.breaker.replace("_", "-")], ["Waiting in retry tiers", String(x.waiting_in_retry)],
+      ["Backlog", `${x.backlog} job${x.backlog === 1 ? "" : "s"} waiting`],
+      ["Rate limit", h.rate_limit ? `${h.rate_limit.requests} per ${h.rate_limit.per}` : "none"]];
     $("hook-health").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     drawChart(x.buckets || []);
   } catch (e) { status("Could not load the health: " + e.message, true); }
@@ -388,6 +390,8 @@ function openForm(hook) {
   $("wh-name").value = hook ? hook.name || "" : "";
   $("wh-enabled").checked = hook ? hook.enabled : true;
   $("wh-ordered").checked = hook ? hook.ordering === "per_key" : false;
+  $("wh-rate").value = hook && hook.rate_limit ? String(hook.rate_limit.requests) : "";
+  $("wh-rate-per").value = hook && hook.rate_limit ? hook.rate_limit.per : "1m";
   const chosen = new Set(hook ? hook.events : []);
   const groups = [];
   for (const [area, types] of groupedTypes()) {
@@ -407,16 +411,16 @@ function openForm(hook) {
 function closeForm() { show("webhook-form", false); state.editing = null; }
 
 function clearErrors() {
-  for (const f of ["url", "name", "events", "form"]) $("err-" + f).textContent = "";
-  for (const id of ["wh-url", "wh-name", "wh-events"]) $(id).removeAttribute("aria-invalid");
+  for (const f of ["url", "name", "events", "rate", "form"]) $("err-" + f).textContent = "";
+  for (const id of ["wh-url", "wh-name", "wh-events", "wh-rate"]) $(id).removeAttribute("aria-invalid");
 }
 
 function fieldError(e) {
-  const known = { url: "url", name: "name", events: "events" };
+  const known = { url: "url", name: "name", events: "events", rate_limit: "rate" };
   const key = e.field && known[e.field.split(/[.[]/)[0]];
   $("err-" + (key || "form")).textContent = e.message;
   if (key) $("wh-" + key).setAttribute("aria-invalid", "true");
-  if (key === "url" || key === "name") $("wh-" + key).focus();
+  if (key === "url" || key === "name" || key === "rate") $("wh-" + key).focus();
 }
 
 async function onSubmitForm(ev) {
@@ -428,6 +432,8 @@ async function onSubmitForm(ev) {
     events: [...document.querySelectorAll("#event-groups input:checked")].map((i) => i.value),
     enabled: $("wh-enabled").checked,
     ordering: $("wh-ordered").checked ? "per_key" : "none",
+    rate_limit: $("wh-rate").value.trim() === "" ? null
+      : { requests: Number($("wh-rate").value), per: $("wh-rate-per").value },
   };
   if (body.name === null && !state.editing) delete body.name;
   const submit = $("form-submit");
