@@ -347,8 +347,9 @@ async fn session(
             ctx: ctx.clone(),
             registry: registry.clone(),
             router: router.clone(),
-            // Twice the cap: the next jobs are at hand when a request ends.
-            prefetch: 2 * s.endpoint_concurrency,
+            // Four times the cap: the next jobs are at hand when a request
+            // ends, and finished ones can wait a moment to share an ack.
+            prefetch: 4 * s.endpoint_concurrency,
             shutdown: s.shutdown_timeout,
             timing: backlog::Timing::new(s.backlog_idle),
         });

@@ -36,6 +36,7 @@ pub(crate) struct Consuming {
     queue: String,
     concurrency: usize,
     exclusive: bool,
+    gather_max: usize,
 }
 
 /// Starts consuming `queue` with at most `concurrency` messages in hand: the
@@ -72,6 +73,9 @@ pub(crate) async fn start(
         queue,
         concurrency,
         exclusive,
+        // An eighth of the window may wait, finished, for others to share
+        // its ack.
+        gather_max: (concurrency / 8).max(1),
     })
 }
 
@@ -84,6 +88,14 @@ pub(crate) fn is_refused(e: &lapin::Error) -> bool {
 }
 
 impl Consuming {
+    /// Lets up to `n` finished messages wait (at most 2 ms) to share one
+    /// ack: a small window whose messages finish one at a time (a backlog
+    /// drained at its webhook's pace) would otherwise ack each alone.
+    pub(crate) fn gathering(mut self, n: usize) -> Self {
+        self.gather_max = n.clamp(1, self.concurrency);
+        self
+    }
+
     /// Handles messages until `token` is cancelled (Ok) or the channel fails
     /// (Err, so the caller reconnects). On cancel, in-flight handlers get
     /// `drain` to finish; what is left stays unacked and is redelivered.
@@ -103,13 +115,13 @@ impl Consuming {
             queue,
             concurrency,
             exclusive,
+            gather_max,
         } = self;
         // Explicit bound on concurrent handlers, matching the prefetch.
         let permits = Arc::new(Semaphore::new(concurrency));
         let tracker = TaskTracker::new();
         let handler = Arc::new(handler);
         let (notes, inbox) = mpsc::unbounded_channel();
-        let gather_max = (concurrency / 8).max(1);
         let settling = tokio::spawn(settle_in_order(channel.clone(), inbox, gather_max));
         let result = loop {
             let permit = tokio::select! {

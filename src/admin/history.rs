@@ -2,7 +2,8 @@
 //! `GET /v1/applications/{app}/webhooks/{id}/attempts` (newest first, with
 //! filters and a cursor) and `GET .../health` (success ratios, durations,
 //! last success and failure, breaker, jobs waiting in retry tiers and in the
-//! backlog, and the last 24 h per 5-minute bucket for the dashboard's chart).
+//! backlog, and the last 24 h per 5-minute bucket and the last 7 days per
+//! hour for the dashboard's chart).
 
 use hyper::StatusCode;
 use serde_json::json;
@@ -101,6 +102,11 @@ pub(super) async fn health(state: &AdminState, call: Call) -> Reply {
         .iter()
         .map(|&(at, s, f)| json!({"at": rfc3339_millis(at), "successes": s, "failures": f}))
         .collect();
+    let hours: Vec<_> = figures
+        .hours
+        .iter()
+        .map(|&(at, s, f)| json!({"at": rfc3339_millis(at), "successes": s, "failures": f}))
+        .collect();
     let (p50, p99) = figures.durations_1h.unzip();
     Ok(json_response(
         StatusCode::OK,
@@ -120,6 +126,7 @@ pub(super) async fn health(state: &AdminState, call: Call) -> Reply {
             "waiting_in_retry": figures.waiting,
             "backlog": backlog,
             "buckets": buckets,
+            "buckets_7d": hours,
         }),
     ))
 }

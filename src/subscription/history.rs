@@ -4,8 +4,9 @@
 //!   (at most `WF_ATTEMPT_HISTORY`, none older than
 //!   `WF_ATTEMPT_HISTORY_AGE`), newest read first;
 //! - `{ns}:health:{app}:{id}`: a hash of successes and failures per
-//!   5-minute bucket over the last 24 h (`s:<bucket>`, `f:<bucket>`), the
-//!   last success and failure, and the jobs waiting in retry tiers.
+//!   5-minute bucket over the last 24 h (`s:<bucket>`, `f:<bucket>`) and
+//!   per hour over the last 7 days (`S:<hour>`, `F:<hour>`), the last
+//!   success and failure, and the jobs waiting in retry tiers.
 //!
 //! Written off the hot path: the delivery worker hands each record to a
 //! task that writes what came in the last [`FLUSH_EVERY`] as one pipeline
@@ -31,8 +32,10 @@ const BATCH: usize = 1_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Width of one health bucket.
 pub(crate) const BUCKET_MS: i64 = 5 * 60 * 1000;
-/// How long health buckets are kept.
-const HEALTH_KEEP: Duration = Duration::from_secs(25 * 3600);
+/// Width of one hourly health bucket (the 7-day chart).
+pub(crate) const HOUR_MS: i64 = 3600 * 1000;
+/// How long health buckets are kept: the hourly ones a week, and an hour.
+const HEALTH_KEEP: Duration = Duration::from_secs(7 * 24 * 3600 + 3600);
 /// Longest error text kept per attempt.
 const MAX_ERROR: usize = 300;
 
@@ -127,6 +130,8 @@ pub(crate) struct HealthFigures {
     pub day: (u64, u64),
     /// (bucket start ms, successes, failures), oldest first, last 24 h.
     pub buckets: Vec<(i64, u64, u64)>,
+    /// The same per hour, oldest first, last 7 days.
+    pub hours: Vec<(i64, u64, u64)>,
     /// p50 and p99 duration (ms) of the recorded requests of the last hour.
     pub durations_1h: Option<(u64, u64)>,
     /// Unix ms of the last success.
@@ -232,21 +237,28 @@ impl History {
         let hash: HashMap<String, String> = conn.hgetall(&key).await?;
         let mut figures = HealthFigures::default();
         let mut buckets: HashMap<i64, (u64, u64)> = HashMap::new();
+        let mut hours: HashMap<i64, (u64, u64)> = HashMap::new();
         let mut stale = Vec::new();
         let day_start = bucket(now) - 23 * 3600 * 1000 - 11 * BUCKET_MS;
+        let week_start = hour(now) - 167 * HOUR_MS;
         let hour_start = now - 3600 * 1000;
         for (field, value) in &hash {
             let number = value.parse::<i64>().unwrap_or(0);
             match field.split_once(':') {
-                Some((kind @ ("s" | "f"), at)) => {
+                Some((kind @ ("s" | "f" | "S" | "F"), at)) => {
                     let Ok(at) = at.parse::<i64>() else { continue };
-                    if at < day_start {
+                    let hourly = kind == "S" || kind == "F";
+                    let (map, start) = match hourly {
+                        true => (&mut hours, week_start),
+                        false => (&mut buckets, day_start),
+                    };
+                    if at < start {
                         stale.push(field.clone());
                         continue;
                     }
-                    let slot = buckets.entry(at).or_default();
+                    let slot = map.entry(at).or_default();
                     let n = number.max(0) as u64;
-                    if kind == "s" {
+                    if kind.eq_ignore_ascii_case("s") {
                         slot.0 += n;
                     } else {
                         slot.1 += n;
@@ -279,6 +291,8 @@ impl History {
             }
         }
         figures.buckets = sorted;
+        figures.hours = hours.into_iter().map(|(at, (s, f))| (at, s, f)).collect();
+        figures.hours.sort_unstable();
         if self.enabled() {
             figures.durations_1h = self.durations(&mut conn, app, id, hour_start).await?;
         }
@@ -314,6 +328,11 @@ impl History {
         };
         Ok(Some((at(0.5), at(0.99))))
     }
+}
+
+/// The start (ms) of the hour `ms` falls in.
+pub(crate) fn hour(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
 /// The start (ms) of the bucket `ms` falls in.
@@ -422,7 +441,8 @@ type Latest = (Option<i64>, Option<(i64, String)>);
 fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis::Pipeline {
     let keys = store.keys();
     let mut pipe = redis::pipe();
-    let mut counts: HashMap<(String, i64, bool), u64> = HashMap::new();
+    // (health key, field prefix, bucket start): requests to count.
+    let mut counts: HashMap<(String, &'static str, i64), u64> = HashMap::new();
     let mut last: HashMap<String, Latest> = HashMap::new();
     let mut waiting: HashMap<String, i64> = HashMap::new();
     // Each stream's entries of the batch, in the order they came.
@@ -435,8 +455,12 @@ fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis
                 let health = keys.health(app, id);
                 if a.sent {
                     let ok = a.succeeded();
+                    let (five, hourly) = if ok { ("s", "S") } else { ("f", "F") };
                     *counts
-                        .entry((health.clone(), bucket(a.at_ms), ok))
+                        .entry((health.clone(), five, bucket(a.at_ms)))
+                        .or_default() += 1;
+                    *counts
+                        .entry((health.clone(), hourly, hour(a.at_ms)))
                         .or_default() += 1;
                     let entry = last.entry(health).or_default();
                     if ok {
@@ -473,8 +497,8 @@ fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis
         pipe.pexpire(stream, age.as_millis() as i64).ignore();
     }
     let mut touched: Vec<String> = Vec::new();
-    for ((health, at, ok), n) in counts {
-        let field = format!("{}:{at}", if ok { "s" } else { "f" });
+    for ((health, prefix, at), n) in counts {
+        let field = format!("{prefix}:{at}");
         pipe.hincr(&health, field, n).ignore();
         touched.push(health);
     }
@@ -545,6 +569,7 @@ mod tests {
         assert_eq!(bucket(0), 0);
         assert_eq!(bucket(BUCKET_MS + 1), BUCKET_MS);
         assert_eq!(bucket(-1), -BUCKET_MS);
+        assert_eq!(hour(HOUR_MS * 5 + BUCKET_MS * 3), HOUR_MS * 5);
         let long = "é".repeat(MAX_ERROR + 10);
         let cut = truncate(&long);
         assert_eq!(

@@ -143,6 +143,12 @@ phases.history = async function history(page) {
   await page.waitForSelector("#hook-chart svg rect.bad", { timeout: TIMEOUT });
   await page.waitForSelector("#attempt-rows tr");
   const bars = await page.locator("#hook-chart svg rect.bad").count();
+  await page.click("#range-7d");
+  await page.waitForSelector("#chart-title:has-text('7 days')");
+  const week = await page.locator("#hook-chart svg rect.bad").count();
+  await page.click("#range-1h");
+  await page.waitForSelector("#chart-title:has-text('hour')");
+  const hour = await page.locator("#hook-chart svg rect.bad").count();
   const attempts = await page.locator("#attempt-rows tr").count();
   const facts = await page.$$eval("#hook-health dd", (dd) => dd.map((d) => d.textContent));
   await page.locator("#attempt-rows tr details summary").first().click();
@@ -156,7 +162,7 @@ phases.history = async function history(page) {
   }, env("EVENT"), { timeout: TIMEOUT });
   const found = await page.$$eval("#attempt-rows tr", (rows) => rows.map((r) => r.dataset.event));
   await shot(page, "12-admin-event-search");
-  return { badge, bars, attempts, facts, expanded, found };
+  return { badge, bars, week, hour, attempts, facts, expanded, found };
 };
 
 const phase = process.argv[2];

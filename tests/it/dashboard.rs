@@ -355,6 +355,9 @@ async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
         .await;
     assert_eq!(seen["badge"], "0.0% ok (24 h)", "{seen}");
     assert!(seen["bars"].as_u64().unwrap() >= 1, "{seen}");
+    // The failures just made show in the hour's and the week's chart too.
+    assert!(seen["week"].as_u64().unwrap() >= 1, "7 d: {seen}");
+    assert!(seen["hour"].as_u64().unwrap() >= 1, "1 h: {seen}");
     assert_eq!(seen["attempts"], 4);
     let facts = seen["facts"].to_string();
     assert!(

@@ -4,7 +4,7 @@
 
 const LIMIT = 10;
 const PAGE = 20;
-const state = { token: null, app: null, role: null, hooks: [], types: [], editing: null, cursor: null, current: null, pages: [], deadSeq: 0, filter: {}, detail: null };
+const state = { token: null, app: null, role: null, hooks: [], types: [], editing: null, cursor: null, current: null, pages: [], deadSeq: 0, filter: {}, detail: null, health: null, range: "24h" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -252,41 +252,63 @@ async function openHook(h) {
       ["Backlog", `${x.backlog} job${x.backlog === 1 ? "" : "s"} waiting`],
       ["Rate limit", h.rate_limit ? `${h.rate_limit.requests} per ${h.rate_limit.per}` : "none"]];
     $("hook-health").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-    drawChart(x.buckets || []);
+    state.health = x;
+    drawChart();
   } catch (e) { status("Could not load the health: " + e.message, true); }
   await loadAttempts(false);
 }
 
-// Successes stacked under failures, one bar per 5 minutes, 24 h wide,
-// drawn as SVG by the page itself.
-function drawChart(buckets) {
+// The chart's ranges: the buckets each draws from, their width and count,
+// and the ticks under it.
+const RANGES = {
+  "1h": { field: "buckets", slot: 300000, slots: 12, title: "Last hour", per: "5 minutes",
+    ticks: ["1 h ago", "30 min ago"] },
+  "24h": { field: "buckets", slot: 300000, slots: 288, title: "Last 24 hours", per: "5 minutes",
+    ticks: ["24 h ago", "12 h ago"] },
+  "7d": { field: "buckets_7d", slot: 3600000, slots: 168, title: "Last 7 days", per: "hour",
+    ticks: ["7 days ago", "3½ days ago"] },
+};
+
+function setRange(range) {
+  state.range = range;
+  for (const b of document.querySelectorAll(".range button")) b.setAttribute("aria-pressed", String(b.dataset.range === range));
+  if (state.health) drawChart();
+}
+
+// Successes stacked under failures, one bar per bucket of the chosen range
+// (1 h and 24 h: 5 minutes; 7 d: an hour), drawn as SVG by the page itself.
+function drawChart() {
+  const r = RANGES[state.range || "24h"];
+  const buckets = state.health[r.field] || [];
   const NS = "http://www.w3.org/2000/svg";
   const svg = (tag, attrs) => { const n = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v)); return n; };
-  const width = 576, height = 120, slot = 300000, slots = 288;
+  const width = 576, height = 120, slot = r.slot, slots = r.slots;
   const end = Math.floor(Date.now() / slot) * slot + slot;
   const start = end - slots * slot;
-  const top = Math.max(1, ...buckets.map((b) => b.successes + b.failures));
+  const shown = buckets.filter((b) => { const i = Math.floor((Date.parse(b.at) - start) / slot); return i >= 0 && i < slots; });
+  const top = Math.max(1, ...shown.map((b) => b.successes + b.failures));
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height + 16}`, width: "100%", class: "bars" });
   chart.append(svg("line", { x1: 0, y1: height, x2: width, y2: height, class: "axis" }));
-  for (const b of buckets) {
+  for (const b of shown) {
     const i = Math.floor((Date.parse(b.at) - start) / slot);
-    if (i < 0 || i >= slots) continue;
     const x = (i * width) / slots, w = Math.max(1, width / slots - 0.5);
     const hs = (b.successes / top) * height, hf = (b.failures / top) * height;
     const ok = svg("rect", { x, y: height - hs, width: w, height: hs, class: "ok" });
     const bad = svg("rect", { x, y: height - hs - hf, width: w, height: hf, class: "bad" });
     const title = svg("title", {});
-    title.textContent = `${new Date(b.at).toLocaleTimeString()}: ${b.successes} ok, ${b.failures} failed`;
+    title.textContent = `${new Date(b.at).toLocaleString()}: ${b.successes} ok, ${b.failures} failed`;
     bad.append(title);
     chart.append(ok, bad);
   }
-  for (const [x, label] of [[0, "24 h ago"], [width / 2, "12 h ago"], [width - 30, "now"]]) {
+  for (const [x, label] of [[0, r.ticks[0]], [width / 2, r.ticks[1]], [width - 30, "now"]]) {
     const t = svg("text", { x, y: height + 13, class: "tick" });
     t.textContent = label;
     chart.append(t);
   }
+  $("chart-title").textContent = r.title;
+  $("hook-chart").setAttribute("aria-label", `Successful and failed requests per ${r.per} over the ${r.title.toLowerCase()}`);
   $("hook-chart").replaceChildren(chart);
-  $("hook-chart").dataset.bars = String(buckets.length);
+  $("hook-chart").dataset.bars = String(shown.length);
 }
 
 async function loadAttempts(more) {
@@ -671,6 +693,7 @@ function init() {
   $("signin-form").addEventListener("submit", onSignIn);
   $("sign-out").addEventListener("click", signOut);
   $("nav-webhooks").addEventListener("click", openWebhooksView);
+  for (const b of document.querySelectorAll(".range button")) b.addEventListener("click", () => setRange(b.dataset.range));
   $("nav-dead").addEventListener("click", () => { hideViews(); openDead(); });
   $("create-open").addEventListener("click", () => openForm(null));
   $("form-cancel").addEventListener("click", closeForm);
