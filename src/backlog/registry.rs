@@ -131,7 +131,17 @@ pub async fn delete_backlogs(
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let registry = Registry::new(store.clone(), ns);
     let names = crate::broker::Names::new(ns);
-    let ids = registry.all().await?;
+    // The registry's, and every webhook's of the namespace: a backlog
+    // whose entry was lost (Redis keys deleted) is deleted too.
+    let mut ids = registry.all().await?;
+    for line in store.export(None).await? {
+        let record: serde_json::Value = serde_json::from_str(&line)?;
+        if let Some(id) = record["id"].as_str() {
+            ids.push(id.to_string());
+        }
+    }
+    ids.sort();
+    ids.dedup();
     let ch = conn.create_channel().await?;
     for id in &ids {
         let options = lapin::options::QueueDeleteOptions::default();
