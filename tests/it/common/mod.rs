@@ -508,32 +508,13 @@ impl Producer {
         self.raw(event_type, envelope.to_string().as_bytes()).await;
     }
 
-    /// Publishes a well-formed envelope with AMQP `headers` (e.g.
-    /// `x-ordering-key`), persistent and mandatory, and awaits the confirm.
     /// Publishes one `event_type` event of `app` per id, all before
     /// awaiting their confirms together (a burst, as a busy producer sends it).
     pub async fn burst(&self, app: &str, event_type: &str, ids: &[String]) {
         let mut confirms = Vec::with_capacity(ids.len());
         for id in ids {
-            let envelope = json!({
-                "id": id, "application_id": app, "type": event_type,
-                "timestamp": 1611681789, "content": {},
-            });
-            let confirm = self
-                .channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    event_type.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    envelope.to_string().as_bytes(),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap();
-            confirms.push(confirm);
+            let headers = FieldTable::default();
+            confirms.push(self.send(id, app, event_type, json!({}), headers).await);
         }
         for confirm in confirms {
             let confirm = confirm.await.unwrap();
@@ -541,6 +522,8 @@ impl Producer {
         }
     }
 
+    /// Publishes a well-formed envelope with AMQP `headers` (e.g.
+    /// `x-ordering-key`), persistent and mandatory, and awaits the confirm.
     pub async fn event_with(
         &self,
         id: &str,
@@ -549,12 +532,25 @@ impl Producer {
         content: Value,
         headers: FieldTable,
     ) {
+        let sent = self.send(id, app, event_type, content, headers).await;
+        let confirm = sent.await.unwrap();
+        assert!(confirm.is_ack() && confirm.take_message().is_none());
+    }
+
+    /// Publishes one event (persistent, mandatory); its confirm, not awaited.
+    async fn send(
+        &self,
+        id: &str,
+        app: &str,
+        event_type: &str,
+        content: Value,
+        headers: FieldTable,
+    ) -> lapin::PublisherConfirm {
         let envelope = json!({
             "id": id, "application_id": app, "type": event_type,
             "timestamp": 1611681789, "content": content,
         });
-        let confirm = self
-            .channel
+        self.channel
             .basic_publish(
                 self.exchange.as_str().into(),
                 event_type.into(),
@@ -569,9 +565,6 @@ impl Producer {
             )
             .await
             .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack() && confirm.take_message().is_none());
     }
 
     /// Takes one message off `queue` (body, headers), if any.
