@@ -1,6 +1,7 @@
-//! The ordered jobs this process is sending now, so the next event of a key
-//! can wait here for its predecessor (at most [`LOCAL_WAIT`], a few at a
-//! time) instead of going round the hold tier.
+//! The ordered jobs this process is sending now, so the next events of a key
+//! can wait here for their predecessors (each at most [`LOCAL_WAIT`] for the
+//! one in flight) instead of going round the hold tier. They wait in their
+//! webhook's own backlog window, in nobody else's way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -13,8 +14,21 @@ use tokio::sync::Notify;
 /// by this process.
 const LOCAL_WAIT: Duration = Duration::from_secs(1);
 
-/// Most jobs waiting in process at once (each holds a prefetch slot).
-const MAX_LOCAL_WAITERS: usize = 32;
+/// Most jobs waiting in process at once (each holds a prefetch slot of its
+/// webhook's backlog; the bound is on memory).
+const MAX_LOCAL_WAITERS: usize = 4096;
+
+/// How a wait for a key's job in flight ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waited {
+    /// It finished: the key may have moved on, look again.
+    Finished,
+    /// This process is not sending one (it may have finished since the
+    /// state was read: worth one more look, no more).
+    NoneHere,
+    /// Too many wait already, or it did not finish in time.
+    GaveUp,
+}
 
 /// The ordered jobs this process is sending now, by (webhook, key), so the
 /// next event of a key can wait for its predecessor here.
@@ -58,20 +72,18 @@ impl Heads {
     }
 
     /// Waits (at most [`LOCAL_WAIT`]) until the job of `entry` this process
-    /// is sending is finished. True at once if there is none (it may have
-    /// finished since the state was read: worth one more look); false if
-    /// too many jobs wait already or it did not finish in time.
-    pub(super) async fn wait(&self, entry: &(String, String)) -> bool {
+    /// is sending is finished.
+    pub(super) async fn wait(&self, entry: &(String, String)) -> Waited {
         let done = {
             let sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
             match sending.get(entry) {
                 Some(n) => n.clone(),
-                None => return true,
+                None => return Waited::NoneHere,
             }
         };
         if self.waiters.fetch_add(1, AtomicOrdering::Relaxed) >= MAX_LOCAL_WAITERS {
             self.waiters.fetch_sub(1, AtomicOrdering::Relaxed);
-            return false;
+            return Waited::GaveUp;
         }
         let notified = done.notified();
         tokio::pin!(notified);
@@ -81,8 +93,11 @@ impl Heads {
             let sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
             sending.get(entry).is_some_and(|n| Arc::ptr_eq(n, &done))
         };
-        let waited = !still || tokio::time::timeout(LOCAL_WAIT, notified).await.is_ok();
+        let finished = !still || tokio::time::timeout(LOCAL_WAIT, notified).await.is_ok();
         self.waiters.fetch_sub(1, AtomicOrdering::Relaxed);
-        waited
+        match finished {
+            true => Waited::Finished,
+            false => Waited::GaveUp,
+        }
     }
 }

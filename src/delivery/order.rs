@@ -6,15 +6,16 @@
 //! the head's retry is due. Every hop of the head is written to the key's
 //! state before the job is acked, so a crash never loses where a key stands.
 //!
-//! One shortcut: when the event before a job is being sent by this very
-//! process, the job waits for it here (`heads.rs`): under load both are
-//! often in the prefetch window together, and a trip through the hold tier
-//! would put the job behind the whole queue.
+//! One shortcut: while an earlier event of the key is being sent by this
+//! very process, the job waits for it here (`heads.rs`), as often as the
+//! key moves on: a key's events leave its webhook's backlog in order and
+//! are usually in this process's window together, and a trip through the
+//! hold tier would put the job behind the whole backlog.
 
 use std::time::Duration;
 
 use super::context::DeliverContext;
-use super::heads::Sending;
+use super::heads::{Sending, Waited};
 use crate::clock;
 use crate::job::{DeliveryJob, JobOrder};
 use crate::retry::{HOLD, RetrySchedule, Tier, hold_tier};
@@ -95,7 +96,7 @@ pub(super) async fn gate<'a>(
 ) -> Result<Sending<'a>, Tier> {
     let (app, id) = (&job.application_id, &job.webhook_id);
     let entry = (id.clone(), order.key.clone());
-    let mut waited = false;
+    let mut looked_again = false;
     loop {
         let now = clock::unix_millis();
         let state = match ctx.sequences.state(app, id, &order.key).await {
@@ -107,9 +108,17 @@ pub(super) async fn gate<'a>(
         };
         match decide(order.seq, &state, now, ctx.ordering_stall) {
             Decision::Send => return Ok(ctx.heads.start(entry)),
-            // The one before it is being sent by this process: wait for it
-            // here, once, rather than behind the whole queue.
-            Decision::Wait(None) if !waited && ctx.heads.wait(&entry).await => waited = true,
+            // An earlier one is being sent by this process: wait for it
+            // here rather than behind the whole backlog, and again while
+            // the key moves on here (one more look when none is in flight:
+            // the next may be about to start).
+            Decision::Wait(None) => match ctx.heads.wait(&entry).await {
+                Waited::Finished => looked_again = false,
+                Waited::NoneHere if !looked_again => looked_again = true,
+                Waited::NoneHere | Waited::GaveUp => {
+                    return Err(wait_tier(None, now, job.holds, &ctx.schedule));
+                }
+            },
             Decision::Wait(until) => {
                 return Err(wait_tier(until, now, job.holds, &ctx.schedule));
             }
