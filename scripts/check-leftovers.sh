@@ -30,10 +30,13 @@ names=$(
 # A name belongs to a namespace when it is the namespace plus '.' or ':'.
 left=$(awk 'NR==FNR { ns[$1]; next } { n = $0; sub(/[.:].*/, "", n); if (n in ns) print }' \
   "$list" <(printf '%s\n' "$names"))
-count=$(sort -u "$list" | wc -l)
+count=$(awk '{ print $1 }' "$list" | sort -u | wc -l)
 if [[ -n $left ]]; then
   say "of $count test namespaces, these queues, exchanges or keys were left behind:"
   head -20 <<<"$left" >&2
+  say "left by these tests:"
+  awk 'NR==FNR { sub(/[.:].*/, ""); ns[$0]; next } ($1 in ns) { print "  " $0 }' \
+    <(printf '%s\n' "$left") "$list" | sort -u | head -20 >&2
   echo "check-leftovers: 0 passed, 1 failed"
   exit 1
 fi

@@ -228,6 +228,8 @@ async fn a_410_while_a_backlog_waits_dead_letters_the_rest_and_removes_the_backl
     let ids: Vec<String> = (0..JOBS).map(|i| format!("ev-g-{i}")).collect();
     producer.burst("app_g", "item.created", &ids).await;
     rx.wait_for("/g", 16).await;
+    // Every job exists before the 410 (fan-out skips a disabled webhook).
+    all_enqueued(svc, JOBS).await;
     rx.set_path_status("/g", 410);
 
     // Every event either reached the receiver with a 2xx or is a dead
@@ -288,6 +290,9 @@ async fn a_webhook_deleted_while_its_backlog_waits_drops_the_rest_and_removes_th
     let ids: Vec<String> = (0..JOBS).map(|i| format!("ev-d-{i}")).collect();
     producer.burst("app_d", "item.created", &ids).await;
     rx.wait_for("/d", 8).await;
+    // Every job exists before the delete (an event fanned out after it
+    // makes none).
+    all_enqueued(svc, JOBS).await;
     let path = format!("/v1/applications/app_d/webhooks/{id}");
     let (status, _) = svc.call("DELETE", &path, Some(OPERATOR), None).await;
     assert_eq!(status, 204);
@@ -359,4 +364,12 @@ async fn sigkill_during_a_backlog_drain_loses_nothing() {
         webhook_fanout::Settings::from_map(&[("WF_NAMESPACE".to_string(), ns.to_string())].into())
             .unwrap();
     crate::common::delete_namespace(&ns, &settings).await;
+}
+
+/// Waits until fan-out has published `n` jobs.
+async fn all_enqueued(svc: &TestService, n: usize) {
+    eventually(Duration::from_secs(30), "every job fanned out", || async {
+        (svc.metric("webhooks_jobs_enqueued_total").await >= n as f64).then_some(())
+    })
+    .await;
 }

@@ -46,7 +46,10 @@ pub fn namespace() -> String {
         .append(true)
         .open(NAMESPACES_FILE)
     {
-        let _ = writeln!(f, "{ns}");
+        // The test's name after it (libtest names each test's thread), so a
+        // leftover names the test that left it.
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let _ = writeln!(f, "{ns} {test}");
     }
     ns
 }
