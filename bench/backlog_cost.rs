@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             QueueType::Classic
         },
+        ingest_partitions: 1,
     };
     let conn = Connection::connect(support::AMQP, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;

@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         schedule: schedule.clone(),
         dead_letter_retention: Duration::from_secs(86_400),
         queue_type: webhook_fanout::config::QueueType::Classic,
+        ingest_partitions: 1,
     };
     broker::declare(&conn, &names, &spec).await?;
     let store = Store::connect(REDIS, &ns)?;

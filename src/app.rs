@@ -165,6 +165,7 @@ fn topology(s: &Settings) -> TopologySpec {
         schedule: s.retry_schedule.clone(),
         dead_letter_retention: s.dead_letter_retention,
         queue_type: s.queue_type,
+        ingest_partitions: s.ingest_partitions,
     }
 }
 
@@ -352,6 +353,7 @@ async fn session(
             prefetch: 4 * s.endpoint_concurrency,
             shutdown: s.shutdown_timeout,
             timing: backlog::Timing::new(s.backlog_idle),
+            topology: topology(s),
         });
         let forward = consuming.run(token, s.shutdown_timeout, move |d, _| {
             let ctx = ctx.clone();
@@ -389,15 +391,10 @@ async fn session(
 /// stand still before the events behind it give up on it as lost.
 const ORDERING_STALL_MARGIN: Duration = Duration::from_secs(3600);
 
-/// How often a standing-by process asks for `{ns}.ingest` again.
-const STANDBY_POLL: Duration = Duration::from_secs(1);
-
-/// Fans out `{ns}.ingest` while this process holds it. One process of the
-/// namespace consumes it at a time (an exclusive consumer), so events are
-/// numbered for ordered webhooks in the queue's own order; the others stand
-/// by, asking again every [`STANDBY_POLL`], and one of them takes over
-/// within about that when the holder stops or dies (RabbitMQ hands its
-/// unacked events back first, in their order).
+/// Fans out while the session lasts: routes `{ns}.ingest` to the
+/// partitions whenever this process holds it (one process at a time), and
+/// fans out this process's share of the partitions (see
+/// `ingest/partition.rs`).
 async fn fan_out(
     w: &Arc<Wiring>,
     conn: &lapin::Connection,
@@ -406,43 +403,44 @@ async fn fan_out(
     token: &CancellationToken,
 ) -> lapin::Result<()> {
     let s = &w.settings;
-    let mut standing_by = false;
-    loop {
-        match consume::start(conn, w.names.ingest(), s.ingest_concurrency, true).await {
-            Ok(consuming) => {
-                w.metrics.set_fanning_out(true);
-                tracing::info!(queue = %w.names.ingest(), "fanning out");
-                let ctx = Arc::new(IngestContext {
-                    catalogue: w.catalogue.clone(),
-                    cache: w.cache.clone(),
-                    markers: w.markers.clone(),
-                    publisher: publisher.clone(),
-                    names: w.names.clone(),
-                    metrics: w.metrics.clone(),
-                    sequencer: ingest::Sequencer::start(w.sequences.clone()),
-                    router: router.clone(),
-                });
-                let ran = consuming
-                    .run(token, s.shutdown_timeout, move |d, received_us| {
+    let partitions = s.ingest_partitions;
+    let routing = ingest::keep_routing(conn, &w.names, partitions, &w.metrics, token);
+    let fan_out: ingest::FanOut = {
+        let (w, publisher, router) = (w.clone(), publisher.clone(), router.clone());
+        Box::new(move |p, consuming, stop| {
+            // A context per partition: its sequencer numbers the events of
+            // ordered webhooks in that partition's order.
+            let ctx = Arc::new(IngestContext {
+                catalogue: w.catalogue.clone(),
+                cache: w.cache.clone(),
+                markers: w.markers.clone(),
+                publisher: publisher.clone(),
+                names: w.names.clone(),
+                metrics: w.metrics.clone(),
+                sequencer: ingest::Sequencer::start(w.sequences.clone()),
+                router: router.clone(),
+            });
+            let drain = w.settings.shutdown_timeout;
+            tracing::info!(partition = p, "fanning out an ingest partition");
+            Box::pin(async move {
+                consuming
+                    .run(&stop, drain, move |d, received_us| {
                         ingest::handle_event(ctx.clone(), d, received_us)
                     })
-                    .await;
-                w.metrics.set_fanning_out(false);
-                return ran;
-            }
-            Err(e) if consume::is_refused(&e) => {
-                if !standing_by {
-                    tracing::info!(queue = %w.names.ingest(), "another process fans out; standing by");
-                    standing_by = true;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        tokio::select! {
-            _ = token.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(STANDBY_POLL) => {}
-        }
-    }
+                    .await
+            })
+        })
+    };
+    let holding = ingest::hold(
+        conn,
+        &w.names,
+        partitions,
+        s.ingest_concurrency,
+        &w.metrics,
+        fan_out,
+        token,
+    );
+    tokio::try_join!(routing, holding).map(|_| ())
 }
 
 /// How long shutdown waits for queued operational events.
@@ -476,11 +474,14 @@ async fn watch_publishers(
 /// (metric label, queue name) of every queue whose depth is reported.
 fn depth_queues(w: &Wiring) -> Vec<(String, String)> {
     let n = &w.names;
-    let mut queues = vec![
-        ("ingest".to_string(), n.ingest()),
+    let mut queues = vec![("ingest".to_string(), n.ingest())];
+    for p in 0..w.settings.ingest_partitions {
+        queues.push((format!("ingest.{p}"), n.ingest_partition(p)));
+    }
+    queues.extend([
         ("deliver".to_string(), n.deliver()),
         ("rejected".to_string(), n.rejected()),
-    ];
+    ]);
     for tier in w.settings.retry_schedule.distinct_tiers() {
         queues.push((format!("retry.{}", tier.label), n.retry(&tier.label)));
     }

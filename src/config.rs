@@ -64,6 +64,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// Most ingest partitions (`WF_INGEST_PARTITIONS`): each held one takes a
+/// channel of its holder's connection.
+pub const MAX_INGEST_PARTITIONS: usize = 256;
+
 /// Every setting of the service. See the README's configuration table.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -104,8 +108,13 @@ pub struct Settings {
     pub event_catalogue: Option<PathBuf>,
     /// `WF_DELIVERY_CONCURRENCY`, default 200: deliveries in flight per process.
     pub delivery_concurrency: usize,
-    /// `WF_INGEST_CONCURRENCY`, default 200: events fanned out concurrently per process.
+    /// `WF_INGEST_CONCURRENCY`, default 200: events fanned out concurrently
+    /// per ingest partition a process holds.
     pub ingest_concurrency: usize,
+    /// `WF_INGEST_PARTITIONS`, default 16 (1 to 256): the queues events are
+    /// fanned out from, each by one process at a time; all events of one
+    /// application go to the same one.
+    pub ingest_partitions: usize,
     /// `WF_LOG_FORMAT`, default `pretty`.
     pub log_format: LogFormat,
     /// `WF_ENDPOINT_CONCURRENCY`, default 8: deliveries in flight per webhook.
@@ -208,6 +217,18 @@ impl Settings {
                 "WF_INGEST_CONCURRENCY",
                 &get("WF_INGEST_CONCURRENCY", "200"),
             )?,
+            ingest_partitions: match count(
+                "WF_INGEST_PARTITIONS",
+                &get("WF_INGEST_PARTITIONS", "16"),
+            )? {
+                n if n <= MAX_INGEST_PARTITIONS => n,
+                _ => {
+                    return Err(err(
+                        "WF_INGEST_PARTITIONS",
+                        "expected an integer between 1 and 256",
+                    ));
+                }
+            },
             endpoint_concurrency: count(
                 "WF_ENDPOINT_CONCURRENCY",
                 &get("WF_ENDPOINT_CONCURRENCY", "8"),
@@ -461,6 +482,11 @@ mod tests {
         assert_eq!(s.auto_disable_after, Duration::from_secs(5 * 86400));
         assert_eq!(s.replay_rate, 100);
         assert_eq!(s.backlog_idle, Duration::from_secs(60));
+        assert_eq!(s.ingest_partitions, 16);
+        for bad in ["0", "257", "x"] {
+            let e = settings(&[("WF_INGEST_PARTITIONS", bad)]).unwrap_err();
+            assert!(e.to_string().contains("WF_INGEST_PARTITIONS"), "{e}");
+        }
         assert_eq!(s.attempt_history, 500);
         assert_eq!(s.attempt_history_age, Duration::from_secs(7 * 86400));
         assert_eq!(

@@ -65,6 +65,7 @@ pub struct Metrics {
     backlog_jobs: IntGauge,
     rate_limited: IntCounter,
     fanning_out: IntGauge,
+    partitions_held: IntGauge,
     ordering_holds: IntCounter,
     ordering_skipped: IntCounter,
     queue_depth: IntGaugeVec,
@@ -210,7 +211,15 @@ impl Metrics {
             fanning_out: IntGauge::with_opts(
                 Opts::new(
                     "fanning_out",
-                    "1 while this process consumes the ingest queue (one process of the namespace at a time), 0 while it stands by",
+                    "1 while this process routes the ingest queue to the partitions (one process of the namespace at a time), 0 while it stands by",
+                )
+                .namespace("webhooks"),
+            )
+            .expect("valid"),
+            partitions_held: IntGauge::with_opts(
+                Opts::new(
+                    "ingest_partitions_held",
+                    "Ingest partitions this process fans out now",
                 )
                 .namespace("webhooks"),
             )
@@ -315,6 +324,9 @@ impl Metrics {
             .expect("unique metric");
         m.registry
             .register(Box::new(m.fanning_out.clone()))
+            .expect("unique metric");
+        m.registry
+            .register(Box::new(m.partitions_held.clone()))
             .expect("unique metric");
         #[cfg(target_os = "linux")]
         {
@@ -469,9 +481,14 @@ impl Metrics {
         self.replay_pending.add(n);
     }
 
-    /// Whether this process consumes `{ns}.ingest` now.
+    /// Whether this process routes `{ns}.ingest` now.
     pub(crate) fn set_fanning_out(&self, on: bool) {
         self.fanning_out.set(on as i64);
+    }
+
+    /// How many ingest partitions this process fans out now.
+    pub(crate) fn set_partitions_held(&self, n: usize) {
+        self.partitions_held.set(n as i64);
     }
 
     /// A job waited for an earlier event of its key.

@@ -12,6 +12,7 @@ mod route;
 
 use std::time::Duration;
 
+pub(crate) use registry::CLAIM_FOR;
 pub(crate) use registry::Registry;
 pub use registry::delete_backlogs;
 pub(crate) use route::{RouteError, Routed, Router};

@@ -9,15 +9,62 @@ use deadpool_redis::redis::{self, Script};
 
 use crate::subscription::{Store, StoreError};
 
-/// Forgets webhook ARGV[1]'s backlog if nobody has touched it since
-/// ARGV[2] (ms): 1 if forgotten. KEYS: the registry, the depths.
+/// Forgets webhook ARGV[1]'s backlog if nobody has touched (or claimed) it
+/// since ARGV[2] (ms): 1 if forgotten. KEYS: the registry, the depths.
 const FORGET_IF_IDLE: &str = r#"
-local seen = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local seen = math.abs(tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0'))
 if seen > tonumber(ARGV[2]) then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 "#;
+
+/// Marks webhooks ARGV[3..] touched at ARGV[1] (ms), except those a
+/// process is deleting (a negative entry: a claim made after ARGV[2]);
+/// returns how many of those were left as they are. KEYS: the registry.
+const TOUCH: &str = r#"
+local blocked = 0
+for i = 3, #ARGV do
+  local v = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if v < 0 and -v > tonumber(ARGV[2]) then
+    blocked = blocked + 1
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+  end
+end
+return blocked
+"#;
+
+/// Claims webhook ARGV[1]'s backlog for deletion if nobody touched it
+/// since ARGV[2] (ms): its entry becomes -ARGV[3] (the claim). 1 if
+/// claimed. KEYS: the registry.
+const CLAIM: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if v <= 0 or v > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], -tonumber(ARGV[3]))
+return 1
+"#;
+
+/// Ends claim ARGV[2] on webhook ARGV[1]'s backlog: with ARGV[3] = 'forget'
+/// the entry goes (the queue was deleted), else it is touched at ARGV[3]
+/// (the queue was kept). Only while the claim is still the entry.
+/// KEYS: the registry, the depths.
+const UNCLAIM: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if v ~= -tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == 'forget' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+return 1
+"#;
+
+/// How long a claim for deletion keeps routers away: a deleter that did not
+/// finish within it (it bounds its broker calls well under it) is taken
+/// to have died, and the backlog is used again.
+pub(crate) const CLAIM_FOR: Duration = Duration::from_secs(30);
 
 /// The namespace's backlog registry.
 #[derive(Clone)]
@@ -37,19 +84,64 @@ impl Registry {
         }
     }
 
-    /// Webhooks `ids` have a backlog queue, touched now.
-    pub(crate) async fn touch(&self, ids: &[&str]) -> Result<(), StoreError> {
+    /// Webhooks `ids` have a backlog queue, touched now; returns how many
+    /// of them a process is deleting right now (left untouched: wait and
+    /// touch again, the queue will be gone).
+    pub(crate) async fn touch(&self, ids: &[&str]) -> Result<usize, StoreError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let now = crate::clock::unix_millis();
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(&self.key);
+        let stale_before = now - CLAIM_FOR.as_millis() as i64;
+        let touch = Script::new(TOUCH);
+        let mut script = touch.prepare_invoke();
+        script.key(&self.key).arg(now).arg(stale_before);
         for id in ids {
-            cmd.arg(*id).arg(now);
+            script.arg(*id);
         }
         let mut conn = self.store.connection().await?;
-        let _: i64 = cmd.query_async(&mut conn).await?;
+        let blocked: i64 = script.invoke_async(&mut conn).await?;
+        Ok(blocked as usize)
+    }
+
+    /// Claims webhook `id`'s backlog for deletion if no process touched it
+    /// for `idle`: routers then wait (see [`Registry::touch`]) until the
+    /// claim ends. The claim's value if claimed.
+    pub(crate) async fn claim(&self, id: &str, idle: Duration) -> Result<Option<i64>, StoreError> {
+        let now = crate::clock::unix_millis();
+        let before = now - idle.as_millis() as i64;
+        let mut conn = self.store.connection().await?;
+        let claimed: i64 = Script::new(CLAIM)
+            .key(&self.key)
+            .arg(id)
+            .arg(before)
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((claimed == 1).then_some(now))
+    }
+
+    /// Ends `claim` on webhook `id`'s backlog: forgotten if `deleted`, else
+    /// touched now.
+    pub(crate) async fn unclaim(
+        &self,
+        id: &str,
+        claim: i64,
+        deleted: bool,
+    ) -> Result<(), StoreError> {
+        let then = match deleted {
+            true => "forget".to_string(),
+            false => crate::clock::unix_millis().to_string(),
+        };
+        let mut conn = self.store.connection().await?;
+        let _: i64 = Script::new(UNCLAIM)
+            .key(&self.key)
+            .key(&self.depth_key)
+            .arg(id)
+            .arg(claim)
+            .arg(then)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -60,19 +152,6 @@ impl Registry {
             .arg(&self.key)
             .query_async(&mut conn)
             .await?)
-    }
-
-    /// Whether no process touched webhook `id`'s backlog for `idle` (true
-    /// too when it is not registered).
-    pub(crate) async fn untouched_for(&self, id: &str, idle: Duration) -> Result<bool, StoreError> {
-        let before = crate::clock::unix_millis() - idle.as_millis() as i64;
-        let mut conn = self.store.connection().await?;
-        let seen: Option<i64> = redis::cmd("HGET")
-            .arg(&self.key)
-            .arg(id)
-            .query_async(&mut conn)
-            .await?;
-        Ok(seen.is_none_or(|at| at <= before))
     }
 
     /// Forgets webhook `id`'s backlog if no process touched it for `idle`;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection};
 use tokio::sync::mpsc;
@@ -18,6 +18,9 @@ use crate::subscription::StoreError;
 /// Rounds of declare-and-publish before a job counts as unroutable (a queue
 /// deleted between its declaration and the publish, again and again).
 const ROUNDS: usize = 4;
+
+/// How often a router looks again at a backlog being deleted.
+const DELETE_POLL: Duration = Duration::from_millis(50);
 
 /// Why jobs could not be routed; the caller hands its message back.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +143,17 @@ impl Router {
             }
             // Registered before it is declared: no queue exists that the
             // registry does not name, whenever this process stops (an entry
-            // without a queue is forgotten once idle).
-            self.registry.touch(&[id]).await?;
+            // without a queue is forgotten once idle). While a process
+            // deletes the queue (it found it idle and empty), wait until it
+            // is gone, then declare it anew.
+            let mut waited = Duration::ZERO;
+            while self.registry.touch(&[id]).await? > 0 {
+                if waited >= super::registry::CLAIM_FOR {
+                    return Err(RouteError::Unroutable);
+                }
+                tokio::time::sleep(DELETE_POLL).await;
+                waited += DELETE_POLL;
+            }
             self.declare(id).await?;
             if declared.replace(now).is_none()
                 && let Some(wake) = &self.wake

@@ -6,7 +6,7 @@ mod publisher;
 mod topology;
 
 pub use publisher::{ConfirmedPublisher, Outgoing, PublishError};
-pub use topology::{JOB_ROUTING_KEY, Names, TopologySpec, declare, delete, delete_backlog};
+pub use topology::{JOB_ROUTING_KEY, Names, TopologySpec, declare, delete};
 
 use std::time::Duration;
 
@@ -113,6 +113,18 @@ pub(crate) async fn queue_depth(ch: &Channel, queue: &str) -> lapin::Result<u32>
         .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
         .await?;
     Ok(q.message_count())
+}
+
+/// How many consumers `queue` has (a passive declare, see [`queue_depth`]).
+pub(crate) async fn consumer_count(ch: &Channel, queue: &str) -> lapin::Result<u32> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await?;
+    Ok(q.consumer_count())
 }
 
 /// Succeeds when `queue` exists (see [`queue_depth`]).

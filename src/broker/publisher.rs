@@ -81,8 +81,7 @@ impl ConfirmedPublisher {
         messages: &[Outgoing<'_>],
         mandatory: bool,
     ) -> Result<Vec<bool>, PublishError> {
-        let mut publishes = Vec::with_capacity(messages.len());
-        for m in messages {
+        let messages = messages.iter().map(|m| {
             let mut props = BasicProperties::default()
                 .with_delivery_mode(2) // persistent: survives a broker restart
                 .with_content_type("application/json".into());
@@ -92,16 +91,41 @@ impl ConfirmedPublisher {
             if let Some(id) = m.message_id {
                 props = props.with_message_id(id.into());
             }
+            (m.exchange, m.routing_key, m.payload, props)
+        });
+        self.publish_with(messages, mandatory).await
+    }
+
+    /// Moves messages as they are (body and properties, made persistent)
+    /// to the queues named, `mandatory`, confirms awaited together; for each,
+    /// whether it came back unroutable. The ingest router's publish.
+    pub(crate) async fn forward(
+        &self,
+        messages: &[(&str, &[u8], BasicProperties)],
+    ) -> Result<Vec<bool>, PublishError> {
+        let messages = messages
+            .iter()
+            .map(|(queue, body, props)| ("", *queue, *body, props.clone().with_delivery_mode(2)));
+        self.publish_with(messages, true).await
+    }
+
+    async fn publish_with<'a>(
+        &self,
+        messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8], BasicProperties)>,
+        mandatory: bool,
+    ) -> Result<Vec<bool>, PublishError> {
+        let mut publishes = Vec::with_capacity(messages.size_hint().0);
+        for (exchange, routing_key, payload, props) in messages {
             // Mandatory: an unroutable message comes back instead of vanishing.
             let options = BasicPublishOptions {
                 mandatory,
                 ..BasicPublishOptions::default()
             };
             publishes.push(self.channel.basic_publish(
-                m.exchange.into(),
-                m.routing_key.into(),
+                exchange.into(),
+                routing_key.into(),
                 options,
-                m.payload,
+                payload,
                 props,
             ));
         }
@@ -110,7 +134,7 @@ impl ConfirmedPublisher {
         // trip to that thread per message. Their first poll queues the
         // frames, in order.
         let confirms = futures_util::future::try_join_all(publishes).await?;
-        let mut returned = Vec::with_capacity(messages.len());
+        let mut returned = Vec::with_capacity(confirms.len());
         for result in futures_util::future::join_all(confirms).await {
             match result? {
                 Confirmation::Ack(None) => returned.push(false),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::config::QueueType;
+use crate::config::{MAX_INGEST_PARTITIONS, QueueType};
 use crate::retry::RetrySchedule;
 
 /// Routing key of delivery jobs on `{ns}.deliveries`.
@@ -34,6 +34,16 @@ impl Names {
     /// Queue of events waiting to be fanned out.
     pub fn ingest(&self) -> String {
         format!("{}.ingest", self.ns)
+    }
+    /// Ingest partition `p`: the events of the applications that hash to it,
+    /// in `{ns}.ingest`'s order, fanned out by one process at a time.
+    pub fn ingest_partition(&self, p: usize) -> String {
+        format!("{}.ingest.{p}", self.ns)
+    }
+    /// The queue every ingest process consumes (it never holds a message):
+    /// its consumer count is how many share the partitions.
+    pub fn ingest_members(&self) -> String {
+        format!("{}.ingest.members", self.ns)
     }
     /// Direct exchange delivery jobs are published to.
     pub fn deliveries(&self) -> String {
@@ -102,6 +112,8 @@ pub struct TopologySpec {
     pub dead_letter_retention: Duration,
     /// Queue type of ingest, deliver, rejected and the delay tiers.
     pub queue_type: QueueType,
+    /// How many ingest partitions to declare.
+    pub ingest_partitions: usize,
 }
 
 impl TopologySpec {
@@ -111,6 +123,18 @@ impl TopologySpec {
             pairs.push(("x-queue-type", text("quorum".into())));
         }
         table(pairs)
+    }
+
+    /// The arguments of a queue new in this release (partitions,
+    /// backlogs): quorum leaders placed where the fewest are, so adding
+    /// nodes adds capacity. Queues of earlier releases keep theirs (a
+    /// changed argument would fail their declaration).
+    fn spread_args(&self) -> FieldTable {
+        let mut pairs = Vec::new();
+        if self.queue_type == QueueType::Quorum {
+            pairs.push(("x-queue-leader-locator", text("balanced".into())));
+        }
+        self.queue_args(pairs)
     }
 
     fn all_tiers(&self) -> Vec<crate::retry::Tier> {
@@ -155,23 +179,28 @@ impl TopologySpec {
         names: &Names,
         id: &str,
     ) -> lapin::Result<()> {
-        let args = self.queue_args(Vec::new());
+        let args = self.spread_args();
         ch.queue_declare(names.backlog(id).as_str().into(), durable_queue(), args)
             .await
             .map(|_| ())
     }
 }
 
-/// Deletes backlog queue `queue` if it holds no message ready (`if_empty`:
-/// the broker checks and deletes in one step, so a job published meanwhile
-/// either keeps the queue or comes back to its publisher as unroutable).
-/// A non-empty queue fails with PRECONDITION_FAILED, which closes `ch`.
-pub async fn delete_backlog(ch: &Channel, queue: &str) -> lapin::Result<()> {
-    let options = QueueDeleteOptions {
-        if_empty: true,
-        ..QueueDeleteOptions::default()
-    };
-    ch.queue_delete(queue.into(), options).await.map(|_| ())
+impl TopologySpec {
+    /// Deletes backlog queue `queue`, which the caller found empty while
+    /// holding its claim in the registry (no router publishes to it then).
+    /// A classic queue is also deleted only if it holds no message ready
+    /// (`if_empty`, checked by the broker in the same step; a non-empty one
+    /// fails with PRECONDITION_FAILED, which closes `ch`). Quorum queues do
+    /// not implement `if_empty` (RabbitMQ closes the whole connection), so
+    /// for them the claim and the check before are the guard.
+    pub async fn delete_backlog(&self, ch: &Channel, queue: &str) -> lapin::Result<()> {
+        let options = QueueDeleteOptions {
+            if_empty: self.queue_type == QueueType::Classic,
+            ..QueueDeleteOptions::default()
+        };
+        ch.queue_delete(queue.into(), options).await.map(|_| ())
+    }
 }
 
 /// Declares the whole topology; safe to repeat (same arguments every time).
@@ -202,6 +231,11 @@ pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> l
     .await?;
     for q in [names.ingest(), names.deliver(), names.rejected()] {
         ch.queue_declare(q.into(), durable_queue(), spec.queue_args(Vec::new()))
+            .await?;
+    }
+    for p in 0..spec.ingest_partitions {
+        let q = names.ingest_partition(p);
+        ch.queue_declare(q.as_str().into(), durable_queue(), spec.spread_args())
             .await?;
     }
     // `#`: every event type is fanned out; unknown ones are rejected with a reason.
@@ -290,14 +324,19 @@ async fn declare_dead_letter_stream(
 }
 
 /// Deletes the namespace's exchanges and queues, including retry tiers of
-/// `schedule` (tests clean up their namespace with this).
+/// `schedule` and every ingest partition (tests clean up their namespace
+/// with this).
 pub async fn delete(ch: &Channel, names: &Names, schedule: &RetrySchedule) -> lapin::Result<()> {
-    let mut queues = vec![
+    let mut queues: Vec<String> = (0..MAX_INGEST_PARTITIONS)
+        .map(|p| names.ingest_partition(p))
+        .collect();
+    queues.push(names.ingest_members());
+    queues.extend([
         names.ingest(),
         names.deliver(),
         names.rejected(),
         names.dead(),
-    ];
+    ]);
     queues.extend(
         schedule
             .distinct_tiers()

@@ -49,6 +49,8 @@ pub(crate) struct Drain {
     pub shutdown: Duration,
     /// When a backlog counts as idle.
     pub timing: Timing,
+    /// How backlogs are deleted (by queue type).
+    pub topology: broker::TopologySpec,
 }
 
 /// Drains every backlog until `token` is cancelled; `wake` names backlogs
@@ -253,29 +255,32 @@ async fn upkeep(
 }
 
 /// Deletes backlog `id` if no process touched it for `WF_BACKLOG_IDLE` and it
-/// is empty; true when deleted. The queue goes first, its registry entry
-/// after, and only if still untouched: a process that routed a job to it
-/// meanwhile has registered (and declared) it again, and keeps it. Stopped
-/// half way, what is left is an entry without a queue, which the next
-/// drainer to find it forgets.
+/// is empty; true when deleted. The registry entry is claimed first (routers
+/// wait while it is: none publishes to the queue meanwhile), the queue is
+/// found empty and deleted, then the entry goes; found in use, the queue
+/// stays and the entry is touched. Stopped half way, the claim lapses after
+/// `CLAIM_FOR` and the backlog is used again (re-declared if it was gone).
 async fn delete(d: &Drain, id: &str, queue: &str) -> bool {
-    match d.registry.untouched_for(id, d.timing.idle).await {
-        Ok(true) => {}
-        _ => return false,
-    }
-    let deleted = match d.conn.create_channel().await {
-        Ok(ch) => {
-            let result = broker::delete_backlog(&ch, queue).await;
-            broker::close_channel(&ch, "deleted").await;
-            result.is_ok()
-        }
-        Err(_) => false,
+    let Ok(Some(claim)) = d.registry.claim(id, d.timing.idle).await else {
+        return false;
     };
+    let deleting = async {
+        let ch = d.conn.create_channel().await.ok()?;
+        let deleted = match broker::queue_depth(&ch, queue).await {
+            Ok(0) => d.topology.delete_backlog(&ch, queue).await.is_ok(),
+            _ => false,
+        };
+        broker::close_channel(&ch, "deleted").await;
+        Some(deleted)
+    };
+    // Well inside the claim: a late delete must not meet a router again.
+    let bound = crate::backlog::CLAIM_FOR / 3;
+    let deleted = matches!(tokio::time::timeout(bound, deleting).await, Ok(Some(true)));
     if deleted {
         d.router.forget(id);
-        let _ = d.registry.forget_if_idle(id, d.timing.idle).await;
         tracing::debug!(queue, "idle backlog deleted");
     }
+    let _ = d.registry.unclaim(id, claim, deleted).await;
     deleted
 }
 

@@ -1,8 +1,11 @@
-//! Fan out: one event from `{ns}.ingest` becomes one delivery job per
-//! matching webhook, all confirmed by the broker before the event is acked.
+//! Fan out: one event from `{ns}.ingest`, routed to its application's
+//! partition, becomes one delivery job per matching webhook, all confirmed
+//! by the broker before the event is acked.
 
 mod fan_out;
+mod partition;
 mod sequencer;
 
 pub(crate) use fan_out::{IngestContext, handle_event};
+pub(crate) use partition::{FanOut, hold, keep_routing};
 pub(crate) use sequencer::Sequencer;

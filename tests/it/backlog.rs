@@ -373,3 +373,31 @@ async fn all_enqueued(svc: &TestService, n: usize) {
     })
     .await;
 }
+
+/// Quorum queues have no `if-empty` delete (RabbitMQ refuses one and closes
+/// the connection, so the queue stayed): an idle quorum backlog is deleted,
+/// guarded by the registry's claim, and declared again when its webhook
+/// gets work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_quorum_backlog_is_deleted_and_comes_back_with_new_work() {
+    let f = Fixture::start(&[("WF_QUEUE_TYPE", "quorum"), ("WF_BACKLOG_IDLE", "2s")]).await;
+    let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
+    let hook = svc.webhook("app_q", &rx.url("/q"), &["item.created"]).await;
+    let queue = svc.names().backlog(hook["id"].as_str().unwrap());
+    let ids: Vec<String> = (0..20).map(|i| format!("ev-q-{i}")).collect();
+    producer.burst("app_q", "item.created", &ids).await;
+    rx.wait_for("/q", 20).await;
+    eventually(
+        Duration::from_secs(30),
+        "the idle backlog deleted",
+        || async { (!queue_exists(&queue).await).then_some(()) },
+    )
+    .await;
+    let again: Vec<String> = (0..20).map(|i| format!("ev-q2-{i}")).collect();
+    producer.burst("app_q", "item.created", &again).await;
+    let got = rx.wait_for("/q", 40).await;
+    let distinct: BTreeSet<String> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(distinct.len(), 40, "every event once");
+    assert_eq!(got.len(), 40, "no duplicate from a lost session");
+    f.stop().await;
+}

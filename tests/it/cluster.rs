@@ -114,6 +114,9 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         ("WF_QUEUE_TYPE", "quorum"),
         ("WF_RETRY_SCHEDULE", "300ms"),
         ("WF_MAX_EVENT_AGE", "3s"),
+        // Idle backlogs are deleted during the stream (quorum queues have
+        // no `if-empty` delete: the registry's claim guards it).
+        ("WF_BACKLOG_IDLE", "3s"),
     ];
     let procs = [binary::spawn(&ns, &extra), binary::spawn(&ns, &extra)];
     binary::wait_ready(&procs[0].base).await;
@@ -136,6 +139,19 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         cluster.nodes[other]
     );
     let producer = Producer::connect_to(&cluster.urls[other], &ns).await;
+    // The ingest partitions' leaders spread over the nodes
+    // (`x-queue-leader-locator: balanced`), so nodes add capacity.
+    let leaders: HashMap<String, usize> = (0..16).fold(HashMap::new(), |mut m, p| {
+        let queue = format!("{ns}.ingest.{p}");
+        *m.entry(cluster.leader(&cluster.nodes[0], &queue))
+            .or_default() += 1;
+        m
+    });
+    println!("ingest partitions led by: {leaders:?}");
+    assert!(
+        leaders.len() > 1,
+        "partition leaders on one node: {leaders:?}"
+    );
 
     // A dead letter before the loss: a webhook that fails until max age.
     let body = json!({"url": rx.url("/dead"), "events": ["item.created"]});

@@ -1,6 +1,6 @@
-//! Several replicas on one namespace share the deliveries (one fans out at a
-//! time, the others standing by), and survive SIGKILL at
-//! random moments under load without losing an event.
+//! Several replicas on one namespace share the fan-out (the ingest
+//! partitions) and the deliveries, and survive SIGKILL at random moments
+//! under load without losing an event.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -15,6 +15,18 @@ async fn two_replicas_share_the_deliveries_and_fan_out_each_event_once() {
     let a = TestService::start(&[]).await;
     let b = TestService::join(&a.ns, &[]).await;
     let (rx1, rx2) = (Receiver::start(200).await, Receiver::start(200).await);
+    // Slow enough that the jobs outlast the moment the second process
+    // finds the backlogs the first declared.
+    rx1.set_path_delay("/1", Duration::from_millis(100));
+    rx2.set_path_delay("/2", Duration::from_millis(100));
+    // Both processes fan out: each holds its share of the partitions.
+    let held = "webhooks_ingest_partitions_held";
+    let (ha, hb) = eventually(Duration::from_secs(10), "partitions shared", || async {
+        let (ha, hb) = (a.metric(held).await, b.metric(held).await);
+        (ha > 0.0 && hb > 0.0 && ha + hb == 16.0).then_some((ha, hb))
+    })
+    .await;
+    println!("partitions held: {ha} + {hb}");
     a.webhook("app_2", &rx1.url("/1"), &["item.created"]).await;
     a.webhook("app_2", &rx2.url("/2"), &["item.created"]).await;
     let producer = Producer::connect(&a.ns).await;
@@ -35,13 +47,13 @@ async fn two_replicas_share_the_deliveries_and_fan_out_each_event_once() {
         b.metric("webhooks_jobs_enqueued_total").await,
     );
     assert_eq!(ea + eb, 200.0, "each event fanned out once");
-    // One replica fans out at a time (events are numbered in the ingest
-    // queue's order for ordered webhooks); the other stands by.
+    // One replica routes the ingest queue to the partitions at a time
+    // (each application's events keep its order); the other stands by.
     let (fa, fb) = (
         a.metric("webhooks_fanning_out").await,
         b.metric("webhooks_fanning_out").await,
     );
-    assert_eq!(fa + fb, 1.0, "exactly one replica fans out: {fa} + {fb}");
+    assert_eq!(fa + fb, 1.0, "exactly one replica routes: {fa} + {fb}");
     // Deliveries, the bulk of the work, are shared.
     let success = r#"webhooks_deliveries_total{outcome="success"}"#;
     let (da, db) = eventually(
