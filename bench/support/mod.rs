@@ -458,6 +458,8 @@ pub async fn publish_paced(
 pub struct ServiceProcess {
     pub namespace: String,
     api: String,
+    /// The admin API of every process, in start order.
+    pub apis: Vec<String>,
     children: Vec<Child>,
     /// The webhook of each (not slow) receiver, in order.
     pub webhook_ids: Vec<String>,
@@ -520,6 +522,7 @@ impl ServiceProcess {
         let mut service = ServiceProcess {
             namespace: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             api: String::new(),
+            apis: Vec::new(),
             children: Vec::new(),
             webhook_ids: Vec::new(),
             slow_webhook_ids: Vec::new(),
@@ -564,6 +567,19 @@ impl ServiceProcess {
             .unwrap_or(0.0))
     }
 
+    /// One sample summed over every process's `/metrics` (0 where absent).
+    pub async fn metric_sum(&self, sample: &str) -> anyhow::Result<f64> {
+        let mut sum = 0.0;
+        for api in &self.apis {
+            let text = reqwest::get(format!("{api}/metrics")).await?.text().await?;
+            sum += text
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        Ok(sum)
+    }
+
     /// Starts one more process on the namespace, with `env`, and waits until
     /// it is ready; its admin API becomes `self.api`.
     pub async fn add(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
@@ -586,6 +602,7 @@ impl ServiceProcess {
                 .spawn()?,
         );
         self.api = format!("http://127.0.0.1:{port}");
+        self.apis.push(self.api.clone());
         wait_ready(&self.api).await
     }
 

@@ -64,7 +64,7 @@ return 1
 /// How long a claim for deletion keeps routers away: a deleter that did not
 /// finish within it (it bounds its broker calls well under it) is taken
 /// to have died, and the backlog is used again.
-pub(crate) const CLAIM_FOR: Duration = Duration::from_secs(30);
+pub(crate) const CLAIM_FOR: Duration = Duration::from_secs(10);
 
 /// The namespace's backlog registry.
 #[derive(Clone)]

@@ -177,7 +177,18 @@ impl Router {
                 ch
             }
         };
-        match self.spec.declare_backlog(&ch, &self.names, id).await {
+        // Bounded: a declaration the cluster cannot complete (a node just
+        // lost) hands the job back instead of holding every route here.
+        let declared = tokio::time::timeout(
+            crate::broker::BROKER_RPC_TIMEOUT,
+            self.spec.declare_backlog(&ch, &self.names, id),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            let slow = std::io::Error::other("backlog declaration timed out");
+            Err(lapin::ErrorKind::IOError(Arc::new(slow)).into())
+        });
+        match declared {
             Ok(()) => Ok(()),
             Err(e) if crate::broker::is_precondition_failed(&e) => {
                 let ch = self.conn.create_channel().await?;

@@ -14,7 +14,7 @@ use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 /// How long a connect or close may take before it counts as failed.
-const BROKER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BROKER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest AMQP frame this process proposes, unless the URL sets
 /// `frame_max`: lapin keeps a send and a receive buffer of 32 frames per

@@ -125,10 +125,10 @@ impl TopologySpec {
         table(pairs)
     }
 
-    /// The arguments of a queue new in this release (partitions,
-    /// backlogs): quorum leaders placed where the fewest are, so adding
-    /// nodes adds capacity. Queues of earlier releases keep theirs (a
-    /// changed argument would fail their declaration).
+    /// The arguments of the ingest partitions (new in this release):
+    /// quorum leaders placed where the fewest are, so adding nodes adds
+    /// capacity. Queues of earlier releases keep theirs (a changed argument
+    /// would fail their declaration).
     fn spread_args(&self) -> FieldTable {
         let mut pairs = Vec::new();
         if self.queue_type == QueueType::Quorum {
@@ -179,7 +179,10 @@ impl TopologySpec {
         names: &Names,
         id: &str,
     ) -> lapin::Result<()> {
-        let args = self.spread_args();
+        // Led from the node this process is connected to (RabbitMQ's
+        // default), which is up: a backlog is often declared just after a
+        // node loss, when a leader placed elsewhere may not start.
+        let args = self.queue_args(Vec::new());
         ch.queue_declare(names.backlog(id).as_str().into(), durable_queue(), args)
             .await
             .map(|_| ())

@@ -53,6 +53,17 @@ pub(crate) struct Drain {
     pub topology: broker::TopologySpec,
 }
 
+impl Drain {
+    /// Whether idle backlogs are deleted: classic ones only. A quorum
+    /// queue deleted while a cluster node is down and declared again later
+    /// under the same name broke in RabbitMQ 3.10 (consuming it closed the
+    /// connection with INTERNAL_ERROR, in the cluster test), so quorum
+    /// backlogs stay once declared.
+    fn deletes_idle(&self) -> bool {
+        self.topology.queue_type == crate::config::QueueType::Classic
+    }
+}
+
 /// Drains every backlog until `token` is cancelled; `wake` names backlogs
 /// this process just declared. Err when the connection is lost.
 pub(crate) async fn drain(
@@ -247,7 +258,11 @@ async fn upkeep(
             Err(_) => continue,
         };
         lock(depths).insert(id.to_string(), depth);
-        if depth == 0 && !busy && activity.idle_for() >= d.timing.idle && delete(d, id, queue).await
+        if d.deletes_idle()
+            && depth == 0
+            && !busy
+            && activity.idle_for() >= d.timing.idle
+            && delete(d, id, queue).await
         {
             return;
         }

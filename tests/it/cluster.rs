@@ -114,8 +114,8 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         ("WF_QUEUE_TYPE", "quorum"),
         ("WF_RETRY_SCHEDULE", "300ms"),
         ("WF_MAX_EVENT_AGE", "3s"),
-        // Idle backlogs are deleted during the stream (quorum queues have
-        // no `if-empty` delete: the registry's claim guards it).
+        // Idle backlogs would be deleted during the stream; quorum ones
+        // stay (see `Drain::deletes_idle`).
         ("WF_BACKLOG_IDLE", "3s"),
     ];
     let procs = [binary::spawn(&ns, &extra), binary::spawn(&ns, &extra)];
@@ -139,19 +139,6 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         cluster.nodes[other]
     );
     let producer = Producer::connect_to(&cluster.urls[other], &ns).await;
-    // The ingest partitions' leaders spread over the nodes
-    // (`x-queue-leader-locator: balanced`), so nodes add capacity.
-    let leaders: HashMap<String, usize> = (0..16).fold(HashMap::new(), |mut m, p| {
-        let queue = format!("{ns}.ingest.{p}");
-        *m.entry(cluster.leader(&cluster.nodes[0], &queue))
-            .or_default() += 1;
-        m
-    });
-    println!("ingest partitions led by: {leaders:?}");
-    assert!(
-        leaders.len() > 1,
-        "partition leaders on one node: {leaders:?}"
-    );
 
     // A dead letter before the loss: a webhook that fails until max age.
     let body = json!({"url": rx.url("/dead"), "events": ["item.created"]});
@@ -231,12 +218,39 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
     let replay = format!("/v1/dead-letters/{}/replay", letter["id"].as_str().unwrap());
     let (s, body) = call(&api, "POST", &replay, None).await;
     assert_eq!(s, 200, "{body}");
-    eventually(Duration::from_secs(30), "the replay delivered", || async {
+    eventually(Duration::from_secs(60), "the replay delivered", || async {
         rx.at("/dead")
             .iter()
             .any(|r| r.header("webhook-id") == "ev-c-dead" && r.status == 200)
             .then_some(())
     })
     .await;
+    // The ingest partitions' leaders spread over the nodes
+    // (`x-queue-leader-locator: balanced`), so nodes add capacity.
+    let listed = cluster.ctl(
+        &cluster.nodes[other],
+        "list_queues name leader --formatter json",
+    );
+    let queues: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let prefix = format!("{ns}.ingest.");
+    let leaders: HashMap<String, usize> = queues
+        .iter()
+        .filter(|q| {
+            q["name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|p| p.parse::<usize>().is_ok())
+        })
+        .fold(HashMap::new(), |mut m, q| {
+            let leader = q["leader"].as_str().unwrap_or("?").to_string();
+            *m.entry(leader).or_default() += 1;
+            m
+        });
+    println!("ingest partitions led by: {leaders:?}");
+    assert_eq!(leaders.values().sum::<usize>(), 16, "{listed}");
+    assert!(
+        leaders.len() > 1,
+        "partition leaders on one node: {leaders:?}"
+    );
     producer.close().await;
 }

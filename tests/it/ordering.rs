@@ -408,9 +408,10 @@ enum Stop {
     Term,
 }
 
-/// 600 events of 30 keys to an ordered webhook (30 % random failures) and
-/// an unordered neighbour, by two processes; the one fanning out is
-/// stopped by `stop` after 210 events and a new one started.
+/// Eight applications, each with an ordered webhook (30 % random failures)
+/// and an unordered neighbour, 200 events of 10 keys each, by two
+/// processes that share the ingest partitions; the one routing the ingest
+/// queue is stopped by `stop` after 7 of 20 rounds and a new one started.
 async fn handover(stop: Stop) {
     let ns = Namespace::new();
     let extra = [
@@ -423,13 +424,19 @@ async fn handover(stop: Stop) {
     binary::wait_ready(&procs[0].base).await;
     binary::wait_ready(&procs[1].base).await;
     let rx = Receiver::start(200).await;
-    rx.set_path_flaky("/ordered", 30);
     let types = ["item.account.updated"];
     let api = procs[0].base.clone();
-    let ordered = hook(&api, "app_k", &rx.url("/ordered"), &types, "per_key").await;
-    hook(&api, "app_k", &rx.url("/plain"), &types, "none").await;
+    let apps: Vec<String> = (0..8).map(|a| format!("app_{a}")).collect();
+    let mut secrets = Vec::new();
+    for app in &apps {
+        rx.set_path_flaky(&format!("/{app}/ordered"), 30);
+        let url = rx.url(&format!("/{app}/ordered"));
+        let ordered = hook(&api, app, &url, &types, "per_key").await;
+        secrets.push(ordered["secret"].as_str().unwrap().to_string());
+        hook(&api, app, &rx.url(&format!("/{app}/plain")), &types, "none").await;
+    }
 
-    let keys: Vec<String> = (0..30).map(|k| format!("acc{k}")).collect();
+    let keys: Vec<String> = (0..10).map(|k| format!("acc{k}")).collect();
     let producer = Producer::connect(&ns).await;
     let fanning = |base: String| async move { binary::metric(&base, "webhooks_fanning_out").await };
     for n in 0..20 {
@@ -441,8 +448,8 @@ async fn handover(stop: Stop) {
                 false => 1,
             };
             println!(
-                "{stop:?} process {holder} (fanning out) after {} events",
-                n * 30
+                "{stop:?} process {holder} (routing) after {} events",
+                n * keys.len() * apps.len()
             );
             match stop {
                 Stop::Kill => procs[holder].child.kill().unwrap(),
@@ -461,37 +468,63 @@ async fn handover(stop: Stop) {
             }
             procs[holder] = binary::spawn(&ns, &extra);
         }
-        // One event per key at a time, the 30 publishes pipelined: events
-        // pile up in the ingest queue faster than it is fanned out, so the
-        // stop finds a backlog.
-        let ids: Vec<String> = keys.iter().map(|key| format!("o-{key}-{n}")).collect();
-        let publishes = keys.iter().zip(&ids).map(|(key, id)| {
+        // One event per key and application at a time, the 80 publishes
+        // pipelined: events pile up in the queues faster than they are
+        // fanned out, so the stop finds a backlog.
+        let pairs: Vec<(&String, &String, String)> = apps
+            .iter()
+            .flat_map(|app| {
+                keys.iter()
+                    .map(move |key| (app, key, format!("o-{key}-{n}")))
+            })
+            .collect();
+        let publishes = pairs.iter().map(|(app, key, id)| {
             producer.event(
                 id,
-                "app_k",
+                app,
                 "item.account.updated",
                 json!({"account_id": key, "n": n}),
             )
         });
         futures_util::future::join_all(publishes).await;
     }
-    all_delivered(&rx, "/ordered", &keys, 20, 180).await;
-    rx.wait_for("/plain", 600).await;
-    let got = rx.at("/ordered");
-    let duplicates = assert_in_order(&got, &keys, 20, ordered["secret"].as_str().unwrap());
-    let plain: HashSet<String> = rx
-        .at("/plain")
-        .iter()
-        .map(|r| r.header("webhook-id"))
-        .collect();
+    let mut duplicates = 0;
+    for (app, secret) in apps.iter().zip(&secrets) {
+        let path = format!("/{app}/ordered");
+        all_delivered(&rx, &path, &keys, 20, 180).await;
+        duplicates += assert_in_order(&rx.at(&path), &keys, 20, secret);
+        let plain = format!("/{app}/plain");
+        rx.wait_for(&plain, 200).await;
+        let distinct: HashSet<String> = rx
+            .at(&plain)
+            .iter()
+            .map(|r| r.header("webhook-id"))
+            .collect();
+        assert_eq!(distinct.len(), 200, "{app}'s neighbour got every event");
+    }
+    let fanned: Vec<f64> = futures_util::future::join_all(
+        procs
+            .iter()
+            .map(|p| binary::metric(&p.base, "webhooks_jobs_enqueued_total")),
+    )
+    .await;
     println!(
-        "600 ordered events through a {stop:?}: {} requests, {duplicates} duplicates; neighbour: {} requests for {} events",
-        got.len(),
-        rx.at("/plain").len(),
-        plain.len()
+        "1,600 ordered events of 8 applications through a {stop:?}: {duplicates} duplicates; jobs fanned out by the processes now running: {fanned:?}"
     );
-    assert_eq!(plain.len(), 600, "the neighbour got every event");
     let holders = fanning(procs[0].base.clone()).await + fanning(procs[1].base.clone()).await;
-    assert_eq!(holders, 1.0, "one process fans out");
+    assert_eq!(holders, 1.0, "one process routes");
+    let held = "webhooks_ingest_partitions_held";
+    eventually(
+        Duration::from_secs(10),
+        "both processes hold partitions",
+        || async {
+            let (a, b) = (
+                binary::metric(&procs[0].base, held).await,
+                binary::metric(&procs[1].base, held).await,
+            );
+            (a > 0.0 && b > 0.0 && a + b == 16.0).then_some(())
+        },
+    )
+    .await;
     producer.close().await;
 }
