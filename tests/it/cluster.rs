@@ -114,9 +114,6 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         ("WF_QUEUE_TYPE", "quorum"),
         ("WF_RETRY_SCHEDULE", "300ms"),
         ("WF_MAX_EVENT_AGE", "3s"),
-        // Idle backlogs would be deleted during the stream; quorum ones
-        // stay (see `Drain::deletes_idle`).
-        ("WF_BACKLOG_IDLE", "3s"),
     ];
     let procs = [binary::spawn(&ns, &extra), binary::spawn(&ns, &extra)];
     binary::wait_ready(&procs[0].base).await;
