@@ -97,16 +97,42 @@ impl ConfirmedPublisher {
     }
 
     /// Moves messages as they are (body and properties, made persistent)
-    /// to the queues named, `mandatory`, confirms awaited together; for each,
-    /// whether it came back unroutable. The ingest router's publish.
+    /// to the queues named, `mandatory`. Returns once the frames are
+    /// written, in order, with what awaits their confirms (for each,
+    /// whether it came back unroutable): the ingest router keeps several
+    /// batches in flight.
     pub(crate) async fn forward(
         &self,
         messages: &[(&str, &[u8], BasicProperties)],
-    ) -> Result<Vec<bool>, PublishError> {
-        let messages = messages
-            .iter()
-            .map(|(queue, body, props)| ("", *queue, *body, props.clone().with_delivery_mode(2)));
-        self.publish_with(messages, true).await
+    ) -> Result<impl Future<Output = Result<Vec<bool>, PublishError>> + use<>, PublishError> {
+        let mut publishes = Vec::with_capacity(messages.len());
+        for (queue, body, props) in messages {
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            publishes.push(self.channel.basic_publish(
+                "".into(),
+                (*queue).into(),
+                options,
+                body,
+                props.clone().with_delivery_mode(2),
+            ));
+        }
+        let confirms = futures_util::future::try_join_all(publishes).await?;
+        Ok(async move {
+            let mut returned = Vec::with_capacity(confirms.len());
+            for result in futures_util::future::join_all(confirms).await {
+                match result? {
+                    Confirmation::Ack(None) => returned.push(false),
+                    Confirmation::Ack(Some(_)) => returned.push(true),
+                    Confirmation::Nack(_) | Confirmation::NotRequested => {
+                        return Err(PublishError::Nacked);
+                    }
+                }
+            }
+            Ok(returned)
+        })
     }
 
     async fn publish_with<'a>(

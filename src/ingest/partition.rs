@@ -20,7 +20,7 @@
 //! RabbitMQ does the locking (an exclusive consumer is refused while
 //! another holds the queue) and the counting; nothing is elected in Redis.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,10 +100,23 @@ pub(crate) async fn route(
     let _routing = scopeguard(|| metrics.set_fanning_out(false));
     let publisher = ConfirmedPublisher::open(conn).await?;
     let queues: Vec<String> = (0..partitions).map(|p| names.ingest_partition(p)).collect();
+    // Batches whose confirms are awaited, oldest first: the next batch is
+    // published meanwhile (frames go out in order on the one channel), and
+    // each is acked once it and every one before it are confirmed.
+    let mut in_flight: VecDeque<(u64, ConfirmsOf)> = VecDeque::new();
     let result = loop {
+        if in_flight.len() >= BATCHES_IN_FLIGHT
+            && let Err(e) = settle_oldest(&channel, &mut in_flight).await
+        {
+            break Err(e);
+        }
         let first = tokio::select! {
             _ = token.cancelled() => break Ok(()),
             next = consumer.next() => next,
+            settled = settle_oldest(&channel, &mut in_flight), if !in_flight.is_empty() => match settled {
+                Ok(()) => continue,
+                Err(e) => break Err(e),
+            },
         };
         let mut batch = match first {
             Some(Ok(d)) => vec![d],
@@ -124,26 +137,18 @@ pub(crate) async fn route(
                 (queues[p].as_str(), d.data.as_slice(), d.properties.clone())
             })
             .collect();
-        match publisher.forward(&messages).await {
-            Ok(returned) if !returned.contains(&true) => {}
-            Ok(_) => {
-                // A partition queue deleted from outside: a new session
-                // declares it again, and these events come back.
-                let gone = std::io::Error::other("an ingest partition queue is missing");
-                break Err(lapin::ErrorKind::IOError(Arc::new(gone)).into());
-            }
-            Err(broker::PublishError::Broker(e)) => break Err(e),
-            Err(e) => {
-                let refused = std::io::Error::other(e.to_string());
-                break Err(lapin::ErrorKind::IOError(Arc::new(refused)).into());
-            }
-        }
         let last = batch.last().map_or(0, |d| d.delivery_tag);
-        let ack = BasicAckOptions { multiple: true };
-        if let Err(e) = channel.basic_ack(last, ack).await {
-            break Err(e);
+        match publisher.forward(&messages).await {
+            Ok(confirms) => in_flight.push_back((last, Box::pin(confirms))),
+            Err(e) => break Err(publish_failed(e)),
         }
     };
+    // What was confirmed is acked; the rest goes back.
+    while !in_flight.is_empty() && result.is_ok() {
+        if settle_oldest(&channel, &mut in_flight).await.is_err() {
+            break;
+        }
+    }
     // Unacked events go back to `{ns}.ingest`, in order, for the next router.
     publisher.close().await;
     broker::close_channel(&channel, "routed").await;
@@ -161,6 +166,48 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 
 fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
     OnDrop(f)
+}
+
+/// Batches published by the router whose confirms are awaited at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+type ConfirmsOf = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<bool>, broker::PublishError>> + Send>,
+>;
+
+/// Awaits the oldest batch's confirms, then acks it (and everything
+/// before it); Err when a message came back or the channel failed.
+async fn settle_oldest(
+    channel: &lapin::Channel,
+    in_flight: &mut VecDeque<(u64, ConfirmsOf)>,
+) -> lapin::Result<()> {
+    let Some((_, confirms)) = in_flight.front_mut() else {
+        return Ok(());
+    };
+    let confirmed = confirms.await;
+    let (last, _) = in_flight.pop_front().expect("front exists");
+    match confirmed {
+        Ok(returned) if !returned.contains(&true) => {}
+        Ok(_) => {
+            // A partition queue deleted from outside: a new session
+            // declares it again, and these events come back.
+            let gone = std::io::Error::other("an ingest partition queue is missing");
+            return Err(lapin::ErrorKind::IOError(Arc::new(gone)).into());
+        }
+        Err(e) => return Err(publish_failed(e)),
+    }
+    channel
+        .basic_ack(last, BasicAckOptions { multiple: true })
+        .await
+}
+
+fn publish_failed(e: broker::PublishError) -> lapin::Error {
+    match e {
+        broker::PublishError::Broker(e) => e,
+        other => {
+            lapin::ErrorKind::IOError(Arc::new(std::io::Error::other(other.to_string()))).into()
+        }
+    }
 }
 
 fn ended() -> lapin::Error {
