@@ -37,19 +37,86 @@ pub(crate) struct Consuming {
     concurrency: usize,
     exclusive: bool,
     gather_max: usize,
+    /// An exclusive consumer's hold, let go once its channel is closed.
+    hold: Option<Hold>,
+}
+
+/// This connection's hold on a queue, so that one process at a time
+/// consumes it: the exclusive queue `{queue}.owner`, which RabbitMQ lets
+/// only one connection declare (another gets `RESOURCE_LOCKED`) and
+/// deletes when that connection closes or its node goes down.
+///
+/// An exclusive *consumer* alone is not enough: quorum queues accept the
+/// flag but do not enforce it (RabbitMQ 3.10 let two processes consume one
+/// quorum ingest partition at once), while an exclusive queue is the same
+/// lock on every queue type.
+pub(crate) struct Hold {
+    channel: Option<Channel>,
+    owner: String,
+}
+
+impl Hold {
+    /// Takes the hold on `queue`; a refused error (see [`is_refused`]) while
+    /// another connection holds it.
+    pub(crate) async fn take(conn: &Connection, queue: &str) -> lapin::Result<Hold> {
+        use lapin::options::QueueDeclareOptions;
+        let channel = conn.create_channel().await?;
+        let owner = format!("{queue}.owner");
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(owner.as_str().into(), options, FieldTable::default())
+            .await?;
+        Ok(Hold {
+            channel: Some(channel),
+            owner,
+        })
+    }
+
+    /// Lets the hold go: the next process may take the queue.
+    pub(crate) async fn release(mut self) {
+        if let Some(channel) = self.channel.take() {
+            release(channel, std::mem::take(&mut self.owner)).await;
+        }
+    }
+}
+
+async fn release(channel: Channel, owner: String) {
+    use lapin::options::QueueDeleteOptions;
+    let delete = channel.queue_delete(owner.as_str().into(), QueueDeleteOptions::default());
+    let _ = tokio::time::timeout(crate::broker::BROKER_RPC_TIMEOUT, delete).await;
+    crate::broker::close_channel(&channel, "released").await;
+}
+
+impl Drop for Hold {
+    /// A hold dropped without `release` (its task panicked or was
+    /// aborted) is let go in the background, or with the connection.
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(release(channel, std::mem::take(&mut self.owner)));
+        }
+    }
 }
 
 /// Starts consuming `queue` with at most `concurrency` messages in hand: the
 /// prefetch equals the concurrency, so the broker never pushes more than can be
 /// worked on and the rest stays available to other replicas. `exclusive`:
-/// as the queue's only consumer; refused (see [`is_refused`]) while another
-/// consumes it.
+/// as the queue's only consumer, under a [`Hold`]; refused (see
+/// [`is_refused`]) while another process holds it.
 pub(crate) async fn start(
     conn: &Connection,
     queue: String,
     concurrency: usize,
     exclusive: bool,
 ) -> lapin::Result<Consuming> {
+    let hold = match exclusive {
+        true => Some(Hold::take(conn, &queue).await?),
+        false => None,
+    };
     let channel = conn.create_channel().await?;
     let prefetch = concurrency.min(u16::MAX as usize) as u16;
     channel
@@ -76,15 +143,17 @@ pub(crate) async fn start(
         // An eighth of the window may wait, finished, for others to share
         // its ack.
         gather_max: (concurrency / 8).max(1),
+        hold,
     })
 }
 
-/// Whether `e` is the broker refusing an exclusive consumer because the
-/// queue has another consumer (`ACCESS_REFUSED`, which closes the channel).
+/// Whether `e` is the broker refusing a [`Hold`] held by another
+/// connection (`RESOURCE_LOCKED`) or an exclusive consumer because the
+/// queue has another consumer (`ACCESS_REFUSED`); either closes the channel.
 pub(crate) fn is_refused(e: &lapin::Error) -> bool {
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
-        if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED))
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED | AMQPSoftError::RESOURCELOCKED)))
 }
 
 impl Consuming {
@@ -116,6 +185,7 @@ impl Consuming {
             concurrency,
             exclusive,
             gather_max,
+            hold,
         } = self;
         // Explicit bound on concurrent handlers, matching the prefetch.
         let permits = Arc::new(Semaphore::new(concurrency));
@@ -179,6 +249,11 @@ impl Consuming {
             tracing::warn!(queue = %queue, "last acks not sent in time; the broker redelivers those messages");
         }
         crate::broker::close_channel(&channel, "shutdown").await;
+        // Unacked messages are back in the queue: the next holder starts
+        // on them.
+        if let Some(hold) = hold {
+            hold.release().await;
+        }
         result
     }
 }
@@ -545,5 +620,61 @@ mod tests {
         let mut l = ledger(1..=1);
         l.settled(7, Settle::Ack);
         assert!(l.actions().is_empty());
+    }
+
+    /// Against the local RabbitMQ. One process at a time holds a queue,
+    /// whatever its type: quorum queues do not enforce an exclusive
+    /// consumer, so two processes once fanned out one partition together.
+    #[tokio::test]
+    async fn a_queue_is_held_by_one_connection_at_a_time_quorum_queues_too() {
+        use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+
+        let url = std::env::var("WF_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let one = crate::broker::connect(&url, "hold-test-1").await.unwrap();
+        let two = crate::broker::connect(&url, "hold-test-2").await.unwrap();
+        let queue = format!("test-hold-{}", uuid::Uuid::new_v4().simple());
+        let ch = one.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut quorum = FieldTable::default();
+        quorum.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        ch.queue_declare(queue.as_str().into(), durable, quorum)
+            .await
+            .unwrap();
+
+        let first = start(&one, queue.clone(), 4, true).await.unwrap();
+        let refused = start(&two, queue.clone(), 4, true).await.err();
+        assert!(
+            refused.as_ref().is_some_and(is_refused),
+            "a second holder: {refused:?}"
+        );
+        // Let go once its consumer has stopped.
+        let token = CancellationToken::new();
+        token.cancel();
+        first
+            .run(&token, Duration::from_secs(1), |_, _| async { Settle::Ack })
+            .await
+            .unwrap();
+        let second = start(&two, queue.clone(), 4, true).await.unwrap();
+        // Gone with its connection too.
+        drop(second);
+        crate::broker::close_connection(&two, "test").await;
+        let third = start(&one, queue.clone(), 4, true).await;
+        assert!(
+            third.is_ok(),
+            "after the holder's connection closed: {:?}",
+            third.err()
+        );
+
+        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        crate::broker::close_connection(&one, "test").await;
     }
 }

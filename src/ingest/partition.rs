@@ -2,7 +2,7 @@
 //! partitions.
 //!
 //! Producers' events arrive in `{ns}.ingest` as before. One process at a
-//! time routes them (the exclusive consumer of `{ns}.ingest`; the others
+//! time routes them (the holder of `{ns}.ingest`, see below; the others
 //! stand by and take over within a second): it reads each event's
 //! `application_id` and moves the event, unchanged, to partition
 //! `{ns}.ingest.<p>`, `p` a fixed hash of the application. It publishes a
@@ -11,14 +11,16 @@
 //! An event whose application cannot be read goes to partition 0, where
 //! fan-out rejects it with its reason.
 //!
-//! Each partition is fanned out by one process at a time (an exclusive
-//! consumer). Every ingest process holds a consumer on `{ns}.ingest.members`,
-//! whose consumer count is how many there are; each takes free partitions
-//! up to its share (the count divided into the partitions, rounded up) and
-//! hands back the ones above it, so the partitions spread over the
-//! processes and move within about a second when one starts, stops or dies.
-//! RabbitMQ does the locking (an exclusive consumer is refused while
-//! another holds the queue) and the counting; nothing is elected in Redis.
+//! Each partition is fanned out by one process at a time, its holder.
+//! Every ingest process holds a consumer on `{ns}.ingest.members`, whose
+//! consumer count is how many there are; each takes free partitions up to
+//! its share (the count divided into the partitions, rounded up) and hands
+//! back the ones above it, so the partitions spread over the processes and
+//! move within about a second when one starts, stops or dies. RabbitMQ
+//! does the locking and the counting; nothing is elected in Redis: a
+//! holder is the connection that declared the exclusive queue
+//! `{queue}.owner` (`consume::Hold`), which RabbitMQ refuses to every other
+//! connection and deletes when its owner's connection or node goes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -72,6 +74,21 @@ pub(crate) fn partition_of_event(body: &[u8], n: usize) -> usize {
 /// `Err` with a refused error (see [`consume::is_refused`]) while another
 /// process does, any other `Err` when the channel fails.
 pub(crate) async fn route(
+    conn: &Connection,
+    names: &Names,
+    partitions: usize,
+    metrics: &Metrics,
+    token: &CancellationToken,
+) -> lapin::Result<()> {
+    // One router at a time, whatever the queue type (see `consume::Hold`).
+    let hold = consume::Hold::take(conn, &names.ingest()).await?;
+    let routed = route_holding(conn, names, partitions, metrics, token).await;
+    // Unacked events are back in `{ns}.ingest`: the next router starts on them.
+    hold.release().await;
+    routed
+}
+
+async fn route_holding(
     conn: &Connection,
     names: &Names,
     partitions: usize,
@@ -281,6 +298,10 @@ pub(crate) async fn hold(
     let offset = partition_of(&uuid::Uuid::new_v4().to_string(), partitions);
     // Partition -> (which taking of it, how to hand it back).
     let mut held: BTreeMap<usize, (u64, CancellationToken)> = BTreeMap::new();
+    // Partitions handed back whose fan-out still drains (which taking):
+    // not taken again meanwhile, since this connection's own hold would
+    // not refuse it.
+    let mut handing: BTreeMap<usize, u64> = BTreeMap::new();
     let mut takings: u64 = 0;
     let _holding = scopeguard(|| metrics.set_partitions_held(0));
     let mut tasks: JoinSet<(usize, u64, lapin::Result<()>)> = JoinSet::new();
@@ -291,6 +312,9 @@ pub(crate) async fn hold(
                 // Not a later taking of the same partition.
                 if held.get(&p).is_some_and(|(t, _)| *t == taking) {
                     held.remove(&p);
+                }
+                if handing.get(&p) == Some(&taking) {
+                    handing.remove(&p);
                 }
                 if let Err(e) = ran {
                     tracing::debug!(partition = p, error = %crate::logging::Chain(&e), "partition fan-out ended");
@@ -303,7 +327,8 @@ pub(crate) async fn hold(
         let mine = share(partitions, membership.count(conn, names).await);
         // Above the share (a process joined): hand back the last ones.
         while held.len() > mine {
-            if let Some((p, (_, stop))) = held.pop_last() {
+            if let Some((p, (taking, stop))) = held.pop_last() {
+                handing.insert(p, taking);
                 tracing::info!(
                     partition = p,
                     share = mine,
@@ -317,7 +342,7 @@ pub(crate) async fn hold(
                 if held.len() >= mine || token.is_cancelled() {
                     break;
                 }
-                if held.contains_key(&p) {
+                if held.contains_key(&p) || handing.contains_key(&p) {
                     continue;
                 }
                 match consume::start(conn, names.ingest_partition(p), window, true).await {

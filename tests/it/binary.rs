@@ -12,12 +12,20 @@ use serde_json::{Value, json};
 struct Binary {
     child: binary::Process,
     base: String,
+    /// Printed if the test fails.
+    _tail: binary::LogTail,
 }
 
 async fn spawn(ns: &str, extra: &[(&str, &str)]) -> Binary {
-    let binary::Spawned { child, base, .. } = binary::spawn(ns, extra);
+    let binary::Spawned {
+        child, base, tail, ..
+    } = binary::spawn(ns, extra);
     binary::wait_ready(&base).await;
-    Binary { child, base }
+    Binary {
+        child,
+        base,
+        _tail: tail,
+    }
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {

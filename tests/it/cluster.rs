@@ -4,7 +4,7 @@
 //! three webhooks on one host. Every event arrives; dead letters written
 //! before the loss are still listed and replayable after it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -114,11 +114,47 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         ("WF_QUEUE_TYPE", "quorum"),
         ("WF_RETRY_SCHEDULE", "300ms"),
         ("WF_MAX_EVENT_AGE", "3s"),
+        // Shown if the test fails: sessions lost, partitions moved.
+        ("RUST_LOG", "warn,webhook_fanout=info"),
     ];
     let procs = [binary::spawn(&ns, &extra), binary::spawn(&ns, &extra)];
     binary::wait_ready(&procs[0].base).await;
     binary::wait_ready(&procs[1].base).await;
     let api = procs[1].base.clone();
+    // Both fan out, and each partition (and `{ns}.ingest`) has one
+    // consumer: quorum queues do not enforce an exclusive consumer, so the
+    // hold must come from elsewhere.
+    let held = "webhooks_ingest_partitions_held";
+    eventually(Duration::from_secs(20), "partitions shared", || async {
+        let (a, b) = (
+            binary::metric(&procs[0].base, held).await,
+            binary::metric(&procs[1].base, held).await,
+        );
+        (a > 0.0 && b > 0.0 && a + b == 16.0).then_some(())
+    })
+    .await;
+    // `list_consumers` asks each queue (a quorum queue's Raft state);
+    // `list_queues consumers` counts only the asking node's channels.
+    let listed = cluster.ctl(
+        &cluster.nodes[2],
+        "list_consumers queue_name --formatter json",
+    );
+    let consumers: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let ingest = format!("{ns}.ingest");
+    let mut consumed: BTreeMap<String, usize> = (0..16)
+        .map(|p| format!("{ingest}.{p}"))
+        .chain([ingest.clone()])
+        .map(|q| (q, 0))
+        .collect();
+    for c in &consumers {
+        if let Some(n) = c["queue_name"].as_str().and_then(|q| consumed.get_mut(q)) {
+            *n += 1;
+        }
+    }
+    assert!(
+        consumed.values().all(|n| *n == 1),
+        "one consumer each: {consumed:?}\n{listed}"
+    );
     let rx = Receiver::start(200).await;
     rx.set_path_status("/dead", 500);
     for path in ["/0", "/1", "/2"] {

@@ -120,6 +120,7 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
         mut child,
         base,
         log,
+        ..
     } = binary::spawn(&ns, &extra);
     binary::wait_ready(&base).await;
     let http = reqwest::Client::new();

@@ -64,7 +64,36 @@ pub struct Spawned {
     pub base: String,
     /// Every line it wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    pub tail: LogTail,
 }
+
+/// Prints what a process logged last when the test holding it fails
+/// (without `WF_TEST_LOG`, nothing else would show it).
+pub struct LogTail {
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for LogTail {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let lines = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let from = lines.len().saturating_sub(LOG_TAIL);
+        eprintln!(
+            "--- the last {} lines of {} ---",
+            lines.len() - from,
+            self.base
+        );
+        for line in &lines[from..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// How many of a process's last lines a failing test prints.
+const LOG_TAIL: usize = 60;
 
 /// Starts `webhook-fanout serve` on a port it binds itself (port 0: no
 /// probe-and-release race between parallel tests) and learns the port from
@@ -106,9 +135,14 @@ pub fn spawn(ns: &str, extra: &[(&str, &str)]) -> Spawned {
     let addr = addr
         .recv_timeout(Duration::from_secs(20))
         .expect("the binary says where it listens");
+    let base = format!("http://{addr}");
     Spawned {
         child: Process(child),
-        base: format!("http://{addr}"),
+        tail: LogTail {
+            base: base.clone(),
+            log: log.clone(),
+        },
+        base,
         log,
     }
 }
