@@ -104,23 +104,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         false => endpoint.admit(),
     };
     if admit == Admit::ShortCircuit {
-        // No request and no timeout spent: the attempt is recorded as not sent.
-        job.attempts.push(AttemptRecord {
-            sent: false,
-            at_ms: clock::unix_millis(),
-            status: None,
-            error: Some("circuit open: the webhook keeps failing; request not sent".into()),
-            duration_ms: 0,
-        });
-        let (app, id) = (&job.application_id, &job.webhook_id);
-        ctx.lifecycle.failed(&endpoint, app, id, false);
-        not_sent(
-            ctx,
-            &job,
-            "circuit_open",
-            "circuit open: the webhook keeps failing; request not sent",
-        );
-        return dispose(ctx, job, Disposition::ShortCircuited).await;
+        return short_circuit(ctx, job, &endpoint).await;
     }
     // Bounded per webhook; beyond the cap the job waits here, at the head
     // of its webhook's own backlog, in nobody else's way.
@@ -137,9 +121,33 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
             }
         })
         .await;
+    // The circuit may have opened while this job waited for its slot (the
+    // jobs ahead of it failed): it is not sent then either. A probe (the
+    // half-open circuit's one request, or an operator's replay) is sent.
+    if !job.probe && admit == Admit::Pass && endpoint.is_open() {
+        drop(slot);
+        return short_circuit(ctx, job, &endpoint).await;
+    }
     let disposition = send(ctx, &mut job, &prepared, &endpoint).await;
     drop(slot);
     dispose(ctx, job, disposition).await
+}
+
+/// A job whose webhook's circuit is open: no request and no timeout spent,
+/// the attempt is recorded as not sent.
+async fn short_circuit(ctx: &DeliverContext, mut job: DeliveryJob, endpoint: &Endpoint) -> Settle {
+    const WHY: &str = "circuit open: the webhook keeps failing; request not sent";
+    job.attempts.push(AttemptRecord {
+        sent: false,
+        at_ms: clock::unix_millis(),
+        status: None,
+        error: Some(WHY.into()),
+        duration_ms: 0,
+    });
+    let (app, id) = (&job.application_id, &job.webhook_id);
+    ctx.lifecycle.failed(endpoint, app, id, false);
+    not_sent(ctx, &job, "circuit_open", WHY);
+    dispose(ctx, job, Disposition::ShortCircuited).await
 }
 
 /// Sends the request and records it in the job, the breaker and the metrics.

@@ -52,6 +52,45 @@ async fn a_hanging_endpoint_is_capped_and_the_others_keep_flowing() {
     svc.stop().await;
 }
 
+/// Jobs waiting for the webhook's one slot while the request ahead of
+/// them fails: once the circuit opens they are not sent, though they were
+/// admitted while it was closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_for_a_slot_when_the_circuit_opens_are_not_sent() {
+    let svc = TestService::start(&[
+        ("WF_CIRCUIT_BREAKER_THRESHOLD", "1"),
+        ("WF_CIRCUIT_BREAKER_COOLDOWN", "1h"),
+        ("WF_ENDPOINT_CONCURRENCY", "1"),
+        ("WF_RETRY_SCHEDULE", "100ms"),
+        ("WF_MAX_EVENT_AGE", "1h"),
+    ])
+    .await;
+    let rx = Receiver::start(500).await;
+    // Slow enough that the other jobs are in hand, waiting, when it fails.
+    rx.set_path_delay("/slow", Duration::from_millis(500));
+    svc.webhook("app_ws", &rx.url("/slow"), &["item.created"])
+        .await;
+    let producer = Producer::connect(&svc.ns).await;
+    for i in 0..4 {
+        producer
+            .event(&format!("ev-ws-{i}"), "app_ws", "item.created", json!({}))
+            .await;
+    }
+    svc.metric_reaches("webhooks_circuit_breakers_open", 1.0)
+        .await;
+    // Every job has been tried (sent or short-circuited) at least twice.
+    svc.metric_reaches(
+        r#"webhooks_jobs_deferred_total{reason="circuit_open"}"#,
+        8.0,
+    )
+    .await;
+    let requests = rx.received().len();
+    assert_eq!(requests, 1, "only the first job was sent");
+
+    producer.close().await;
+    svc.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_is_short_circuited_until_a_probe_succeeds() {
     let svc = TestService::start(&[
