@@ -97,7 +97,10 @@ async fn route_holding(
 ) -> lapin::Result<()> {
     let channel = conn.create_channel().await?;
     channel
-        .basic_qos(ROUTE_BATCH as u16 * 2, BasicQosOptions::default())
+        .basic_qos(
+            (ROUTE_BATCH * (BATCHES_IN_FLIGHT + 1)) as u16,
+            BasicQosOptions::default(),
+        )
         .await?;
     let options = BasicConsumeOptions {
         exclusive: true,
