@@ -22,6 +22,7 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 mod ordering;
+mod partitions;
 mod pipeline;
 mod rate_limit;
 mod rejects;
