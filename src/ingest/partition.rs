@@ -98,7 +98,7 @@ async fn route_holding(
     let channel = conn.create_channel().await?;
     channel
         .basic_qos(
-            (ROUTE_BATCH * (BATCHES_IN_FLIGHT + 1)) as u16,
+            (ROUTE_BATCH * (FULL_BATCHES_IN_FLIGHT + 1)) as u16,
             BasicQosOptions::default(),
         )
         .await?;
@@ -189,7 +189,14 @@ fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
 }
 
 /// Batches published by the router whose confirms are awaited at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// At a steady rate batches are small (an event or a few), and the next
+/// one must not wait for the broker's confirm of the last (its disk
+/// flush): the events are in their partition, being fanned out, already.
+const BATCHES_IN_FLIGHT: usize = 64;
+
+/// How many full batches the prefetch lets the router hold unacked (under
+/// a burst each batch is full, and the prefetch is the bound).
+const FULL_BATCHES_IN_FLIGHT: usize = 4;
 
 type ConfirmsOf = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Vec<bool>, broker::PublishError>> + Send>,
