@@ -66,9 +66,8 @@ impl Hold {
             exclusive: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .queue_declare(owner.as_str().into(), options, FieldTable::default())
-            .await?;
+        let declare = channel.queue_declare(owner.as_str().into(), options, FieldTable::default());
+        crate::broker::within(crate::broker::BROKER_RPC_TIMEOUT, "taking a hold", declare).await?;
         Ok(Hold {
             channel: Some(channel),
             owner,
@@ -119,21 +118,20 @@ pub(crate) async fn start(
     };
     let channel = conn.create_channel().await?;
     let prefetch = concurrency.min(u16::MAX as usize) as u16;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
+    let limit = crate::broker::BROKER_RPC_TIMEOUT;
+    let qos = channel.basic_qos(prefetch, BasicQosOptions::default());
+    crate::broker::within(limit, "setting the prefetch", qos).await?;
     let options = BasicConsumeOptions {
         exclusive,
         ..BasicConsumeOptions::default()
     };
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            options,
-            FieldTable::default(),
-        )
-        .await?;
+    let consume = channel.basic_consume(
+        queue.as_str().into(),
+        "".into(),
+        options,
+        FieldTable::default(),
+    );
+    let consumer = crate::broker::within(limit, "starting a consumer", consume).await?;
     Ok(Consuming {
         channel,
         consumer,

@@ -54,6 +54,24 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
     Err(failure.unwrap_or_else(|| io_error(std::io::ErrorKind::InvalidInput, "no AMQP URL")))
 }
 
+/// `op` bounded by `limit`: a broker that stops answering on a live
+/// connection (a cluster that just lost a node can leave an RPC or a
+/// confirm unanswered) must fail the operation, not stall its task for
+/// good. `what` names it in the error.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    op: impl std::future::Future<Output = lapin::Result<T>>,
+) -> lapin::Result<T> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(result) => result,
+        Err(_) => Err(io_error(
+            std::io::ErrorKind::TimedOut,
+            format!("{what}: no answer from RabbitMQ in {limit:?}"),
+        )),
+    }
+}
+
 /// A connection failure that is not lapin's own, as a lapin error.
 fn io_error(
     kind: std::io::ErrorKind,
@@ -121,9 +139,8 @@ pub(crate) async fn consumer_count(ch: &Channel, queue: &str) -> lapin::Result<u
         passive: true,
         ..lapin::options::QueueDeclareOptions::default()
     };
-    let q = ch
-        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-        .await?;
+    let declare = ch.queue_declare(queue.into(), passive, lapin::types::FieldTable::default());
+    let q = within(BROKER_RPC_TIMEOUT, "counting consumers", declare).await?;
     Ok(q.consumer_count())
 }
 

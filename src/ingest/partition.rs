@@ -188,6 +188,11 @@ fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
     OnDrop(f)
 }
 
+/// How long the router waits for a batch's confirms before it gives up
+/// its session (a quorum queue led from a lost node can leave them
+/// unanswered on a live channel).
+const CONFIRMS_WITHIN: Duration = Duration::from_secs(30);
+
 /// Batches published by the router whose confirms are awaited at once.
 /// At a steady rate batches are small (an event or a few), and the next
 /// one must not wait for the broker's confirm of the last (its disk
@@ -211,7 +216,14 @@ async fn settle_oldest(
     let Some((_, confirms)) = in_flight.front_mut() else {
         return Ok(());
     };
-    let confirmed = confirms.await;
+    let Ok(confirmed) = tokio::time::timeout(CONFIRMS_WITHIN, confirms).await else {
+        // The events go back to `{ns}.ingest` with the channel; the next
+        // router (after a new session) moves them again, and fan-out skips
+        // the copies it has already fanned out by their event id.
+        let why = format!("no confirm from RabbitMQ in {CONFIRMS_WITHIN:?}");
+        let stalled = std::io::Error::new(std::io::ErrorKind::TimedOut, why);
+        return Err(lapin::ErrorKind::IOError(Arc::new(stalled)).into());
+    };
     let (last, _) = in_flight.pop_front().expect("front exists");
     match confirmed {
         Ok(returned) if !returned.contains(&true) => {}

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::common::receiver::Receiver;
 use crate::common::{Fixture, Producer, eventually};
-use crate::shared_host::{Published, assert_all_arrive_promptly, first_receipts};
+use crate::shared_host::{Published, first_receipts, percentile};
 
 /// An application's partition as the reference documents it: FNV-1a
 /// (64 bit) of its id, modulo the partition count.
@@ -102,27 +103,22 @@ async fn a_burst_at_ingest_holds_back_only_the_applications_of_its_partition() {
     let near = published.pop().unwrap();
     quiet.pop();
     let path = format!("/{neighbour}");
-    eventually(
-        Duration::from_secs(120),
-        "the neighbour's events",
-        || async {
-            let got = first_receipts(rx, &path, near[0].1);
-            near.iter()
-                .all(|(id, _)| got.contains_key(id))
-                .then_some(())
-        },
-    )
-    .await;
-    let got = first_receipts(rx, &path, near[0].1);
-    let worst = near
-        .iter()
-        .map(|(id, at)| got[id].saturating_duration_since(*at))
-        .max()
-        .unwrap();
+    let worst = *latencies(rx, &path, &near).await.last().unwrap();
     println!("{path} (the burst's partition): slowest event {worst:?}");
-    // The others never wait for the burst's fan-out.
+    // The others never wait for the burst's fan-out: it took `took`, and
+    // the neighbour waited a good part of it. (This is a debug build beside
+    // RabbitMQ on the same cores; the release figure, p99 under 1 s, is
+    // `fair_share --burst 40000`'s, in docs/performance.md.)
+    let bound = Duration::from_secs(3);
     for (app, sent) in quiet.iter().zip(&published) {
-        assert_all_arrive_promptly(rx, &format!("/{app}"), sent, Duration::from_secs(10)).await;
+        let path = format!("/{app}");
+        let latencies = latencies(rx, &path, sent).await;
+        let (p50, p99) = (latencies[latencies.len() / 2], percentile(&latencies, 99));
+        println!("{path}: {} events, p50 {p50:?}, p99 {p99:?}", sent.len());
+        assert!(
+            p99 < bound && p99 * 4 < worst,
+            "{path}: p99 {p99:?} (the burst's partition: {worst:?})"
+        );
     }
     // And the burst arrives whole, once each.
     eventually(Duration::from_secs(180), "the whole burst", || async {
@@ -136,4 +132,23 @@ async fn a_burst_at_ingest_holds_back_only_the_applications_of_its_partition() {
         .collect();
     assert_eq!((distinct.len(), rx.at("/burst").len()), (BURST, BURST));
     f.stop().await;
+}
+
+/// Once every event of `sent` has reached `path` (within 2 minutes): how
+/// long each took from its publish to its first receipt, sorted.
+async fn latencies(rx: &Receiver, path: &str, sent: &Published) -> Vec<Duration> {
+    eventually(Duration::from_secs(120), "every event", || async {
+        let got = first_receipts(rx, path, sent[0].1);
+        sent.iter()
+            .all(|(id, _)| got.contains_key(id))
+            .then_some(())
+    })
+    .await;
+    let got = first_receipts(rx, path, sent[0].1);
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .map(|(id, at)| got[id].saturating_duration_since(*at))
+        .collect();
+    latencies.sort();
+    latencies
 }
