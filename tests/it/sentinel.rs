@@ -80,6 +80,9 @@ async fn a_killed_redis_primary_is_replaced_and_followed_without_a_restart() {
         return;
     };
     let ns = Namespace::new();
+    // The webhooks, hence the backlogs to delete, are in the Sentinel set
+    // (the replica is the primary by the end).
+    crate::common::note_redis(&ns, &h.replica_url());
     let extra = [
         ("WF_REDIS_SENTINELS", h.sentinels()),
         ("WF_REDIS_SENTINEL_MASTER", "wfmaster"),

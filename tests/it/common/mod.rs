@@ -59,6 +59,19 @@ pub fn namespace() -> String {
 /// schedule each of its services used.
 static TIERS: LazyLock<Mutex<HashMap<String, BTreeSet<String>>>> = LazyLock::new(Default::default);
 
+/// Namespaces whose services keep their webhooks in a Redis of their own.
+static REDIS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Default::default);
+
+/// Records that the services of `ns` keep their webhooks in the Redis at
+/// `url` (a test's own Sentinel set, say), so cleanup finds their
+/// backlogs there.
+pub fn note_redis(ns: &str, url: &str) {
+    REDIS
+        .lock()
+        .unwrap()
+        .insert(ns.to_string(), url.to_string());
+}
+
 /// Records that a service of `ns` declares the tiers of `schedule`.
 pub fn note_schedule(ns: &str, schedule: &str) {
     let labels = schedule.split(',').map(|l| l.trim().to_string());
@@ -364,7 +377,8 @@ async fn delete(ns: &str) {
     );
     let joined = labels.into_iter().collect::<Vec<_>>().join(",");
     let schedule = webhook_fanout::retry::RetrySchedule::parse(&joined).unwrap();
-    let store = Store::connect(&redis_url(), ns).ok();
+    let redis = REDIS.lock().unwrap().remove(ns);
+    let store = Store::connect(&redis.unwrap_or_else(redis_url), ns).ok();
     if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
         if let Some(store) = &store {
             let _ = webhook_fanout::backlog::delete_backlogs(&conn, store, ns).await;

@@ -86,8 +86,45 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_warnings();
+        }
         let _ = Command::new(&self.script)
             .args(["stop", self.dir.to_str().unwrap()])
             .status();
+    }
+}
+
+impl Servers {
+    /// A failing test shows the servers' last warnings and errors (their
+    /// folder is deleted with them): `<dir>/<server>/log/*.log`.
+    fn print_log_warnings(&self) {
+        let Ok(servers) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for server in servers.flatten() {
+            let Ok(logs) = std::fs::read_dir(server.path().join("log")) else {
+                continue;
+            };
+            for log in logs
+                .flatten()
+                .filter(|l| l.path().extension().is_some_and(|e| e == "log"))
+            {
+                let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                let notable: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("[warning]") || l.contains("[error]"))
+                    .collect();
+                let from = notable.len().saturating_sub(40);
+                eprintln!(
+                    "--- {}: the last {} warnings and errors ---",
+                    log.path().display(),
+                    notable.len() - from
+                );
+                for line in &notable[from..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
