@@ -85,7 +85,9 @@ impl Hold {
 async fn release(channel: Channel, owner: String) {
     use lapin::options::QueueDeleteOptions;
     let delete = channel.queue_delete(owner.as_str().into(), QueueDeleteOptions::default());
-    let _ = tokio::time::timeout(crate::broker::BROKER_RPC_TIMEOUT, delete).await;
+    let limit = crate::broker::BROKER_RPC_TIMEOUT;
+    // Not deleted in time: it goes with the connection.
+    let _ = crate::broker::within(limit, "letting a hold go", delete).await;
     crate::broker::close_channel(&channel, "released").await;
 }
 
@@ -116,22 +118,8 @@ pub(crate) async fn start(
         true => Some(Hold::take(conn, &queue).await?),
         false => None,
     };
-    let channel = conn.create_channel().await?;
     let prefetch = concurrency.min(u16::MAX as usize) as u16;
-    let limit = crate::broker::BROKER_RPC_TIMEOUT;
-    let qos = channel.basic_qos(prefetch, BasicQosOptions::default());
-    crate::broker::within(limit, "setting the prefetch", qos).await?;
-    let options = BasicConsumeOptions {
-        exclusive,
-        ..BasicConsumeOptions::default()
-    };
-    let consume = channel.basic_consume(
-        queue.as_str().into(),
-        "".into(),
-        options,
-        FieldTable::default(),
-    );
-    let consumer = crate::broker::within(limit, "starting a consumer", consume).await?;
+    let (channel, consumer) = subscribe(conn, &queue, prefetch, exclusive).await?;
     Ok(Consuming {
         channel,
         consumer,
@@ -143,6 +131,28 @@ pub(crate) async fn start(
         gather_max: (concurrency / 8).max(1),
         hold,
     })
+}
+
+/// A channel of its own consuming `queue` with `prefetch` (manual acks),
+/// each RPC bounded: a cluster that just lost a node may leave one
+/// unanswered.
+pub(crate) async fn subscribe(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+    exclusive: bool,
+) -> lapin::Result<(Channel, lapin::Consumer)> {
+    let channel = conn.create_channel().await?;
+    let limit = crate::broker::BROKER_RPC_TIMEOUT;
+    let qos = channel.basic_qos(prefetch, BasicQosOptions::default());
+    crate::broker::within(limit, "setting the prefetch", qos).await?;
+    let options = BasicConsumeOptions {
+        exclusive,
+        ..BasicConsumeOptions::default()
+    };
+    let consume = channel.basic_consume(queue.into(), "".into(), options, FieldTable::default());
+    let consumer = crate::broker::within(limit, "starting a consumer", consume).await?;
+    Ok((channel, consumer))
 }
 
 /// Whether `e` is the broker refusing a [`Hold`] held by another
@@ -525,6 +535,13 @@ mod tests {
         assert_eq!(l.actions(), vec![ack(3, true)]);
     }
 
+    /// A connection to the local RabbitMQ (`WF_AMQP_URL` to use another).
+    async fn local_broker(name: &str) -> Connection {
+        let url = std::env::var("WF_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        crate::broker::connect(&url, name).await.unwrap()
+    }
+
     /// Against the local RabbitMQ, on a queue of its own (deleted at the
     /// end). A message that finishes alone, with nothing finishing after it,
     /// must still be acked soon: unacked, it would hold a prefetch slot, and
@@ -536,9 +553,7 @@ mod tests {
         use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-        let url = std::env::var("WF_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let conn = crate::broker::connect(&url, "consume-test").await.unwrap();
+        let conn = local_broker("consume-test").await;
         let queue = format!("test-consume-{}", uuid::Uuid::new_v4().simple());
         let ch = conn.create_channel().await.unwrap();
         // Exclusive: gone with the connection even if the test fails.
@@ -627,10 +642,8 @@ mod tests {
     async fn a_queue_is_held_by_one_connection_at_a_time_quorum_queues_too() {
         use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 
-        let url = std::env::var("WF_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let one = crate::broker::connect(&url, "hold-test-1").await.unwrap();
-        let two = crate::broker::connect(&url, "hold-test-2").await.unwrap();
+        let one = local_broker("hold-test-1").await;
+        let two = local_broker("hold-test-2").await;
         let queue = format!("test-hold-{}", uuid::Uuid::new_v4().simple());
         let ch = one.create_channel().await.unwrap();
         let durable = QueueDeclareOptions {

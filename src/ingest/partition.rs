@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use tokio::task::JoinSet;
@@ -95,25 +95,8 @@ async fn route_holding(
     metrics: &Metrics,
     token: &CancellationToken,
 ) -> lapin::Result<()> {
-    let channel = conn.create_channel().await?;
-    channel
-        .basic_qos(
-            (ROUTE_BATCH * (FULL_BATCHES_IN_FLIGHT + 1)) as u16,
-            BasicQosOptions::default(),
-        )
-        .await?;
-    let options = BasicConsumeOptions {
-        exclusive: true,
-        ..BasicConsumeOptions::default()
-    };
-    let mut consumer = channel
-        .basic_consume(
-            names.ingest().as_str().into(),
-            "".into(),
-            options,
-            FieldTable::default(),
-        )
-        .await?;
+    let prefetch = (ROUTE_BATCH * (FULL_BATCHES_IN_FLIGHT + 1)) as u16;
+    let (channel, mut consumer) = consume::subscribe(conn, &names.ingest(), prefetch, true).await?;
     tracing::info!(queue = %names.ingest(), partitions, "routing events to the ingest partitions");
     metrics.set_fanning_out(true);
     // Reset however this ends, a lost session dropping it included.
@@ -216,24 +199,17 @@ async fn settle_oldest(
     let Some((_, confirms)) = in_flight.front_mut() else {
         return Ok(());
     };
-    let Ok(confirmed) = tokio::time::timeout(CONFIRMS_WITHIN, confirms).await else {
-        // The events go back to `{ns}.ingest` with the channel; the next
-        // router (after a new session) moves them again, and fan-out skips
-        // the copies it has already fanned out by their event id.
-        let why = format!("no confirm from RabbitMQ in {CONFIRMS_WITHIN:?}");
-        let stalled = std::io::Error::new(std::io::ErrorKind::TimedOut, why);
-        return Err(lapin::ErrorKind::IOError(Arc::new(stalled)).into());
-    };
+    // Timed out, the events go back to `{ns}.ingest` with the channel; the
+    // next router (after a new session) moves them again, and fan-out
+    // skips the copies it has already fanned out by their event id.
+    let confirmed = confirms.map(|c| c.map_err(publish_failed));
+    let returned = broker::within(CONFIRMS_WITHIN, "confirming routed events", confirmed).await?;
     let (last, _) = in_flight.pop_front().expect("front exists");
-    match confirmed {
-        Ok(returned) if !returned.contains(&true) => {}
-        Ok(_) => {
-            // A partition queue deleted from outside: a new session
-            // declares it again, and these events come back.
-            let gone = std::io::Error::other("an ingest partition queue is missing");
-            return Err(lapin::ErrorKind::IOError(Arc::new(gone)).into());
-        }
-        Err(e) => return Err(publish_failed(e)),
+    if returned.contains(&true) {
+        // A partition queue deleted from outside: a new session
+        // declares it again, and these events come back.
+        let gone = std::io::Error::other("an ingest partition queue is missing");
+        return Err(lapin::ErrorKind::IOError(Arc::new(gone)).into());
     }
     channel
         .basic_ack(last, BasicAckOptions { multiple: true })
