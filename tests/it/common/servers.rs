@@ -32,10 +32,10 @@ fn free_ports(from: u16, count: u16, shifted: Option<u16>) -> u16 {
 
 impl Servers {
     /// Runs `scripts/<script> start DIR PORT` on `count` free ports from
-    /// `from` (each also free at `+shifted`); none, with `SKIPPED:` and the
-    /// script's reason printed, where it exits 3 (the servers cannot run
-    /// here). Any other failure fails the test.
-    pub fn start(script: &str, from: u16, count: u16, shifted: Option<u16>) -> Option<Servers> {
+    /// `from` (each also free at `+shifted`). A script that cannot start
+    /// its servers fails the test with its reason: a missing prerequisite
+    /// (exit 3) is a failure, never a skip.
+    pub fn start(script: &str, from: u16, count: u16, shifted: Option<u16>) -> Servers {
         let port = free_ports(from, count, shifted);
         let name = script.trim_end_matches(".sh");
         let mut servers = Servers {
@@ -51,17 +51,20 @@ impl Servers {
             .output()
             .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        if out.status.code() == Some(3) {
-            println!("SKIPPED: {}", stderr.trim());
-            return None;
-        }
+        // Exit 3: a prerequisite is missing (`make deps` installs it).
+        assert_ne!(
+            out.status.code(),
+            Some(3),
+            "scripts/{script} cannot start its servers here: {}",
+            stderr.trim()
+        );
         servers.out = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
             "scripts/{script} starts: {}{stderr}",
             servers.out
         );
-        Some(servers)
+        servers
     }
 
     /// The value `start` printed for `NAME`.
