@@ -179,15 +179,12 @@ impl Router {
         };
         // Bounded: a declaration the cluster cannot complete (a node just
         // lost) hands the job back instead of holding every route here.
-        let declared = tokio::time::timeout(
+        let declared = crate::broker::within(
             crate::broker::BROKER_RPC_TIMEOUT,
+            "declaring a backlog queue",
             self.spec.declare_backlog(&ch, &self.names, id),
         )
-        .await
-        .unwrap_or_else(|_| {
-            let slow = std::io::Error::other("backlog declaration timed out");
-            Err(lapin::ErrorKind::IOError(Arc::new(slow)).into())
-        });
+        .await;
         match declared {
             Ok(()) => Ok(()),
             Err(e) if crate::broker::is_precondition_failed(&e) => {
