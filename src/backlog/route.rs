@@ -12,7 +12,9 @@ use lapin::{Channel, Connection};
 use tokio::sync::mpsc;
 
 use super::registry::Registry;
-use crate::broker::{ConfirmedPublisher, Names, Outgoing, PublishError, TopologySpec};
+use crate::broker::{
+    CONFIRMS_WITHIN, ConfirmedPublisher, Names, Outgoing, PublishError, TopologySpec,
+};
 use crate::subscription::StoreError;
 
 /// Rounds of declare-and-publish before a job counts as unroutable (a queue
@@ -34,6 +36,9 @@ pub(crate) enum RouteError {
     /// The registry in Redis did not answer.
     #[error("cannot register a backlog")]
     Store(#[from] StoreError),
+    /// No confirm came in time; the publisher channel was closed.
+    #[error("no confirm from RabbitMQ in {0:?}")]
+    Unconfirmed(Duration),
     /// The queue kept disappearing.
     #[error("a backlog queue was deleted as often as it was declared")]
     Unroutable,
@@ -109,7 +114,27 @@ impl Router {
                     message_id: Some(job.message_id),
                 })
                 .collect();
-            let returned = publisher.publish_each(&outgoing, true).await?;
+            let publish = publisher.publish_each(&outgoing, true);
+            // Seen after a cluster node was killed (RabbitMQ 3.10): a
+            // channel whose quorum backlog changed leader nacks every later
+            // publish to it, for minutes, or leaves them unconfirmed, while
+            // a new channel publishes at once. So the channel is closed: it
+            // fails what it still holds, the session starts over on a new
+            // connection, and the events come back to be fanned out again.
+            let returned = match tokio::time::timeout(CONFIRMS_WITHIN, publish).await {
+                Ok(Ok(returned)) => returned,
+                Ok(Err(PublishError::Nacked)) => {
+                    tracing::warn!("RabbitMQ nacked jobs for their backlogs; closing the channel");
+                    publisher.close().await;
+                    return Err(PublishError::Nacked.into());
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    tracing::warn!(limit = ?CONFIRMS_WITHIN, "no confirm from RabbitMQ for jobs in their backlogs; closing the channel");
+                    publisher.close().await;
+                    return Err(RouteError::Unconfirmed(CONFIRMS_WITHIN));
+                }
+            };
             pending = pending
                 .into_iter()
                 .zip(returned)

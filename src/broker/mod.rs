@@ -16,6 +16,11 @@ use lapin::{Channel, Connection, ConnectionProperties};
 /// How long a connect or close may take before it counts as failed.
 pub(crate) const BROKER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a publisher waits for its confirms before it gives up its
+/// channel: a quorum queue led from a lost node can leave them unanswered
+/// on a live channel (RabbitMQ 3.10), and the session then starts over.
+pub(crate) const CONFIRMS_WITHIN: Duration = Duration::from_secs(30);
+
 /// The largest AMQP frame this process proposes, unless the URL sets
 /// `frame_max`: lapin keeps a send and a receive buffer of 32 frames per
 /// connection, zero-filled, so the broker's usual 128 KiB costs 8 MiB of

@@ -171,11 +171,6 @@ fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
     OnDrop(f)
 }
 
-/// How long the router waits for a batch's confirms before it gives up
-/// its session (a quorum queue led from a lost node can leave them
-/// unanswered on a live channel).
-const CONFIRMS_WITHIN: Duration = Duration::from_secs(30);
-
 /// Batches published by the router whose confirms are awaited at once.
 /// At a steady rate batches are small (an event or a few), and the next
 /// one must not wait for the broker's confirm of the last (its disk
@@ -203,7 +198,12 @@ async fn settle_oldest(
     // next router (after a new session) moves them again, and fan-out
     // skips the copies it has already fanned out by their event id.
     let confirmed = confirms.map(|c| c.map_err(publish_failed));
-    let returned = broker::within(CONFIRMS_WITHIN, "confirming routed events", confirmed).await?;
+    let returned = broker::within(
+        broker::CONFIRMS_WITHIN,
+        "confirming routed events",
+        confirmed,
+    )
+    .await?;
     let (last, _) = in_flight.pop_front().expect("front exists");
     if returned.contains(&true) {
         // A partition queue deleted from outside: a new session
