@@ -67,6 +67,12 @@ EOF
     ctl "$node" join_cluster "${nodes[0]}" >/dev/null 2>&1
     ctl "$node" start_app >/dev/null
   done
+  # Quorum queues declared before every node is fully up get fewer members,
+  # and losing one node can then leave them without a majority.
+  for node in "${nodes[@]}"; do
+    ctl "$node" await_startup --timeout 60 >/dev/null 2>&1 || { say "$node did not start after joining"; exit 1; }
+  done
+  ctl "${nodes[0]}" await_online_nodes 3 --timeout 60 >/dev/null 2>&1 || { say "the cluster has fewer than 3 online nodes"; exit 1; }
   local running
   running=$(ctl "${nodes[0]}" cluster_status --formatter json | grep -o '"running_nodes":\[[^]]*\]' | grep -o 'wfc' | wc -l)
   [[ $running -eq 3 ]] || { say "only $running of 3 nodes run in the cluster"; exit 1; }

@@ -194,6 +194,29 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
     assert_eq!(s, 200);
     rx.wait_for("/0", 1).await;
 
+    // Every quorum queue of the namespace has a member on each node: one
+    // declared with two would lose its majority with the killed node.
+    let listed = cluster.ctl(
+        &cluster.nodes[0],
+        "list_queues name type members --formatter json",
+    );
+    let queues: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let short: Vec<String> = queues
+        .iter()
+        .filter(|q| q["type"] == "quorum")
+        .filter(|q| {
+            q["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("{ns}.")))
+        })
+        .filter(|q| q["members"].as_array().map_or(0, Vec::len) < 3)
+        .map(|q| format!("{} {}", q["name"], q["members"]))
+        .collect();
+    assert!(
+        short.is_empty(),
+        "quorum queues with fewer than 3 members: {short:?}"
+    );
+
     // 3,000 events; the leader dies after the first 1,000.
     const EVENTS: usize = 3_000;
     let ids: Vec<String> = (0..EVENTS).map(|i| format!("ev-c-{i}")).collect();

@@ -79,10 +79,16 @@ impl Drop for LogTail {
         if !std::thread::panicking() {
             return;
         }
-        let lines = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let all = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // A standby's refused hold is logged by lapin every second and
+        // would fill the tail.
+        let lines: Vec<&String> = all
+            .iter()
+            .filter(|l| !l.contains("RESOURCE_LOCKED"))
+            .collect();
         let from = lines.len().saturating_sub(LOG_TAIL);
         eprintln!(
-            "--- the last {} lines of {} ---",
+            "--- the last {} lines of {} (refused holds left out) ---",
             lines.len() - from,
             self.base
         );
@@ -93,7 +99,7 @@ impl Drop for LogTail {
 }
 
 /// How many of a process's last lines a failing test prints.
-const LOG_TAIL: usize = 60;
+const LOG_TAIL: usize = 150;
 
 /// Starts `webhook-fanout serve` on a port it binds itself (port 0: no
 /// probe-and-release race between parallel tests) and learns the port from
