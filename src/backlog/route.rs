@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::registry::Registry;
 use crate::broker::{
-    CONFIRMS_WITHIN, ConfirmedPublisher, Names, Outgoing, PublishError, TopologySpec,
+    self, CONFIRMS_WITHIN, ConfirmedPublisher, Names, Outgoing, PublishError, TopologySpec,
 };
 use crate::subscription::StoreError;
 
@@ -36,9 +36,6 @@ pub(crate) enum RouteError {
     /// The registry in Redis did not answer.
     #[error("cannot register a backlog")]
     Store(#[from] StoreError),
-    /// No confirm came in time; the publisher channel was closed.
-    #[error("no confirm from RabbitMQ in {0:?}")]
-    Unconfirmed(Duration),
     /// The queue kept disappearing.
     #[error("a backlog queue was deleted as often as it was declared")]
     Unroutable,
@@ -114,25 +111,20 @@ impl Router {
                     message_id: Some(job.message_id),
                 })
                 .collect();
-            let publish = publisher.publish_each(&outgoing, true);
-            // Seen after a cluster node was killed (RabbitMQ 3.10): a
-            // channel whose quorum backlog changed leader nacks every later
-            // publish to it, for minutes, or leaves them unconfirmed, while
-            // a new channel publishes at once. So the channel is closed: it
-            // fails what it still holds, the session starts over on a new
-            // connection, and the events come back to be fanned out again.
-            let returned = match tokio::time::timeout(CONFIRMS_WITHIN, publish).await {
+            let publish = async { Ok(publisher.publish_each(&outgoing, true).await) };
+            let confirmed = broker::within(
+                CONFIRMS_WITHIN,
+                "confirming jobs in their backlogs",
+                publish,
+            );
+            let returned = match confirmed.await {
                 Ok(Ok(returned)) => returned,
                 Ok(Err(PublishError::Nacked)) => {
-                    tracing::warn!("RabbitMQ nacked jobs for their backlogs; closing the channel");
-                    publisher.close().await;
-                    return Err(PublishError::Nacked.into());
+                    return Err(give_up(publisher, PublishError::Nacked).await);
                 }
                 Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    tracing::warn!(limit = ?CONFIRMS_WITHIN, "no confirm from RabbitMQ for jobs in their backlogs; closing the channel");
-                    publisher.close().await;
-                    return Err(RouteError::Unconfirmed(CONFIRMS_WITHIN));
+                Err(timed_out) => {
+                    return Err(give_up(publisher, PublishError::Broker(timed_out)).await);
                 }
             };
             pending = pending
@@ -204,18 +196,18 @@ impl Router {
         };
         // Bounded: a declaration the cluster cannot complete (a node just
         // lost) hands the job back instead of holding every route here.
-        let declared = crate::broker::within(
-            crate::broker::BROKER_RPC_TIMEOUT,
+        let declared = broker::within(
+            broker::BROKER_RPC_TIMEOUT,
             "declaring a backlog queue",
             self.spec.declare_backlog(&ch, &self.names, id),
         )
         .await;
         match declared {
             Ok(()) => Ok(()),
-            Err(e) if crate::broker::is_precondition_failed(&e) => {
+            Err(e) if broker::is_precondition_failed(&e) => {
                 let ch = self.conn.create_channel().await?;
                 *channel = Some(ch.clone());
-                Ok(crate::broker::queue_exists(&ch, &self.names.backlog(id)).await?)
+                Ok(broker::queue_exists(&ch, &self.names.backlog(id)).await?)
             }
             Err(e) => {
                 *channel = None;
@@ -228,6 +220,18 @@ impl Router {
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.known).remove(id);
     }
+}
+
+/// Closes `publisher`'s channel after `e`, a nack or no confirm in time.
+/// Seen after a cluster node was killed (RabbitMQ 3.10): a channel whose
+/// quorum backlog changed leader nacks every later publish to it, for
+/// minutes, or leaves them unconfirmed, while a new channel publishes at
+/// once. Closed, the channel fails what it still holds, the session starts
+/// over on a new connection, and the events come back to be fanned out again.
+async fn give_up(publisher: &ConfirmedPublisher, e: PublishError) -> RouteError {
+    tracing::warn!(error = %crate::logging::Chain(&e), "jobs for their backlogs not confirmed; closing the channel");
+    publisher.close().await;
+    e.into()
 }
 
 /// When a backlog was last declared here, held while it is declared.

@@ -201,14 +201,11 @@ async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() 
         "list_queues name type members --formatter json",
     );
     let queues: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let ours = format!("{ns}.");
     let short: Vec<String> = queues
         .iter()
         .filter(|q| q["type"] == "quorum")
-        .filter(|q| {
-            q["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with(&format!("{ns}.")))
-        })
+        .filter(|q| q["name"].as_str().is_some_and(|n| n.starts_with(&ours)))
         .filter(|q| q["members"].as_array().map_or(0, Vec::len) < 3)
         .map(|q| format!("{} {}", q["name"], q["members"]))
         .collect();

@@ -51,7 +51,9 @@ impl Servers {
             .output()
             .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        // Exit 3: a prerequisite is missing (`make deps` installs it).
+        // Exit 3: a prerequisite is missing (`make test` installs RabbitMQ
+        // and Redis through scripts/ensure-services.sh; the cluster also
+        // needs root and the `rabbitmq` user).
         assert_ne!(
             out.status.code(),
             Some(3),
