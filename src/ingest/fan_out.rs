@@ -149,7 +149,7 @@ pub(crate) async fn handle_in_turn(
         Ok((event, header)) => {
             let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
             let received = Received {
-                redelivered: delivery.redelivered || shortcut::was_redelivered(&delivery),
+                redelivered: delivery.redelivered,
                 at_us: received_us,
                 key: header,
                 turn,
@@ -170,8 +170,7 @@ pub(crate) async fn handle_in_turn(
 
 /// How the event arrived.
 struct Received {
-    /// The broker's redelivered flag (of `{ns}.ingest`'s message too, for
-    /// a copy the router moved to a partition).
+    /// The broker's redelivered flag.
     redelivered: bool,
     /// When the consumer took it (Unix microseconds).
     at_us: i64,
