@@ -404,13 +404,14 @@ async fn fan_out(
 ) -> lapin::Result<()> {
     let s = &w.settings;
     let partitions = s.ingest_partitions;
-    let routing = ingest::keep_routing(conn, &w.names, partitions, &w.metrics, token);
-    let fan_out: ingest::FanOut = {
+    let shortcut = Arc::new(ingest::Shortcut::new(partitions));
+    // A context per partition (and per routing session, for the events the
+    // router fans out itself): its sequencer numbers the events of ordered
+    // webhooks in that partition's order.
+    let context = {
         let (w, publisher, router) = (w.clone(), publisher.clone(), router.clone());
-        Box::new(move |p, consuming, stop| {
-            // A context per partition: its sequencer numbers the events of
-            // ordered webhooks in that partition's order.
-            let ctx = Arc::new(IngestContext {
+        move |barriers: Option<(usize, Arc<ingest::Shortcut>)>| {
+            Arc::new(IngestContext {
                 catalogue: w.catalogue.clone(),
                 cache: w.cache.clone(),
                 markers: w.markers.clone(),
@@ -419,9 +420,41 @@ async fn fan_out(
                 metrics: w.metrics.clone(),
                 sequencer: ingest::Sequencer::start(w.sequences.clone()),
                 router: router.clone(),
-            });
-            let drain = w.settings.shutdown_timeout;
+                barriers,
+            })
+        }
+    };
+    let direct = ingest::Direct {
+        shortcut: shortcut.clone(),
+        context: Box::new({
+            let context = context.clone();
+            move || context(None)
+        }),
+        window: s.ingest_concurrency,
+        drain: s.shutdown_timeout,
+    };
+    let routing = ingest::keep_routing(conn, &w.names, partitions, &w.metrics, &direct, token);
+    let fan_out: ingest::FanOut = {
+        let drain = s.shutdown_timeout;
+        Box::new(move |p, consuming, stop| {
+            let ctx = context(Some((p, shortcut.clone())));
             tracing::info!(partition = p, "fanning out an ingest partition");
+            shortcut.held(p);
+            // Before another process may take the partition, the router's
+            // own fan-outs of it are done.
+            let leave = {
+                let shortcut = shortcut.clone();
+                Box::pin(async move {
+                    let deadline = tokio::time::Instant::now() + drain;
+                    if !shortcut.leave(p, deadline).await {
+                        tracing::warn!(
+                            partition = p,
+                            "direct fan-outs of the partition not finished in time"
+                        );
+                    }
+                })
+            };
+            let consuming = consuming.before_release(leave);
             Box::pin(async move {
                 consuming
                     .run(&stop, drain, move |d, received_us| {

@@ -39,6 +39,8 @@ pub(crate) struct Consuming {
     gather_max: usize,
     /// An exclusive consumer's hold, let go once its channel is closed.
     hold: Option<Hold>,
+    /// Awaited after the last ack, before the hold is let go.
+    before_release: Option<futures_util::future::BoxFuture<'static, ()>>,
 }
 
 /// This connection's hold on a queue, so that one process at a time
@@ -130,6 +132,7 @@ pub(crate) async fn start(
         // its ack.
         gather_max: (concurrency / 8).max(1),
         hold,
+        before_release: None,
     })
 }
 
@@ -173,6 +176,17 @@ impl Consuming {
         self
     }
 
+    /// Runs `leave` once this consumer is done and its last acks are sent,
+    /// before its hold is let go: work this process does for the queue
+    /// elsewhere ends before another process may take it.
+    pub(crate) fn before_release(
+        mut self,
+        leave: futures_util::future::BoxFuture<'static, ()>,
+    ) -> Self {
+        self.before_release = Some(leave);
+        self
+    }
+
     /// Handles messages until `token` is cancelled (Ok) or the channel fails
     /// (Err, so the caller reconnects). On cancel, in-flight handlers get
     /// `drain` to finish; what is left stays unacked and is redelivered.
@@ -194,13 +208,13 @@ impl Consuming {
             exclusive,
             gather_max,
             hold,
+            before_release,
         } = self;
         // Explicit bound on concurrent handlers, matching the prefetch.
         let permits = Arc::new(Semaphore::new(concurrency));
         let tracker = TaskTracker::new();
         let handler = Arc::new(handler);
-        let (notes, inbox) = mpsc::unbounded_channel();
-        let settling = tokio::spawn(settle_in_order(channel.clone(), inbox, gather_max));
+        let settler = Settler::start(channel.clone(), gather_max);
         let result = loop {
             let permit = tokio::select! {
                 _ = token.cancelled() => break Ok(()),
@@ -218,16 +232,12 @@ impl Consuming {
             // Stamped here, one message after the other, so stamps follow
             // the queue's order (the handlers run concurrently).
             let received_us = crate::clock::unix_micros();
-            // Sent before the handler starts, so it precedes its `Settled`.
-            let _ = notes.send(Note::Received(tag));
-            let (handler, notes) = (handler.clone(), notes.clone());
+            // Noted before the handler starts, so it precedes its settling.
+            settler.received(tag);
+            let (handler, settler) = (handler.clone(), settler.clone());
             tracker.spawn(async move {
                 let settle = handler(delivery, received_us).await;
-                if settle == Settle::Requeue {
-                    // A short pause so a dependency outage does not spin the queue.
-                    tokio::time::sleep(REQUEUE_PAUSE).await;
-                }
-                let _ = notes.send(Note::Settled(tag, settle));
+                settler.settled_after_pause(tag, settle).await;
                 drop(permit);
             });
         };
@@ -252,9 +262,11 @@ impl Consuming {
             tracing::warn!(queue = %queue, "in-flight work not finished in time; handed back unacked");
         }
         // Every handler is done or abandoned: send the last acks.
-        drop(notes);
-        if tokio::time::timeout_at(deadline, settling).await.is_err() {
+        if !settler.finish(deadline).await {
             tracing::warn!(queue = %queue, "last acks not sent in time; the broker redelivers those messages");
+        }
+        if let Some(leave) = before_release {
+            leave.await;
         }
         crate::broker::close_channel(&channel, "shutdown").await;
         // Unacked messages are back in the queue: the next holder starts
@@ -269,6 +281,58 @@ impl Consuming {
 /// How long a message handed back waits first, so a dependency outage does
 /// not spin the queue.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+/// Settles one channel's messages in delivery order (see
+/// [`settle_in_order`]) for whichever tasks handle them: each message is
+/// noted as received, in delivery order, before it is settled.
+#[derive(Clone)]
+pub(crate) struct Settler {
+    notes: mpsc::UnboundedSender<Note>,
+    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Settler {
+    /// Settles `channel`'s messages, letting up to `gather_max` finished
+    /// ones wait (at most [`GATHER`]) to share one ack.
+    pub(crate) fn start(channel: Channel, gather_max: usize) -> Settler {
+        let (notes, inbox) = mpsc::unbounded_channel();
+        let task = tokio::spawn(settle_in_order(channel, inbox, gather_max));
+        Settler {
+            notes,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// The broker handed over `tag`.
+    pub(crate) fn received(&self, tag: u64) {
+        let _ = self.notes.send(Note::Received(tag));
+    }
+
+    /// `tag` is done with.
+    pub(crate) fn settled(&self, tag: u64, settle: Settle) {
+        let _ = self.notes.send(Note::Settled(tag, settle));
+    }
+
+    /// `tag` is done with; a message handed back first waits a little, so a
+    /// dependency outage does not spin the queue.
+    pub(crate) async fn settled_after_pause(&self, tag: u64, settle: Settle) {
+        if settle == Settle::Requeue {
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+        }
+        self.settled(tag, settle);
+    }
+
+    /// Sends the last acks once every clone is dropped; false if that did
+    /// not happen by `deadline`.
+    pub(crate) async fn finish(self, deadline: tokio::time::Instant) -> bool {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        drop(self);
+        match task {
+            Some(task) => tokio::time::timeout_at(deadline, task).await.is_ok(),
+            None => true,
+        }
+    }
+}
 
 /// What the consumer loop and the handlers tell the settling task.
 enum Note {

@@ -66,6 +66,7 @@ pub struct Metrics {
     rate_limited: IntCounter,
     fanning_out: IntGauge,
     partitions_held: IntGauge,
+    events_routed: IntCounterVec,
     ordering_holds: IntCounter,
     ordering_skipped: IntCounter,
     queue_depth: IntGaugeVec,
@@ -87,6 +88,9 @@ pub const OPERATIONAL_EVENT_TYPES: [&str; 7] = [
     "webhook.recovered",
     "delivery.dead_lettered",
 ];
+
+/// The `way` values of `webhooks_ingest_events_routed_total`.
+pub const ROUTED_WAYS: [&str; 2] = ["partition", "direct"];
 
 /// The `reason` values of `webhooks_disabled_total`.
 pub const DISABLE_REASONS: [&str; 4] = ["gone", "receiver_requested", "failing", "admin"];
@@ -224,6 +228,12 @@ impl Metrics {
                 .namespace("webhooks"),
             )
             .expect("valid"),
+            events_routed: counter_vec(
+                &r,
+                "ingest_events_routed_total",
+                "Events this process routed from the ingest queue: moved to their partition's queue (way=partition) or fanned out at once, their partition held here (way=direct)",
+                "way",
+            ),
             ordering_holds: counter(
                 &r,
                 "ordering_holds_total",
@@ -309,6 +319,9 @@ impl Metrics {
         }
         for r in DISABLE_REASONS {
             m.webhooks_disabled.with_label_values(&[r]);
+        }
+        for w in ROUTED_WAYS {
+            m.events_routed.with_label_values(&[w]);
         }
         m.registry
             .register(Box::new(m.queue_depth.clone()))
@@ -484,6 +497,20 @@ impl Metrics {
     /// Whether this process routes `{ns}.ingest` now.
     pub(crate) fn set_fanning_out(&self, on: bool) {
         self.fanning_out.set(on as i64);
+    }
+
+    /// The router moved `n` events to their partitions' queues.
+    pub(crate) fn events_routed_to_partitions(&self, n: usize) {
+        self.events_routed
+            .with_label_values(&[ROUTED_WAYS[0]])
+            .inc_by(n as u64);
+    }
+
+    /// The router fanned out an event of a partition held here.
+    pub(crate) fn event_routed_direct(&self) {
+        self.events_routed
+            .with_label_values(&[ROUTED_WAYS[1]])
+            .inc();
     }
 
     /// How many ingest partitions this process fans out now.

@@ -8,6 +8,7 @@ use lapin::message::Delivery;
 use tracing::Instrument;
 
 use super::sequencer::{Sequencer, Turn, Wanted};
+use super::shortcut::{self, Shortcut};
 use crate::backlog::{RouteError, Routed, Router};
 use crate::broker::{ConfirmedPublisher, Names, PublishError};
 use crate::clock;
@@ -38,6 +39,9 @@ pub(crate) struct IngestContext {
     pub sequencer: Sequencer,
     /// Routes each job to its webhook's backlog.
     pub router: Arc<Router>,
+    /// The partition this context fans out and where to say its barriers
+    /// were reached (none for the router's own fan-outs).
+    pub barriers: Option<(usize, Arc<Shortcut>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,26 @@ pub(crate) async fn handle_event(
 ) -> Settle {
     // Taken first: until this message had its turn, no later one is numbered.
     let turn = ctx.sequencer.turn(delivery.delivery_tag);
+    if let Some(nonce) = shortcut::barrier_of(&delivery) {
+        // Every event before it numbered, the router may fan out the
+        // partition's next ones itself.
+        if turn.passed().await
+            && let Some((p, shortcut)) = &ctx.barriers
+        {
+            shortcut.reached(*p, nonce);
+        }
+        return Settle::Ack;
+    }
+    handle_in_turn(ctx, delivery, received_us, turn).await
+}
+
+/// Handles one event whose turn is `turn`; returns how to settle it.
+pub(crate) async fn handle_in_turn(
+    ctx: Arc<IngestContext>,
+    delivery: Delivery,
+    received_us: i64,
+    turn: Turn,
+) -> Settle {
     let message_id = delivery
         .properties
         .message_id()

@@ -5,7 +5,9 @@
 mod fan_out;
 mod partition;
 mod sequencer;
+mod shortcut;
 
 pub(crate) use fan_out::{IngestContext, handle_event};
-pub(crate) use partition::{FanOut, hold, keep_routing};
+pub(crate) use partition::{Direct, FanOut, hold, keep_routing};
 pub(crate) use sequencer::Sequencer;
+pub(crate) use shortcut::Shortcut;

@@ -9,7 +9,9 @@
 //! batch in the queue's order on one channel and acks it once the broker
 //! confirmed it, so each application's events keep `{ns}.ingest`'s order.
 //! An event whose application cannot be read goes to partition 0, where
-//! fan-out rejects it with its reason.
+//! fan-out rejects it with its reason. The events of the partitions the
+//! router's own process holds skip the move: the router fans them out
+//! itself (`shortcut.rs` says how the way changes without reordering).
 //!
 //! Each partition is fanned out by one process at a time, its holder.
 //! Every ingest process holds a consumer on `{ns}.ingest.members`, whose
@@ -27,12 +29,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::fan_out::IngestContext;
+use super::shortcut::{self, OPEN_WITHIN, Opening as Stands, Shortcut};
 use crate::broker::{self, ConfirmedPublisher, Names};
 use crate::consume;
 use crate::metrics::Metrics;
@@ -70,6 +78,20 @@ pub(crate) fn partition_of_event(body: &[u8], n: usize) -> usize {
     application_of(body).map_or(0, |app| partition_of(&app, n))
 }
 
+/// What the router needs to fan out itself the events of the partitions
+/// its process holds (see `shortcut.rs`).
+pub(crate) struct Direct {
+    /// Where this process's partitions stand.
+    pub shortcut: Arc<Shortcut>,
+    /// A fresh fan-out context per routing session (its sequencer numbers
+    /// from 1, like a fresh channel's tags).
+    pub context: Box<dyn Fn() -> Arc<IngestContext> + Send + Sync>,
+    /// Most direct fan-outs at once.
+    pub window: usize,
+    /// How long direct fan-outs may finish once routing stops.
+    pub drain: Duration,
+}
+
 /// Routes `{ns}.ingest` to the partitions while this process holds it;
 /// `Err` with a refused error (see [`consume::is_refused`]) while another
 /// process does, any other `Err` when the channel fails.
@@ -78,14 +100,33 @@ pub(crate) async fn route(
     names: &Names,
     partitions: usize,
     metrics: &Metrics,
+    direct: &Direct,
     token: &CancellationToken,
 ) -> lapin::Result<()> {
     // One router at a time, whatever the queue type (see `consume::Hold`).
     let hold = consume::Hold::take(conn, &names.ingest()).await?;
-    let routed = route_holding(conn, names, partitions, metrics, token).await;
+    let routed = route_holding(conn, names, partitions, metrics, direct, token).await;
     // Unacked events are back in `{ns}.ingest`: the next router starts on them.
     hold.release().await;
     routed
+}
+
+/// An event the router took, with when it took it (Unix microseconds).
+type Taken = (Delivery, i64);
+
+/// What one pass of the router publishes to the partitions, in order.
+enum Out {
+    /// An event moved to partition `.0` (boxed: a barrier is small).
+    Event(usize, Box<Delivery>),
+    /// A barrier (its nonce) behind the events moved to partition `.0`.
+    Barrier(usize, u64),
+}
+
+/// A partition whose barrier is awaited, and its events kept aside meanwhile.
+struct Opening {
+    nonce: u64,
+    since: Instant,
+    kept: Vec<Taken>,
 }
 
 async fn route_holding(
@@ -93,6 +134,7 @@ async fn route_holding(
     names: &Names,
     partitions: usize,
     metrics: &Metrics,
+    direct: &Direct,
     token: &CancellationToken,
 ) -> lapin::Result<()> {
     let prefetch = (ROUTE_BATCH * (FULL_BATCHES_IN_FLIGHT + 1)) as u16;
@@ -102,60 +144,222 @@ async fn route_holding(
     // Reset however this ends, a lost session dropping it included.
     let _routing = scopeguard(|| metrics.set_fanning_out(false));
     let publisher = ConfirmedPublisher::open(conn).await?;
+    let settler = consume::Settler::start(channel.clone(), ROUTE_BATCH);
+    let mut fan_outs = DirectFanOuts::new(direct, settler.clone());
     let queues: Vec<String> = (0..partitions).map(|p| names.ingest_partition(p)).collect();
+    let mut openings: BTreeMap<usize, Opening> = BTreeMap::new();
+    // After an opening that timed out, when the partition may try again.
+    let mut retry_at: BTreeMap<usize, Instant> = BTreeMap::new();
     // Batches whose confirms are awaited, oldest first: the next batch is
     // published meanwhile (frames go out in order on the one channel), and
-    // each is acked once it and every one before it are confirmed.
-    let mut in_flight: VecDeque<(u64, ConfirmsOf)> = VecDeque::new();
+    // each is acked once confirmed.
+    let mut in_flight: VecDeque<(Vec<u64>, ConfirmsOf)> = VecDeque::new();
     let result = loop {
         if in_flight.len() >= BATCHES_IN_FLIGHT
-            && let Err(e) = settle_oldest(&channel, &mut in_flight).await
+            && let Err(e) = settle_oldest(&settler, &mut in_flight).await
         {
             break Err(e);
         }
         let first = tokio::select! {
             _ = token.cancelled() => break Ok(()),
-            next = consumer.next() => next,
-            settled = settle_oldest(&channel, &mut in_flight), if !in_flight.is_empty() => match settled {
+            next = consumer.next() => Some(next),
+            settled = settle_oldest(&settler, &mut in_flight), if !in_flight.is_empty() => match settled {
                 Ok(()) => continue,
                 Err(e) => break Err(e),
             },
+            _ = tokio::time::sleep(OPENING_POLL), if !openings.is_empty() => None,
         };
-        let mut batch = match first {
-            Some(Ok(d)) => vec![d],
-            Some(Err(e)) => break Err(e),
-            None => break Err(ended()),
-        };
+        let mut batch: Vec<Taken> = Vec::new();
+        match first {
+            Some(Some(Ok(d))) => batch.push((d, crate::clock::unix_micros())),
+            Some(Some(Err(e))) => break Err(e),
+            Some(None) => break Err(ended()),
+            None => {}
+        }
         // What the broker has pushed already joins the batch, no waiting.
-        while batch.len() < ROUTE_BATCH {
+        while !batch.is_empty() && batch.len() < ROUTE_BATCH {
             match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Ok(d))) => batch.push((d, crate::clock::unix_micros())),
                 _ => break,
             }
         }
-        let messages: Vec<(&str, &[u8], BasicProperties)> = batch
+        for (d, _) in &batch {
+            settler.received(d.delivery_tag);
+        }
+        let mut out: Vec<Out> = Vec::new();
+        // Openings settled since the last pass go first: their events come
+        // before the later ones of the same partition.
+        let now = Instant::now();
+        let settled: Vec<usize> = openings
             .iter()
-            .map(|d| {
-                let p = partition_of_event(&d.data, partitions);
-                (queues[p].as_str(), d.data.as_slice(), d.properties.clone())
+            .filter(|(p, o)| {
+                direct.shortcut.opening(**p, o.nonce) != Stands::Waiting
+                    || now.duration_since(o.since) >= OPEN_WITHIN
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in settled {
+            let Some(o) = openings.remove(&p) else {
+                continue;
+            };
+            let open = direct.shortcut.opening(p, o.nonce) == Stands::Open;
+            if open {
+                tracing::info!(
+                    partition = p,
+                    "fanning out a partition held here without the routing hop"
+                );
+            } else if direct.shortcut.is_held(p) {
+                tracing::debug!(
+                    partition = p,
+                    "the partition's barrier was not reached in time"
+                );
+                retry_at.insert(p, now + OPEN_WITHIN);
+            }
+            for taken in o.kept {
+                if let Some(taken) = fan_outs.dispatch(p, taken, token).await {
+                    out.push(Out::Event(p, Box::new(taken.0)));
+                }
+            }
+        }
+        for taken in batch {
+            let p = partition_of_event(&taken.0.data, partitions);
+            if let Some(o) = openings.get_mut(&p) {
+                o.kept.push(taken);
+                continue;
+            }
+            let Some(taken) = fan_outs.dispatch(p, taken, token).await else {
+                continue;
+            };
+            let may_open = direct.shortcut.is_held(p) && retry_at.get(&p).is_none_or(|t| *t <= now);
+            if may_open {
+                let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
+                out.push(Out::Barrier(p, nonce));
+                let kept = vec![taken];
+                openings.insert(
+                    p,
+                    Opening {
+                        nonce,
+                        since: now,
+                        kept,
+                    },
+                );
+            } else {
+                out.push(Out::Event(p, Box::new(taken.0)));
+            }
+        }
+        if out.is_empty() {
+            continue;
+        }
+        let messages: Vec<(&str, &[u8], BasicProperties)> = out
+            .iter()
+            .map(|o| match o {
+                Out::Event(p, d) => (queues[*p].as_str(), d.data.as_slice(), d.properties.clone()),
+                Out::Barrier(p, nonce) => (queues[*p].as_str(), &[][..], shortcut::barrier(*nonce)),
             })
             .collect();
-        let last = batch.last().map_or(0, |d| d.delivery_tag);
+        let tags: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Event(_, d) => Some(d.delivery_tag),
+                Out::Barrier(..) => None,
+            })
+            .collect();
+        metrics.events_routed_to_partitions(tags.len());
         match publisher.forward(&messages).await {
-            Ok(confirms) => in_flight.push_back((last, Box::pin(confirms))),
+            Ok(confirms) => in_flight.push_back((tags, Box::pin(confirms))),
             Err(e) => break Err(publish_failed(e)),
         }
     };
     // What was confirmed is acked; the rest goes back.
     while !in_flight.is_empty() && result.is_ok() {
-        if settle_oldest(&channel, &mut in_flight).await.is_err() {
+        if settle_oldest(&settler, &mut in_flight).await.is_err() {
             break;
         }
     }
-    // Unacked events go back to `{ns}.ingest`, in order, for the next router.
+    let deadline = tokio::time::Instant::now() + direct.drain;
+    fan_outs.finish(deadline).await;
+    if !settler.finish(deadline).await {
+        tracing::warn!(queue = %names.ingest(), "last acks not sent in time; the broker redelivers those events");
+    }
+    // Unacked events (those kept aside for an opening too) go back to
+    // `{ns}.ingest`, in order, for the next router.
     publisher.close().await;
     broker::close_channel(&channel, "routed").await;
     result
+}
+
+/// How often the router looks at a partition whose barrier it awaits.
+const OPENING_POLL: Duration = Duration::from_millis(5);
+
+/// The router's own fan-outs of events of the partitions held here.
+struct DirectFanOuts<'a> {
+    direct: &'a Direct,
+    context: Arc<IngestContext>,
+    settler: consume::Settler,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    /// The next turn of the context's sequencer, in the order events are
+    /// handed to it (each partition's in `{ns}.ingest`'s order).
+    next_turn: u64,
+}
+
+impl<'a> DirectFanOuts<'a> {
+    fn new(direct: &'a Direct, settler: consume::Settler) -> Self {
+        DirectFanOuts {
+            direct,
+            context: (direct.context)(),
+            settler,
+            permits: Arc::new(Semaphore::new(direct.window.max(1))),
+            tracker: TaskTracker::new(),
+            next_turn: 1,
+        }
+    }
+
+    /// Fans out `taken` here if partition `p` is direct (None), or gives it
+    /// back to be moved to the queue; kept unsettled if `token` is cancelled
+    /// while the window is full (it goes back with the channel).
+    async fn dispatch(
+        &mut self,
+        p: usize,
+        taken: Taken,
+        token: &CancellationToken,
+    ) -> Option<Taken> {
+        if !self.direct.shortcut.start_direct(p) {
+            return Some(taken);
+        }
+        let permit = tokio::select! {
+            _ = token.cancelled() => {
+                self.direct.shortcut.finished(p);
+                return None;
+            }
+            permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let (delivery, received_us) = taken;
+        let tag = delivery.delivery_tag;
+        self.context.metrics.event_routed_direct();
+        let turn = self.context.sequencer.turn(self.next_turn);
+        self.next_turn += 1;
+        let (ctx, settler) = (self.context.clone(), self.settler.clone());
+        let shortcut = self.direct.shortcut.clone();
+        self.tracker.spawn(async move {
+            let settle = super::fan_out::handle_in_turn(ctx, delivery, received_us, turn).await;
+            settler.settled_after_pause(tag, settle).await;
+            shortcut.finished(p);
+            drop(permit);
+        });
+        None
+    }
+
+    /// Waits for the fan-outs started until `deadline`.
+    async fn finish(self, deadline: tokio::time::Instant) {
+        self.tracker.close();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("direct fan-outs not finished in time; their events go back unacked");
+        }
+    }
 }
 
 /// Runs `f` when dropped.
@@ -185,11 +389,11 @@ type ConfirmsOf = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Vec<bool>, broker::PublishError>> + Send>,
 >;
 
-/// Awaits the oldest batch's confirms, then acks it (and everything
-/// before it); Err when a message came back or the channel failed.
+/// Awaits the oldest batch's confirms, then acks its events; Err when a
+/// message came back or the channel failed.
 async fn settle_oldest(
-    channel: &lapin::Channel,
-    in_flight: &mut VecDeque<(u64, ConfirmsOf)>,
+    settler: &consume::Settler,
+    in_flight: &mut VecDeque<(Vec<u64>, ConfirmsOf)>,
 ) -> lapin::Result<()> {
     let Some((_, confirms)) = in_flight.front_mut() else {
         return Ok(());
@@ -204,16 +408,17 @@ async fn settle_oldest(
         confirmed,
     )
     .await?;
-    let (last, _) = in_flight.pop_front().expect("front exists");
+    let (tags, _) = in_flight.pop_front().expect("front exists");
     if returned.contains(&true) {
         // A partition queue deleted from outside: a new session
         // declares it again, and these events come back.
         let gone = std::io::Error::other("an ingest partition queue is missing");
         return Err(lapin::ErrorKind::IOError(Arc::new(gone)).into());
     }
-    channel
-        .basic_ack(last, BasicAckOptions { multiple: true })
-        .await
+    for tag in tags {
+        settler.settled(tag, consume::Settle::Ack);
+    }
+    Ok(())
 }
 
 fn publish_failed(e: broker::PublishError) -> lapin::Error {
@@ -237,11 +442,12 @@ pub(crate) async fn keep_routing(
     names: &Names,
     partitions: usize,
     metrics: &Metrics,
+    direct: &Direct,
     token: &CancellationToken,
 ) -> lapin::Result<()> {
     let mut standing_by = false;
     loop {
-        match route(conn, names, partitions, metrics, token).await {
+        match route(conn, names, partitions, metrics, direct, token).await {
             Ok(()) => return Ok(()),
             Err(e) if consume::is_refused(&e) => {
                 if !standing_by {

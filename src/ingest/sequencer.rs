@@ -91,6 +91,21 @@ impl Turn {
             .ok()?;
         rx.await.ok()
     }
+
+    /// Waits until every earlier message had its turn and what they wanted
+    /// is numbered; false if the sequencer is gone.
+    pub(crate) async fn passed(mut self) -> bool {
+        let Some(hands) = self.hands.take() else {
+            return false;
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = hands.send(Hand {
+            tag: self.tag,
+            wanted: None,
+            reply: Some(tx),
+        });
+        sent.is_ok() && rx.await.is_ok()
+    }
 }
 
 impl Drop for Turn {
@@ -119,14 +134,21 @@ async fn run(sequences: Arc<Sequences>, mut hands: mpsc::UnboundedReceiver<Hand>
         // Every contiguous turn from `next` on: nothing to number, or into
         // one batch.
         let mut batch = Vec::new();
+        let mut passed = Vec::new();
         while let Some(hand) = waiting.remove(&next) {
             next += 1;
-            if hand.wanted.is_some() {
+            if hand.wanted.is_none() {
+                // Waiting for its turn to pass: told once the batch is numbered.
+                passed.extend(hand.reply);
+            } else {
                 batch.push(hand);
             }
         }
         if !batch.is_empty() {
             number(&sequences, batch).await;
+        }
+        for reply in passed {
+            let _ = reply.send(Vec::new());
         }
     }
 }

@@ -2,12 +2,14 @@
 //! waiting to be fanned out, holds back only the applications of its own
 //! partition.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::common::receiver::Receiver;
-use crate::common::{Fixture, Producer, eventually};
+use crate::common::{Fixture, Namespace, Producer, binary, eventually};
+use crate::ordering::hook;
 use crate::shared_host::{Published, first_receipts, percentile};
 
 /// An application's partition as the reference documents it: FNV-1a
@@ -151,4 +153,121 @@ async fn latencies(rx: &Receiver, path: &str, sent: &Published) -> Vec<Duration>
         .collect();
     latencies.sort();
     latencies
+}
+
+/// The routing process fans out itself the events of the partitions it
+/// holds: alone, once it holds them all, not one event goes through a
+/// partition queue; with a second process holding half of them, the events
+/// of those go through their queues, and every event arrives once either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_fans_out_the_partitions_of_its_own_process_without_the_hop() {
+    let ns = Namespace::new();
+    let a = binary::spawn(&ns, &[]);
+    binary::wait_ready(&a.base).await;
+    let held = "webhooks_ingest_partitions_held";
+    all_held(&[&a.base]).await;
+    let rx = Receiver::start(200).await;
+    // One application in each of the 16 partitions.
+    let mut apps: Vec<String> = Vec::new();
+    for i in 0.. {
+        let app = format!("app_{i}");
+        if !apps
+            .iter()
+            .any(|x| partition_of(x, 16) == partition_of(&app, 16))
+        {
+            apps.push(app);
+        }
+        if apps.len() == 16 {
+            break;
+        }
+    }
+    let types = ["item.created"];
+    for app in &apps {
+        hook(&a.base, app, &rx.url(&format!("/{app}")), &types, "none").await;
+    }
+    let producer = Producer::connect(&ns).await;
+    let round = |r: usize| {
+        let (producer, apps, rx) = (&producer, &apps, &rx);
+        async move {
+            for app in apps {
+                let ids: Vec<String> = (0..10).map(|i| format!("{app}-{r}-{i}")).collect();
+                producer.burst(app, "item.created", &ids).await;
+            }
+            for app in apps {
+                rx.wait_for(&format!("/{app}"), 10 * (r + 1)).await;
+            }
+        }
+    };
+    let ways = |base: String| async move {
+        let direct = r#"webhooks_ingest_events_routed_total{way="direct"}"#;
+        let queue = r#"webhooks_ingest_events_routed_total{way="partition"}"#;
+        (
+            binary::metric(&base, direct).await,
+            binary::metric(&base, queue).await,
+        )
+    };
+
+    round(0).await;
+    let (direct_0, queue_0) = ways(a.base.clone()).await;
+    assert_eq!(
+        direct_0 + queue_0,
+        160.0,
+        "the router took every event once"
+    );
+    round(1).await;
+    let (direct_1, queue_1) = ways(a.base.clone()).await;
+    assert_eq!(
+        (direct_1 - direct_0, queue_1 - queue_0),
+        (160.0, 0.0),
+        "alone, holding every partition, it fans out every event itself"
+    );
+
+    // A second process takes its share; the first still routes.
+    let b = binary::spawn(&ns, &[]);
+    binary::wait_ready(&b.base).await;
+    eventually(
+        Duration::from_secs(20),
+        "both processes hold partitions",
+        || async {
+            let (x, y) = (
+                binary::metric(&a.base, held).await,
+                binary::metric(&b.base, held).await,
+            );
+            (x > 0.0 && y > 0.0 && x + y == 16.0).then_some(y)
+        },
+    )
+    .await;
+    let b_holds = binary::metric(&b.base, held).await;
+    round(2).await;
+    let (direct_2, queue_2) = ways(a.base.clone()).await;
+    println!(
+        "round 3, the second process holding {b_holds} partitions: {} events fanned out by the router, {} moved to their queues",
+        direct_2 - direct_1,
+        queue_2 - queue_1
+    );
+    assert_eq!(
+        queue_2 - queue_1,
+        10.0 * b_holds,
+        "the events of the other process's partitions (one application each) go through their queues"
+    );
+    assert_eq!(direct_2 - direct_1, 160.0 - 10.0 * b_holds);
+    assert_eq!(ways(b.base.clone()).await, (0.0, 0.0), "one process routes");
+    for app in &apps {
+        let got = rx.at(&format!("/{app}"));
+        let ids: HashSet<String> = got.iter().map(|r| r.header("webhook-id")).collect();
+        assert_eq!((got.len(), ids.len()), (30, 30), "{app}: every event once");
+    }
+    producer.close().await;
+}
+
+/// Waits until the processes at `bases` hold the 16 partitions between them.
+async fn all_held(bases: &[&str]) {
+    eventually(Duration::from_secs(20), "every partition held", || async {
+        let mut sum = 0.0;
+        for base in bases {
+            sum += binary::metric(base, "webhooks_ingest_partitions_held").await;
+        }
+        (sum == 16.0).then_some(())
+    })
+    .await;
 }
