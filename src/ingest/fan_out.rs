@@ -149,7 +149,7 @@ pub(crate) async fn handle_in_turn(
         Ok((event, header)) => {
             let span = tracing::info_span!("fan_out", event_id = %event.id, event_type = %event.event_type);
             let received = Received {
-                redelivered: delivery.redelivered,
+                redelivered: delivery.redelivered || shortcut::was_redelivered(&delivery),
                 at_us: received_us,
                 key: header,
                 turn,
@@ -170,7 +170,8 @@ pub(crate) async fn handle_in_turn(
 
 /// How the event arrived.
 struct Received {
-    /// The broker's redelivered flag.
+    /// The broker's redelivered flag (of `{ns}.ingest`'s message too, for
+    /// a copy the router moved to a partition).
     redelivered: bool,
     /// When the consumer took it (Unix microseconds).
     at_us: i64,

@@ -253,7 +253,7 @@ async fn route_holding(
         let messages: Vec<(&str, &[u8], BasicProperties)> = out
             .iter()
             .map(|o| match o {
-                Out::Event(p, d) => (queues[*p].as_str(), d.data.as_slice(), d.properties.clone()),
+                Out::Event(p, d) => (queues[*p].as_str(), d.data.as_slice(), shortcut::moved(d)),
                 Out::Barrier(p, nonce) => (queues[*p].as_str(), &[][..], shortcut::barrier(*nonce)),
             })
             .collect();

@@ -154,6 +154,32 @@ impl Shortcut {
     }
 }
 
+/// The header the router sets on the copy of an event it moves to a
+/// partition when `{ns}.ingest` had delivered it before: the copy is a new
+/// message, without the broker's redelivered flag, and the event's id may
+/// have been claimed by a fan-out that then stopped (the router's own, of
+/// a partition held where it ran), which only a redelivered event may redo.
+pub(crate) const REDELIVERED_HEADER: &str = "x-webhook-fanout-redelivered";
+
+/// The properties of the copy of `delivery` moved to a partition.
+pub(crate) fn moved(delivery: &Delivery) -> BasicProperties {
+    if !delivery.redelivered {
+        return delivery.properties.clone();
+    }
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(REDELIVERED_HEADER.into(), AMQPValue::Boolean(true));
+    delivery.properties.clone().with_headers(headers)
+}
+
+/// Whether `delivery` is a copy of an event `{ns}.ingest` had delivered before.
+pub(crate) fn was_redelivered(delivery: &Delivery) -> bool {
+    let headers = delivery.properties.headers().as_ref();
+    matches!(
+        headers.and_then(|h| h.inner().get(REDELIVERED_HEADER)),
+        Some(AMQPValue::Boolean(true))
+    )
+}
+
 /// The barrier of an opening with `nonce`: an empty message.
 pub(crate) fn barrier(nonce: u64) -> BasicProperties {
     let mut headers = FieldTable::default();
@@ -225,6 +251,22 @@ mod tests {
             Opening::Waiting,
             "taken again: a new barrier"
         );
+    }
+
+    #[test]
+    fn a_redelivered_event_moved_to_a_partition_says_so() {
+        let mut d = Delivery::mock(1, "".into(), "q".into(), false, b"{}".to_vec());
+        let first = Delivery {
+            properties: moved(&d),
+            ..Delivery::mock(1, "".into(), "q".into(), false, b"{}".to_vec())
+        };
+        assert!(!was_redelivered(&first));
+        d.redelivered = true;
+        let again = Delivery {
+            properties: moved(&d),
+            ..Delivery::mock(2, "".into(), "q".into(), false, b"{}".to_vec())
+        };
+        assert!(was_redelivered(&again));
     }
 
     #[test]
