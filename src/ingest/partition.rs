@@ -161,6 +161,7 @@ async fn route_holding(
             break Err(e);
         }
         let first = tokio::select! {
+            biased;
             _ = token.cancelled() => break Ok(()),
             next = consumer.next() => Some(next),
             settled = settle_oldest(&settler, &mut in_flight), if !in_flight.is_empty() => match settled {
@@ -316,18 +317,27 @@ impl<'a> DirectFanOuts<'a> {
     }
 
     /// Fans out `taken` here if partition `p` is direct (None), or gives it
-    /// back to be moved to the queue; kept unsettled if `token` is cancelled
-    /// while the window is full (it goes back with the channel).
+    /// back to be moved to the queue; kept unsettled (None) once `token` is
+    /// cancelled: it goes back with the channel.
     async fn dispatch(
         &mut self,
         p: usize,
         taken: Taken,
         token: &CancellationToken,
     ) -> Option<Taken> {
+        // Cancelled, this event and every later one stay unsettled, back
+        // to `{ns}.ingest` in order for the next router: never a later one
+        // of the partition fanned out here, or moved to its queue (the
+        // partition let go meanwhile), while an earlier one goes back:
+        // the next holder would number it after the later one.
+        if token.is_cancelled() {
+            return None;
+        }
         if !self.direct.shortcut.start_direct(p) {
             return Some(taken);
         }
         let permit = tokio::select! {
+            biased;
             _ = token.cancelled() => {
                 self.direct.shortcut.finished(p);
                 return None;
