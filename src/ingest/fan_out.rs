@@ -115,6 +115,11 @@ pub(crate) async fn handle_event(
         }
         return Settle::Ack;
     }
+    if let Some((p, shortcut)) = &ctx.barriers {
+        // After the router's own fan-outs of the partition, if it just
+        // closed the shortcut.
+        shortcut.direct_done(*p).await;
+    }
     handle_in_turn(ctx, delivery, received_us, turn).await
 }
 

@@ -187,6 +187,10 @@ async fn route_holding(
         for (d, _) in &batch {
             settler.received(d.delivery_tag);
         }
+        let batch_parts: Vec<usize> = batch
+            .iter()
+            .map(|(d, _)| partition_of_event(&d.data, partitions))
+            .collect();
         let mut out: Vec<Out> = Vec::new();
         // Openings settled since the last pass go first: their events come
         // before the later ones of the same partition.
@@ -196,6 +200,7 @@ async fn route_holding(
             .filter(|(p, o)| {
                 direct.shortcut.opening(**p, o.nonce) != Stands::Waiting
                     || now.duration_since(o.since) >= OPEN_WITHIN
+                    || o.kept.len() >= KEEP_AT_MOST
             })
             .map(|(p, _)| *p)
             .collect();
@@ -212,24 +217,36 @@ async fn route_holding(
             } else if direct.shortcut.is_held(p) {
                 tracing::debug!(
                     partition = p,
-                    "the partition's barrier was not reached in time"
+                    "the partition's barrier was not reached in time (its queue has a backlog)"
                 );
                 retry_at.insert(p, now + OPEN_WITHIN);
             }
+            let others = batch_parts.iter().any(|q| *q != p);
             for taken in o.kept {
-                if let Some(taken) = fan_outs.dispatch(p, taken, token).await {
+                if let Dispatched::Queue { taken, closed } =
+                    fan_outs.dispatch(p, taken, others, token).await
+                {
+                    if closed {
+                        retry_at.insert(p, now + OPEN_WITHIN);
+                    }
                     out.push(Out::Event(p, Box::new(taken.0)));
                 }
             }
         }
-        for taken in batch {
-            let p = partition_of_event(&taken.0.data, partitions);
+        let others_behind = others_behind(&batch_parts);
+        for ((taken, p), others) in batch.into_iter().zip(batch_parts).zip(others_behind) {
             if let Some(o) = openings.get_mut(&p) {
                 o.kept.push(taken);
                 continue;
             }
-            let Some(taken) = fan_outs.dispatch(p, taken, token).await else {
-                continue;
+            let taken = match fan_outs.dispatch(p, taken, others, token).await {
+                Dispatched::Done => continue,
+                Dispatched::Queue { taken, closed } => {
+                    if closed {
+                        retry_at.insert(p, now + OPEN_WITHIN);
+                    }
+                    *taken
+                }
             };
             let may_open = direct.shortcut.is_held(p) && retry_at.get(&p).is_none_or(|t| *t <= now);
             if may_open {
@@ -289,6 +306,39 @@ async fn route_holding(
     result
 }
 
+/// For each event of a batch (by partition), whether an event of another
+/// partition comes after it in the batch.
+fn others_behind(parts: &[usize]) -> Vec<bool> {
+    let mut behind = vec![false; parts.len()];
+    // The partition right behind, and whether a second one comes later.
+    let mut next: Option<usize> = None;
+    let mut two = false;
+    for i in (0..parts.len()).rev() {
+        behind[i] = two || next.is_some_and(|q| q != parts[i]);
+        if let Some(q) = next
+            && q != parts[i]
+        {
+            two = true;
+        }
+        next = Some(parts[i]);
+    }
+    behind
+}
+
+/// Most events of a partition the router keeps aside while it awaits the
+/// partition's barrier: more, and the queue has a backlog in front of the
+/// barrier; the events go to the queue and the opening is tried later.
+const KEEP_AT_MOST: usize = 256;
+
+/// Where [`DirectFanOuts::dispatch`] sent an event.
+enum Dispatched {
+    /// Fanned out here, or left unsettled (routing cancelled).
+    Done,
+    /// To be moved to its partition's queue; `closed`: the partition was
+    /// direct and has just stopped being so.
+    Queue { taken: Box<Taken>, closed: bool },
+}
+
 /// How often the router looks at a partition whose barrier it awaits.
 const OPENING_POLL: Duration = Duration::from_millis(5);
 
@@ -316,33 +366,57 @@ impl<'a> DirectFanOuts<'a> {
         }
     }
 
-    /// Fans out `taken` here if partition `p` is direct (None), or gives it
-    /// back to be moved to the queue; kept unsettled (None) once `token` is
-    /// cancelled: it goes back with the channel.
+    /// Fans out `taken` here if partition `p` is direct, or hands it back
+    /// to be moved to the queue. A direct partition whose event finds the
+    /// window full waits for room only when no event of another partition
+    /// waits behind it (`others`); otherwise it is closed, so a burst in
+    /// one partition never holds back the other partitions' events behind
+    /// it in `{ns}.ingest`: the partitions' consumers take the burst, each
+    /// partition beside the others. Once `token` is cancelled, every event
+    /// stays unsettled and goes back with the channel.
     async fn dispatch(
         &mut self,
         p: usize,
         taken: Taken,
+        others: bool,
         token: &CancellationToken,
-    ) -> Option<Taken> {
+    ) -> Dispatched {
         // Cancelled, this event and every later one stay unsettled, back
         // to `{ns}.ingest` in order for the next router: never a later one
         // of the partition fanned out here, or moved to its queue (the
         // partition let go meanwhile), while an earlier one goes back:
         // the next holder would number it after the later one.
         if token.is_cancelled() {
-            return None;
+            return Dispatched::Done;
         }
         if !self.direct.shortcut.start_direct(p) {
-            return Some(taken);
+            return Dispatched::Queue {
+                taken: Box::new(taken),
+                closed: false,
+            };
         }
-        let permit = tokio::select! {
-            biased;
-            _ = token.cancelled() => {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if others => {
+                self.direct.shortcut.close(p);
                 self.direct.shortcut.finished(p);
-                return None;
+                tracing::debug!(
+                    partition = p,
+                    "the router's fan-out window is full and other partitions wait: this one goes through its queue again"
+                );
+                return Dispatched::Queue {
+                    taken: Box::new(taken),
+                    closed: true,
+                };
             }
-            permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            Err(_) => tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    self.direct.shortcut.finished(p);
+                    return Dispatched::Done;
+                }
+                permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            },
         };
         let (delivery, received_us) = taken;
         let tag = delivery.delivery_tag;
@@ -357,7 +431,7 @@ impl<'a> DirectFanOuts<'a> {
             shortcut.finished(p);
             drop(permit);
         });
-        None
+        Dispatched::Done
     }
 
     /// Waits for the fan-outs started until `deadline`.
@@ -677,6 +751,18 @@ mod tests {
         assert_eq!(partition_of_event(br#"{"application_id": 7}"#, 16), 0);
         let body = br#"{"id":"e","application_id":"app_42","type":"x","content":{}}"#;
         assert_eq!(partition_of_event(body, 16), partition_of("app_42", 16));
+    }
+
+    #[test]
+    fn an_event_knows_whether_another_partition_waits_behind_it() {
+        assert_eq!(others_behind(&[]), Vec::<bool>::new());
+        assert_eq!(others_behind(&[3, 3, 3]), vec![false; 3]);
+        assert_eq!(others_behind(&[3, 3, 5]), vec![true, true, false]);
+        assert_eq!(
+            others_behind(&[5, 3, 3, 5, 5]),
+            vec![true, true, true, false, false]
+        );
+        assert_eq!(others_behind(&[3, 5, 3]), vec![true, true, false]);
     }
 
     #[test]

@@ -134,6 +134,20 @@ impl Shortcut {
         self.done.notify_waiters();
     }
 
+    /// The router stops fanning out `p` itself (its window is full): from
+    /// now on its events go to the queue again, whose consumer waits for
+    /// the direct fan-outs still running ([`Shortcut::direct_done`]).
+    pub(crate) fn close(&self, p: usize) {
+        self.with(p, |part| part.direct = false);
+    }
+
+    /// Returns once no direct fan-out of `p` runs: an event of the queue,
+    /// moved there after every direct one (the partition closed), is
+    /// numbered after them.
+    pub(crate) async fn direct_done(&self, p: usize) {
+        self.quiet(p, None).await;
+    }
+
     /// This process lets `p` go: from now on its events go to the queue;
     /// returns once the direct fan-outs of it are done, or false at `deadline`.
     pub(crate) async fn leave(&self, p: usize, deadline: tokio::time::Instant) -> bool {
@@ -141,14 +155,24 @@ impl Shortcut {
             part.held = false;
             part.direct = false;
         });
+        self.quiet(p, Some(deadline)).await
+    }
+
+    /// Waits until no direct fan-out of `p` runs; false at `deadline`.
+    async fn quiet(&self, p: usize, deadline: Option<tokio::time::Instant>) -> bool {
         loop {
             // Registered before looking, so a wake-up in between is kept.
             let woken = self.done.notified();
             if self.with(p, |part| part.in_flight).unwrap_or(0) == 0 {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return false;
+            match deadline {
+                Some(at) => {
+                    if tokio::time::timeout_at(at, woken).await.is_err() {
+                        return false;
+                    }
+                }
+                None => woken.await,
             }
         }
     }
@@ -251,6 +275,30 @@ mod tests {
             Opening::Waiting,
             "taken again: a new barrier"
         );
+    }
+
+    #[tokio::test]
+    async fn a_closed_partition_s_queue_waits_for_the_direct_fan_outs() {
+        let s = std::sync::Arc::new(Shortcut::new(2));
+        s.held(1);
+        s.reached(1, 3);
+        assert_eq!(s.opening(1, 3), Opening::Open);
+        assert!(s.start_direct(1));
+        s.close(1);
+        assert!(!s.start_direct(1), "closed: the next events take the queue");
+        assert!(s.is_held(1), "still held here");
+        let waiting = {
+            let s = s.clone();
+            tokio::spawn(async move { s.direct_done(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished(), "a direct fan-out still runs");
+        s.finished(1);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("released once it is done")
+            .expect("task");
+        s.direct_done(0).await;
     }
 
     #[test]
