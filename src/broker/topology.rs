@@ -287,7 +287,7 @@ async fn declare_operational(ch: &Channel, names: &Names) -> lapin::Result<()> {
 /// The dead letters are a stream: consumers read from any offset without
 /// removing anything, and RabbitMQ drops segments older than `retention`.
 /// An existing stream is left as it is (a changed retention would otherwise
-/// fail the declaration); change it with a policy (`max-age`), see the README.
+/// fail the declaration); change it with a policy (`max-age`), see docs/design.md, "Retries and dead letters".
 async fn declare_dead_letter_stream(
     conn: &Connection,
     names: &Names,

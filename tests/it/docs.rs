@@ -368,40 +368,113 @@ fn the_readme_links_to_the_reference() {
 // ---------------------------------------------------------------------------
 // Configuration.
 
-/// The `WF_*` variables src/config.rs reads: its `"WF_…"` string literals.
+/// The `WF_*` variables the service reads: its table of variables.
 fn config_variables() -> BTreeSet<String> {
-    let src = read("src/config.rs");
-    let names: BTreeSet<String> = without_tests(&src)
-        .match_indices("\"WF_")
-        .filter_map(|(at, _)| {
-            let rest = &src[at + 1..];
-            let end = rest.find('"')?;
-            let name = &rest[..end];
-            name.chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                .then(|| name.to_string())
-        })
-        .collect();
-    assert!(
-        names.len() >= 10 && names.contains("WF_NAMESPACE"),
-        "read only {names:?} from src/config.rs: is the reader broken?"
-    );
-    names
+    webhook_fanout::config::VARIABLES
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect()
 }
 
-/// The `WF_*` names in the first column of the README's configuration table.
-fn readme_configuration_table() -> BTreeSet<String> {
-    let readme = read("README.md");
-    let section = readme
+/// The rows of the reference's configuration table: variable and default
+/// column, as written.
+fn reference_configuration_table() -> Vec<(String, String)> {
+    let reference = read(REFERENCE);
+    let section = reference
         .split("\n## ")
         .find(|s| s.starts_with("Configuration"))
-        .expect("README.md has a `## Configuration` section");
+        .expect("the reference has a `## Configuration` section");
     section
         .lines()
-        .filter(|l| l.trim_start().starts_with('|'))
-        .filter_map(|l| l.trim_start()[1..].split('|').next())
-        .flat_map(wf_names)
+        .filter(|l| l.trim_start().starts_with("| `WF_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim().trim_matches('|').split('|').collect();
+            (
+                cells[0].trim().trim_matches('`').to_string(),
+                cells.get(1).map_or("", |c| c.trim()).to_string(),
+            )
+        })
         .collect()
+}
+
+#[test]
+fn the_reference_s_configuration_table_has_every_variable_with_its_default() {
+    let rows = reference_configuration_table();
+    let mut wrong = Vec::new();
+    for v in webhook_fanout::config::VARIABLES {
+        let row = rows.iter().find(|(name, _)| name == v.name);
+        match (row, v.default) {
+            (None, _) => wrong.push(format!("{}: no row", v.name)),
+            (Some((_, cell)), Some(default)) if *cell != format!("`{default}`") => {
+                wrong.push(format!(
+                    "{}: the table says {cell}, the service defaults to `{default}`",
+                    v.name
+                ))
+            }
+            (Some((_, cell)), None) if cell.contains('`') => wrong.push(format!(
+                "{}: the table gives the default {cell}, the service leaves it unset",
+                v.name
+            )),
+            _ => {}
+        }
+    }
+    let known = config_variables();
+    for (name, _) in &rows {
+        if !known.contains(name) {
+            wrong.push(format!(
+                "{name}: a row for a variable the service does not read"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{REFERENCE} `## Configuration`:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The README points to the reference for settings instead of repeating
+/// the table (one source: a second copy drifts).
+#[test]
+fn the_readme_does_not_repeat_the_configuration_table() {
+    let readme = read("README.md");
+    let rows = readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("| `WF_"))
+        .count();
+    assert_eq!(
+        rows, 0,
+        "README.md has {rows} configuration rows; link to the reference"
+    );
+}
+
+/// The Kubernetes configmap sets only variables the service reads, each to
+/// a value it accepts.
+#[test]
+fn the_configmap_sets_only_known_variables_to_valid_values() {
+    let text = read("deploy/kubernetes/configmap.yaml");
+    let data = text
+        .split("\ndata:\n")
+        .nth(1)
+        .expect("deploy/kubernetes/configmap.yaml has a data: section");
+    let known = config_variables();
+    let mut env = std::collections::HashMap::new();
+    for line in data.lines().filter(|l| l.starts_with("  WF_")) {
+        let (name, value) = line.trim().split_once(':').expect("name: value");
+        let value = value.trim().trim_matches('"');
+        assert!(
+            known.contains(name),
+            "the configmap sets {name}, which the service does not read"
+        );
+        env.insert(name.to_string(), value.to_string());
+    }
+    assert!(
+        env.len() >= 10,
+        "read only {env:?} from the configmap: is the reader broken?"
+    );
+    if let Err(e) = webhook_fanout::Settings::from_map(&env) {
+        panic!("the configmap's values do not start the service: {e}");
+    }
 }
 
 #[test]
@@ -409,16 +482,10 @@ fn every_variable_the_config_reads_is_documented() {
     let variables = config_variables();
     let reference = read(REFERENCE);
     assert_all_present(
-        "WF_ variables read by src/config.rs",
-        "src/config.rs",
+        "WF_ variables the service reads",
+        "src/config/mod.rs",
         &variables,
         |name| mentions(&reference, name),
-    );
-    let table = readme_configuration_table();
-    let missing: Vec<&String> = variables.difference(&table).collect();
-    assert!(
-        missing.is_empty(),
-        "README.md's configuration table lacks a row for: {missing:?}"
     );
 }
 
