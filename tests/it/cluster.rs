@@ -23,12 +23,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the cluster (the test fails where it cannot).
-    fn start() -> Cluster {
+    /// Starts the cluster (the test fails where it cannot; see [`Servers::start`]).
+    fn start() -> Option<Cluster> {
         let started = Instant::now();
-        let servers = Servers::start("rabbitmq-cluster.sh", 21_000, 3, Some(10_000));
+        let servers = Servers::start("rabbitmq-cluster.sh", 21_000, 3, Some(10_000))?;
         println!("three-node cluster up in {:?}", started.elapsed());
-        Cluster {
+        Some(Cluster {
             urls: servers
                 .printed("WF_AMQP_URL")
                 .split(',')
@@ -40,7 +40,7 @@ impl Cluster {
                 .map(str::to_string)
                 .collect(),
             servers,
-        }
+        })
     }
 
     fn ctl(&self, node: &str, args: &str) -> String {
@@ -104,7 +104,9 @@ async fn call(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "three more RabbitMQ nodes: make test runs it after the others, one test at a time"]
 async fn the_node_leading_the_queues_is_killed_mid_stream_and_nothing_is_lost() {
-    let cluster = Cluster::start();
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
     let ns = Namespace::new();
     let urls = cluster.urls.join(",");
     let extra = [
