@@ -233,20 +233,30 @@ async fn watch_endpoints(w: Arc<Wiring>, token: CancellationToken) {
 
 /// `webhooks_queue_depth{queue="dead"}`, from api-role processes only (one
 /// stream read per refresh; the other roles need no extra connection for it).
+/// Read only while the broker session is up: before the first one declared
+/// the stream, a read would fail with `NOT_FOUND` (which lapin logs as an
+/// error) on a healthy first start.
 async fn watch_dead_letters(w: Arc<Wiring>, token: CancellationToken) {
     if !w.settings.roles.api {
         return;
     }
     loop {
-        match w.dead_letters.backlog().await {
-            Ok(n) => w.metrics.set_queue_depth("dead", n as i64),
-            Err(e) => {
-                tracing::debug!(error = %crate::logging::Chain(&e), "dead letter backlog unavailable")
+        let up = w.health.broker_up();
+        if up {
+            match w.dead_letters.backlog().await {
+                Ok(n) => w.metrics.set_queue_depth("dead", n as i64),
+                Err(e) => {
+                    tracing::debug!(error = %crate::logging::Chain(&e), "dead letter backlog unavailable")
+                }
             }
         }
+        let wait = match up {
+            true => broker::depth::DEPTH_INTERVAL,
+            false => Duration::from_millis(200),
+        };
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(broker::depth::DEPTH_INTERVAL) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -16,6 +16,10 @@ impl Health {
     pub(crate) fn set_broker(&self, up: bool) {
         self.broker.store(up, Ordering::Release);
     }
+    /// Whether the broker is connected and the topology declared.
+    pub(crate) fn broker_up(&self) -> bool {
+        self.broker.load(Ordering::Acquire)
+    }
     /// Redis answered the last ping.
     pub(crate) fn set_redis(&self, up: bool) {
         self.redis.store(up, Ordering::Release);

@@ -357,3 +357,56 @@ async fn cleanup(ns: &str) {
             .unwrap();
     crate::common::delete_namespace(ns, &settings).await;
 }
+
+/// What a new user sees on `make run`: a first start in a fresh namespace,
+/// at the default log level, that delivers an event and reads every gauge
+/// once (the dead-letter stream's among them) writes no ERROR line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_first_start_in_a_fresh_namespace_logs_no_error() {
+    let ns = crate::common::Namespace::new();
+    let svc = binary::spawn(&ns, &[("RUST_LOG", "info,lapin=warn")]);
+    binary::wait_ready(&svc.base).await;
+    let rx = Receiver::start(200).await;
+    post(
+        &svc.base,
+        "/v1/applications/app_f/webhooks",
+        json!({"url": rx.url("/f"), "events": ["item.created"]}),
+    )
+    .await;
+    let producer = Producer::connect(&ns).await;
+    producer
+        .event("ev-first", "app_f", "item.created", json!({"item_id": 1}))
+        .await;
+    rx.wait_for("/f", 1).await;
+    // Every depth gauge, the dead letters' too, has been read at least once.
+    for queue in ["ingest", "deliver", "dead"] {
+        let sample = format!("webhooks_queue_depth{{queue=\"{queue}\"}}");
+        eventually(Duration::from_secs(20), &sample, || async {
+            let text = reqwest::get(format!("{}/metrics", svc.base))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines().any(|l| l.starts_with(&sample)).then_some(())
+        })
+        .await;
+    }
+    let mut child = svc.child;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
+    let log = svc.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.contains("listening on")),
+        "the log was read: {log:?}"
+    );
+    let errors: Vec<&String> = log.iter().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "ERROR lines on a healthy first start: {errors:#?}"
+    );
+    producer.close().await;
+}
