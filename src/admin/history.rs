@@ -90,7 +90,7 @@ pub(super) async fn health(state: &AdminState, call: Call) -> Reply {
     // shared failure streak says (a failing streak is one that opened it).
     let breaker = match state.endpoints.get(id) {
         Some(endpoint) => endpoint.breaker_state(),
-        None => match state.store.failing(app, &[id]).await?.first() {
+        None => match state.lifecycle.failing(app, &[id]).await?.first() {
             Some(true) => "open",
             _ => "closed",
         },

@@ -2,6 +2,7 @@
 //! dashboard page, on hyper 1.x.
 
 mod auth;
+mod catch_up_state;
 mod context;
 mod dashboard;
 mod dead_letters;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use serde_json::json;
 
+use super::catch_up_state::{CatchUps, ReplayProgress};
 use super::context::{AdminState, Call, Reply};
 use super::error::ApiError;
 use super::http::json_response;
@@ -18,7 +19,6 @@ use super::request::read_fields;
 use super::webhooks::find;
 use crate::dead_letter::{DeadLetter, DeadLetters, Filter};
 use crate::metrics::Metrics;
-use crate::subscription::{ReplayProgress, Store};
 
 /// How often a running catch-up writes its progress (and renews its lock).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -57,7 +57,8 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
     // One catch-up per webhook at a time, in this process or any other, or
     // two would replay the same dead letters.
     let owner = format!("runner_{}", uuid::Uuid::new_v4().simple());
-    if !state.store.lock_replay(&app, &id, &owner, LOCK_TTL).await? {
+    let catch_ups = CatchUps::new(state.store.clone());
+    if !catch_ups.lock(&app, &id, &owner, LOCK_TTL).await? {
         return Err(running_error());
     }
     let started = async {
@@ -67,16 +68,13 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
             replayed: 0,
             state: "running".into(),
         };
-        state
-            .store
-            .set_replay_progress(&app, &id, &progress)
-            .await?;
+        catch_ups.set_progress(&app, &id, &progress).await?;
         Ok::<_, ApiError>(letters)
     };
     let letters = match started.await {
         Ok(letters) => letters,
         Err(e) => {
-            let _ = state.store.unlock_replay(&app, &id, &owner).await;
+            let _ = catch_ups.unlock(&app, &id, &owner).await;
             return Err(e);
         }
     };
@@ -84,7 +82,7 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
     tracing::info!(application_id = %app, webhook_id = %id, total, "catch-up replay started");
     let catch_up = CatchUp {
         dead_letters: state.dead_letters.clone(),
-        store: state.store.clone(),
+        catch_ups,
         metrics: state.metrics.clone(),
         app,
         id,
@@ -108,7 +106,7 @@ fn running_error() -> ApiError {
 /// What a catch-up runs with, owned: it outlives the request.
 struct CatchUp {
     dead_letters: Arc<DeadLetters>,
-    store: Store,
+    catch_ups: CatchUps,
     metrics: Arc<Metrics>,
     app: String,
     id: String,
@@ -132,8 +130,8 @@ impl CatchUp {
                 let replayed = done.load(Ordering::Relaxed);
                 self.record(total, replayed, "running").await;
                 let renewed = self
-                    .store
-                    .lock_replay(&self.app, &self.id, &self.owner, LOCK_TTL)
+                    .catch_ups
+                    .lock(&self.app, &self.id, &self.owner, LOCK_TTL)
                     .await;
                 if let Ok(false) = renewed {
                     tracing::warn!(webhook_id = %self.id, "catch-up lock lost to another runner");
@@ -155,8 +153,8 @@ impl CatchUp {
         };
         self.record(total, replayed, state).await;
         if let Err(e) = self
-            .store
-            .unlock_replay(&self.app, &self.id, &self.owner)
+            .catch_ups
+            .unlock(&self.app, &self.id, &self.owner)
             .await
         {
             tracing::warn!(error = %crate::logging::Chain(&e), "catch-up lock not released; it expires by itself");
@@ -171,8 +169,8 @@ impl CatchUp {
             state: state.into(),
         };
         if let Err(e) = self
-            .store
-            .set_replay_progress(&self.app, &self.id, &progress)
+            .catch_ups
+            .set_progress(&self.app, &self.id, &progress)
             .await
         {
             tracing::warn!(error = %crate::logging::Chain(&e), "catch-up progress not recorded");
@@ -185,9 +183,8 @@ impl CatchUp {
 pub(super) async fn progress(state: &AdminState, call: Call) -> Reply {
     let (app, id) = (call.app.as_str(), call.id.as_str());
     find(state, app, id).await?;
-    let progress = state
-        .store
-        .replay_progress(app, id)
+    let progress = CatchUps::new(state.store.clone())
+        .progress(app, id)
         .await?
         .ok_or_else(|| ApiError::not_found("replay"))?;
     Ok(json_response(

@@ -144,7 +144,7 @@ async fn with_failing(
     hooks: &[Webhook],
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     let ids: Vec<&str> = hooks.iter().map(|h| h.id.as_str()).collect();
-    let failing = state.store.failing(app, &ids).await?;
+    let failing = state.lifecycle.failing(app, &ids).await?;
     Ok(hooks
         .iter()
         .zip(failing)

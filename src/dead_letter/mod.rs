@@ -1,9 +1,10 @@
 //! Dead letters: jobs that never got through, kept in the RabbitMQ stream
 //! `{ns}.dead` (non-destructive reads, age-based retention). Operators list,
 //! show, replay and discard them; replayed and discarded ids are recorded in
-//! Redis so listings hide them.
+//! Redis (`resolved`) so listings hide them.
 
 mod record;
+mod resolved;
 mod stream;
 
 pub use record::{DeadLetter, Filter, id_of};

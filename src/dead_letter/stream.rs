@@ -1,5 +1,5 @@
-//! Reading and settling dead letters: a scan of the `{ns}.dead` stream from an
-//! offset (nothing is consumed away), filtered, minus the ids settled in Redis.
+//! Reading and resolving dead letters: a scan of the `{ns}.dead` stream from an
+//! offset (nothing is consumed away), filtered, minus the ids resolved (replayed or discarded) in Redis.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -13,6 +13,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::sync::Mutex;
 
 use super::record::{DeadLetter, Filter, id_of, offset_of};
+use super::resolved::Resolved;
 use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
 use crate::clock;
 use crate::job::{DeliveryJob, JobOrder};
@@ -108,6 +109,8 @@ pub struct DeadLetters {
     amqp_url: String,
     names: Names,
     store: Store,
+    /// The ids replayed or discarded, hidden from listings.
+    resolved: Resolved,
     retention: Duration,
     metrics: Option<Arc<Metrics>>,
     pacer: Pacer,
@@ -124,6 +127,7 @@ impl DeadLetters {
             amqp_url: amqp_url.to_string(),
             names,
             sequences: Sequences::new(store.clone()),
+            resolved: Resolved::new(store.clone()),
             store,
             retention,
             metrics: None,
@@ -164,14 +168,14 @@ impl DeadLetters {
         Ok((conn, publisher))
     }
 
-    /// Up to `limit` unsettled dead letters matching `filter`, from `cursor` on.
+    /// Up to `limit` unresolved dead letters matching `filter`, from `cursor` on.
     pub async fn page(
         &self,
         filter: &Filter,
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page, DeadLetterError> {
-        let settled = self.store.settled_dead_letters().await?;
+        let resolved = self.resolved.all().await?;
         let mut items = Vec::new();
         let mut next_cursor = None;
         // Unfiltered pages need few messages: ask for little more than a page.
@@ -181,7 +185,7 @@ impl DeadLetters {
         };
         self.scan(cursor, credit, |offset, letter| {
             let id = id_of(offset);
-            if settled.contains(&id) || !letter.matches(filter) {
+            if resolved.contains(&id) || !letter.matches(filter) {
                 return ControlFlow::Continue(());
             }
             if items.len() == limit {
@@ -196,7 +200,7 @@ impl DeadLetters {
     }
 
     /// About how many dead letters wait (neither replayed nor discarded): the
-    /// stream's end minus its first offset minus the settled ids. Settled ids
+    /// stream's end minus its first offset minus the resolved ids. Resolved ids
     /// are kept a day past retention, so this undercounts a little then.
     pub async fn backlog(&self) -> Result<u64, DeadLetterError> {
         let Some(last) = self.last_offset().await? else {
@@ -210,14 +214,14 @@ impl DeadLetters {
         })
         .await?;
         let Some(first) = first else { return Ok(0) };
-        let settled = self.store.settled_dead_letter_count().await?;
-        Ok(end.saturating_sub(first).saturating_sub(settled))
+        let resolved = self.resolved.count().await?;
+        Ok(end.saturating_sub(first).saturating_sub(resolved))
     }
 
-    /// One unsettled dead letter.
+    /// One unresolved dead letter.
     pub async fn get(&self, id: &str) -> Result<DeadLetter, DeadLetterError> {
         let offset = offset_of(id).ok_or(DeadLetterError::NotFound)?;
-        if self.store.is_settled(id).await? {
+        if self.resolved.contains(id).await? {
             return Err(DeadLetterError::NotFound);
         }
         let mut found = None;
@@ -232,7 +236,7 @@ impl DeadLetters {
     }
 
     /// Replays one dead letter: a new job with a fresh max-age window and the
-    /// same `Webhook-Id`; the dead letter is then settled.
+    /// same `Webhook-Id`; the dead letter is then resolved.
     pub async fn replay(&self, id: &str) -> Result<(), DeadLetterError> {
         let letter = self.get(id).await?;
         self.replay_letter(id, &letter, &mut HashMap::new()).await
@@ -285,20 +289,18 @@ impl DeadLetters {
         if let Some(m) = &self.metrics {
             m.dead_letter_replayed();
         }
-        self.settle(id).await
+        self.resolve(id).await
     }
 
     /// Hides `id` from listings from now on. The record outlives the stream's
     /// retention by a day, then is trimmed.
-    async fn settle(&self, id: &str) -> Result<(), DeadLetterError> {
+    async fn resolve(&self, id: &str) -> Result<(), DeadLetterError> {
         let keep = self.retention + Duration::from_secs(86_400);
-        self.store
-            .settle_dead_letter(id, clock::unix_millis(), keep)
-            .await?;
+        self.resolved.record(id, clock::unix_millis(), keep).await?;
         Ok(())
     }
 
-    /// Every unsettled dead letter matching `filter`, in the order their
+    /// Every unresolved dead letter matching `filter`, in the order their
     /// events were first received (ties: the order they were dead-lettered).
     /// Held in memory: a catch-up of 100,000 ~1 KiB events takes ~100 MiB
     /// while it runs.
@@ -306,11 +308,11 @@ impl DeadLetters {
         &self,
         filter: &Filter,
     ) -> Result<Vec<(String, DeadLetter)>, DeadLetterError> {
-        let settled = self.store.settled_dead_letters().await?;
+        let resolved = self.resolved.all().await?;
         let mut found = Vec::new();
         self.scan(None, READ_AHEAD, |offset, letter| {
             let id = id_of(offset);
-            if !settled.contains(&id) && letter.matches(filter) {
+            if !resolved.contains(&id) && letter.matches(filter) {
                 found.push((offset, id, letter));
             }
             ControlFlow::Continue(())
@@ -351,7 +353,7 @@ impl DeadLetters {
         Ok(result)
     }
 
-    /// Replays every unsettled dead letter matching `filter`, in the order
+    /// Replays every unresolved dead letter matching `filter`, in the order
     /// their events were first received, paced.
     pub async fn replay_matching(&self, filter: &Filter) -> Result<ReplayAll, DeadLetterError> {
         let letters = self.matching(filter).await?;
@@ -377,7 +379,7 @@ impl DeadLetters {
     /// Discards one dead letter (it disappears from listings).
     pub async fn discard(&self, id: &str) -> Result<(), DeadLetterError> {
         self.get(id).await?;
-        self.settle(id).await
+        self.resolve(id).await
     }
 
     async fn publish_replay(&self, job: &DeliveryJob) -> Result<(), DeadLetterError> {
@@ -455,7 +457,7 @@ impl DeadLetters {
 
     /// A dead letter this release cannot read (malformed, or written by a
     /// release with another wire version) is copied aside to `{ns}.rejected`
-    /// with its reason and settled, once: never destroyed (the stream keeps
+    /// with its reason and resolved, once: never destroyed (the stream keeps
     /// it too), never shown as something it is not.
     async fn decode(&self, offset: u64, data: &[u8]) -> Option<DeadLetter> {
         let error = match DeadLetter::decode(data) {
@@ -463,7 +465,7 @@ impl DeadLetters {
             Err(e) => e,
         };
         let id = id_of(offset);
-        if matches!(self.store.is_settled(&id).await, Ok(true)) {
+        if matches!(self.resolved.contains(&id).await, Ok(true)) {
             return None;
         }
         let rejected = async {
@@ -472,7 +474,7 @@ impl DeadLetters {
             publisher
                 .reject(&queue, data, None, &error.reason(), None)
                 .await?;
-            self.settle(&id).await
+            self.resolve(&id).await
         };
         match rejected.await {
             Ok(()) => {

@@ -39,7 +39,7 @@ pub(crate) enum Transport {
     /// DNS, TCP, TLS or protocol failure.
     Connect(String),
     /// The URL itself is not allowed (scheme, literal private address).
-    Refused(String),
+    PolicyRefused(String),
 }
 
 /// What a receiver can ask for with the `webhook-delivery` response header.
@@ -153,7 +153,7 @@ impl DeliveryClient {
     pub(crate) async fn deliver(&self, attempt: Attempt<'_>) -> AttemptResult {
         let started = Instant::now();
         let transport = match self.request(&attempt) {
-            Err(refused) => Transport::Refused(refused),
+            Err(refused) => Transport::PolicyRefused(refused),
             Ok(request) => match tokio::time::timeout(self.timeout, self.send(request)).await {
                 Ok(t) => t,
                 Err(_) => Transport::Timeout(self.timeout),

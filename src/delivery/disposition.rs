@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::outcome::Failure;
+use super::outcome::{Failure, Outcome, Signal};
 use crate::job::DeliveryJob;
 use crate::retry::{Next, RetrySchedule, Tier};
 
@@ -27,6 +27,26 @@ pub(super) enum Disposition {
     /// An earlier event of its ordering key is not finished: no request;
     /// it waits in this tier and looks again.
     Held(Tier),
+}
+
+/// The disposition of a job whose request was sent: what its outcome and
+/// the receiver's signal make of it. A receiver that disabled the webhook
+/// or aborted the message ends the job whatever the status said (a 2xx
+/// still counts as delivered).
+pub(super) fn after_request(outcome: &Outcome, signal: Option<Signal>) -> Disposition {
+    match (outcome, signal) {
+        (Outcome::Delivered, _) => Disposition::Delivered,
+        // Disabled now: the message waits among the dead letters for a
+        // catch-up, with the others the webhook misses.
+        (Outcome::Retry(_) | Outcome::GiveUp(_), Some(Signal::Disable(_))) => {
+            Disposition::DeadLetter("webhook_disabled")
+        }
+        (Outcome::Retry(_) | Outcome::GiveUp(_), Some(Signal::Abort)) => {
+            Disposition::DeadLetter("receiver_aborted")
+        }
+        (Outcome::Retry(f), None) => Disposition::Failed(f.clone()),
+        (Outcome::GiveUp(_), None) => Disposition::DeadLetter("target_refused"),
+    }
 }
 
 /// Where the job goes next.
@@ -87,6 +107,43 @@ pub(super) fn expired(job: &DeliveryJob) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_and_signal_has_its_disposition() {
+        let failure = Failure {
+            label: crate::metrics::OutcomeLabel::HttpError,
+            status: Some(500),
+            error: "HTTP 500".into(),
+            retry_after: None,
+        };
+        let retry = Outcome::Retry(failure.clone());
+        let give_up = Outcome::GiveUp(failure.clone());
+        let gone = Some(Signal::Disable("gone"));
+        let asked = Some(Signal::Disable("receiver_requested"));
+        let abort = Some(Signal::Abort);
+        let dead = Disposition::DeadLetter;
+        let cases = [
+            (&Outcome::Delivered, None, Disposition::Delivered),
+            (&Outcome::Delivered, gone, Disposition::Delivered),
+            (&Outcome::Delivered, asked, Disposition::Delivered),
+            (&Outcome::Delivered, abort, Disposition::Delivered),
+            (&retry, None, Disposition::Failed(failure.clone())),
+            (&retry, gone, dead("webhook_disabled")),
+            (&retry, asked, dead("webhook_disabled")),
+            (&retry, abort, dead("receiver_aborted")),
+            (&give_up, None, dead("target_refused")),
+            (&give_up, gone, dead("webhook_disabled")),
+            (&give_up, asked, dead("webhook_disabled")),
+            (&give_up, abort, dead("receiver_aborted")),
+        ];
+        for (outcome, signal, expected) in cases {
+            assert_eq!(
+                after_request(outcome, signal),
+                expected,
+                "{outcome:?} {signal:?}"
+            );
+        }
+    }
     use crate::job::AttemptRecord;
     use crate::metrics::OutcomeLabel;
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::endpoint::Endpoint;
+use super::streak::Streaks;
 use crate::clock;
 use crate::metrics::Metrics;
 use crate::operational::{Operational, OperationalEvent};
@@ -26,6 +27,7 @@ const STREAK_CHECK: Duration = Duration::from_secs(10);
 /// The rules and what they act on; shared by every delivery and the API.
 pub(crate) struct Lifecycle {
     store: Store,
+    streaks: Streaks,
     operational: Operational,
     metrics: Arc<Metrics>,
     /// `WF_DISABLE_ON_GONE`.
@@ -48,6 +50,7 @@ impl Lifecycle {
         threshold: u32,
     ) -> Arc<Self> {
         Arc::new(Lifecycle {
+            streaks: Streaks::new(store.clone()),
             store,
             operational,
             metrics,
@@ -59,6 +62,12 @@ impl Lifecycle {
 
     fn check_every(&self) -> Duration {
         STREAK_CHECK.min(self.auto_disable_after / 10)
+    }
+
+    /// Whether each of `ids` (webhooks of `app`) is in a streak announced
+    /// as failing.
+    pub(crate) async fn failing(&self, app: &str, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        self.streaks.failing(app, ids).await
     }
 
     /// Publishes `event` (the API's webhook changes).
@@ -118,8 +127,8 @@ impl Lifecycle {
         let (this, app, id) = (self.clone(), app.to_string(), id.to_string());
         tokio::spawn(async move {
             let streak = match this
-                .store
-                .streak_failed(&app, &id, sent, this.threshold, this.auto_disable_after)
+                .streaks
+                .failed(&app, &id, sent, this.threshold, this.auto_disable_after)
                 .await
             {
                 Ok(streak) => streak,
@@ -156,7 +165,7 @@ impl Lifecycle {
     pub(crate) fn streak_ended(self: &Arc<Self>, app: &str, id: &str) {
         let (this, app, id) = (self.clone(), app.to_string(), id.to_string());
         tokio::spawn(async move {
-            match this.store.streak_succeeded(&app, &id).await {
+            match this.streaks.succeeded(&app, &id).await {
                 Ok(true) => {
                     tracing::info!(application_id = %app, webhook_id = %id, "webhook recovered");
                     this.announce(OperationalEvent::new("webhook.recovered", &app, &id));
@@ -180,7 +189,7 @@ impl Lifecycle {
 
     /// Webhook `id` was enabled again: its streak starts over.
     pub(crate) async fn enabled(&self, app: &str, id: &str) {
-        if let Err(e) = self.store.streak_restart(app, id).await {
+        if let Err(e) = self.streaks.restart(app, id).await {
             tracing::warn!(error = %crate::logging::Chain(&e), webhook_id = %id, "failure streak not restarted");
         }
     }

@@ -17,6 +17,7 @@ mod prepared;
 mod publish;
 mod rate;
 mod signing;
+mod streak;
 mod target;
 mod worker;
 

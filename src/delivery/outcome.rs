@@ -56,7 +56,7 @@ pub(crate) fn classify(transport: &Transport) -> Outcome {
             error: error.clone(),
             retry_after: None,
         }),
-        Transport::Refused(error) => Outcome::GiveUp(Failure {
+        Transport::PolicyRefused(error) => Outcome::GiveUp(Failure {
             label: OutcomeLabel::ConnectError,
             status: None,
             error: error.clone(),
@@ -169,7 +169,7 @@ mod tests {
         assert!(matches!(t, Outcome::Retry(f) if f.label == OutcomeLabel::Timeout));
         let c = classify(&Transport::Connect("refused".into()));
         assert!(matches!(c, Outcome::Retry(f) if f.label == OutcomeLabel::ConnectError));
-        let r = classify(&Transport::Refused("private".into()));
+        let r = classify(&Transport::PolicyRefused("private".into()));
         assert!(matches!(r, Outcome::GiveUp(_)));
     }
 }

@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::client::{Attempt, Transport};
 use super::context::DeliverContext;
-use super::disposition::Disposition;
+use super::disposition::{Disposition, after_request};
 use super::endpoint::{Admit, Endpoint};
 use super::outcome::{Failure, Outcome, Signal, classify, signal};
 use super::publish::dispose;
@@ -225,8 +225,9 @@ async fn send(
         _ if signal.is_some() => endpoint.note_failure(),
         _ => ctx.lifecycle.failed(endpoint, app, id, true),
     }
-    match (outcome, signal) {
-        (Outcome::Delivered, _) => {
+    let disposition = after_request(&outcome, signal);
+    match (&disposition, failure) {
+        (Disposition::Delivered, _) => {
             let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
             ctx.metrics
                 .delivered_end_to_end(Duration::from_millis(age_ms));
@@ -234,24 +235,13 @@ async fn send(
                 duration_ms = result.duration.as_millis() as u64,
                 "delivered"
             );
-            Disposition::Delivered
         }
-        // Disabled now: the message waits among the dead letters for a
-        // catch-up, with the others the webhook misses.
-        (Outcome::Retry(f) | Outcome::GiveUp(f), Some(Signal::Disable(reason))) => {
-            tracing::warn!(error = %f.error, reason, "receiver disabled the webhook");
-            Disposition::DeadLetter("webhook_disabled")
+        (Disposition::DeadLetter(reason), Some(f)) => {
+            tracing::warn!(error = %f.error, reason, ?signal, "dead-lettered at once");
         }
-        (Outcome::Retry(f) | Outcome::GiveUp(f), Some(Signal::Abort)) => {
-            tracing::warn!(error = %f.error, "receiver aborted the message");
-            Disposition::DeadLetter("receiver_aborted")
-        }
-        (Outcome::Retry(f), None) => Disposition::Failed(f),
-        (Outcome::GiveUp(f), None) => {
-            tracing::warn!(error = %f.error, "target refused");
-            Disposition::DeadLetter("target_refused")
-        }
+        _ => {}
     }
+    disposition
 }
 
 /// Records an attempt that sent no request (`class`: `circuit_open`) in

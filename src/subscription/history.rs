@@ -161,6 +161,14 @@ impl History {
         }
     }
 
+    fn attempts_key(&self, app: &str, id: &str) -> String {
+        attempts_key(&self.store, app, id)
+    }
+
+    fn health_key(&self, app: &str, id: &str) -> String {
+        health_key(&self.store, app, id)
+    }
+
     /// Whether attempts are recorded.
     pub(crate) fn enabled(&self) -> bool {
         self.tx.is_some()
@@ -198,7 +206,7 @@ impl History {
         if !self.enabled() {
             return Ok((Vec::new(), None));
         }
-        let key = self.store.keys().attempts(app, id);
+        let key = self.attempts_key(app, id);
         let mut conn = self.store.connection().await?;
         let end = cursor.map_or_else(|| "+".to_string(), |c| format!("({c}"));
         // The stream holds at most `cap` entries: one read, filtered here.
@@ -233,7 +241,7 @@ impl History {
     pub(crate) async fn health(&self, app: &str, id: &str) -> Result<HealthFigures, StoreError> {
         let now = crate::clock::unix_millis();
         let mut conn = self.store.connection().await?;
-        let key = self.store.keys().health(app, id);
+        let key = self.health_key(app, id);
         let hash: HashMap<String, String> = conn.hgetall(&key).await?;
         let mut figures = HealthFigures::default();
         let mut buckets: HashMap<i64, (u64, u64)> = HashMap::new();
@@ -307,7 +315,7 @@ impl History {
         id: &str,
         since: i64,
     ) -> Result<Option<(u64, u64)>, StoreError> {
-        let key = self.store.keys().attempts(app, id);
+        let key = self.attempts_key(app, id);
         let entries: redis::streams::StreamRangeReply = conn
             .xrevrange_count(&key, "+", since.to_string(), self.cap)
             .await?;
@@ -433,13 +441,24 @@ async fn write(store: Store, cap: usize, age: Duration, mut rx: mpsc::Receiver<R
     }
 }
 
+/// `{ns}:attempts:{app}:{id}`: the stream of a webhook's latest attempts.
+fn attempts_key(store: &Store, app: &str, id: &str) -> String {
+    store.key(&format!("attempts:{app}:{id}"))
+}
+
+/// `{ns}:health:{app}:{id}`: the hash of a webhook's health counters (per
+/// 5-minute bucket), last success and failure, and jobs waiting in retry
+/// tiers.
+fn health_key(store: &Store, app: &str, id: &str) -> String {
+    store.key(&format!("health:{app}:{id}"))
+}
+
 /// A webhook's latest success (ms) and latest failure (ms, error) in a batch.
 type Latest = (Option<i64>, Option<(i64, String)>);
 
 /// One pipeline for `batch`: the attempts appended and trimmed, the health
 /// counters added up per webhook and bucket.
 fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis::Pipeline {
-    let keys = store.keys();
     let mut pipe = redis::pipe();
     // (health key, field prefix, bucket start): requests to count.
     let mut counts: HashMap<(String, &'static str, i64), u64> = HashMap::new();
@@ -450,9 +469,9 @@ fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis
     for record in batch {
         match record {
             Record::Attempt(app, id, a) => {
-                let stream = keys.attempts(app, id);
+                let stream = attempts_key(store, app, id);
                 streams.entry(stream).or_default().push(a);
-                let health = keys.health(app, id);
+                let health = health_key(store, app, id);
                 if a.sent {
                     let ok = a.succeeded();
                     let (five, hourly) = if ok { ("s", "S") } else { ("f", "F") };
@@ -471,7 +490,7 @@ fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis
                 }
             }
             Record::Waiting(app, id, delta) => {
-                *waiting.entry(keys.health(app, id)).or_default() += delta;
+                *waiting.entry(health_key(store, app, id)).or_default() += delta;
             }
         }
     }

@@ -21,7 +21,21 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::kept::KeptConnection;
-use super::store::{Keys, MARKER_TTL, Marker, Store, StoreError};
+use super::store::{Store, StoreError};
+
+/// The event-id marker lives longer than the max event age (contract: 3 days).
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// What the event-id marker said when claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marker {
+    /// First sight: this caller fans it out.
+    New,
+    /// Claimed before but not finished (a crash, or a concurrent copy).
+    InProgress,
+    /// Fanned out already.
+    Done,
+}
 
 /// Most completions sent in one pipeline.
 const MAX_BATCH: usize = 256;
@@ -68,14 +82,18 @@ impl EventMarkers {
         }
     }
 
-    fn keys(&self) -> &Keys {
-        self.shared.conn.store().keys()
+    /// `{ns}:event:{app}:{id}`: the marker of event `id` of application
+    /// `app`. Event ids are unique per application: two producers may both
+    /// number their events. (Application ids cannot contain `:`, so keys
+    /// never collide.)
+    fn key(&self, app: &str, id: &str) -> String {
+        event_key(self.shared.conn.store(), app, id)
     }
 
     /// Claims event `id` of application `app` (ids are unique per
     /// application), reporting what its marker said before.
     pub(crate) async fn claim(&self, app: &str, id: &str) -> Result<Marker, StoreError> {
-        let key = self.keys().event(app, id);
+        let key = self.key(app, id);
         if self.shared.completing().contains(&key) {
             return Ok(Marker::Done);
         }
@@ -101,7 +119,7 @@ impl EventMarkers {
     /// Redis is so far behind that the queue is full (the marker then stays
     /// `pending`).
     pub(crate) fn complete(&self, app: &str, id: &str) {
-        let key = self.keys().event(app, id);
+        let key = self.key(app, id);
         self.shared.completing().insert(key.clone());
         if let Err(e) = self.completions.try_send(key) {
             let key = match e {
@@ -170,6 +188,10 @@ async fn flush(shared: &Shared, keys: &[String]) {
     }
 }
 
+fn event_key(store: &Store, app: &str, id: &str) -> String {
+    store.key(&format!("event:{app}:{id}"))
+}
+
 fn marker(previous: Option<String>) -> Marker {
     match previous.as_deref() {
         None => Marker::New,
@@ -195,10 +217,7 @@ mod tests {
         let markers = EventMarkers::start(store.clone());
         // Another replica of the service, on its own connection.
         let other = EventMarkers::start(store.clone());
-        let keys = [
-            store.keys().event("app", "a"),
-            store.keys().event("app", "b"),
-        ];
+        let keys = [event_key(&store, "app", "a"), event_key(&store, "app", "b")];
 
         assert_eq!(markers.claim("app", "a").await.unwrap(), Marker::New);
         assert_eq!(markers.claim("app", "a").await.unwrap(), Marker::InProgress);

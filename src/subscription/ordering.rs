@@ -16,7 +16,8 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, Script};
 
 use super::kept::KeptConnection;
-use super::store::{MARKER_TTL, Store, StoreError};
+use super::markers::MARKER_TTL;
+use super::store::{Store, StoreError};
 
 /// How long a key's state outlives its last write: longer than any event
 /// may wait (`WF_MAX_EVENT_AGE` is at most 2 days), like the event-id marker.
@@ -139,11 +140,15 @@ impl Sequences {
     }
 
     fn state_key(&self, app: &str, webhook: &str, key: &str) -> String {
-        self.conn.store().keys().order(app, webhook, key)
+        self.conn
+            .store()
+            .key(&format!("order:{app}:{webhook}:{key}"))
     }
 
     fn event_key(&self, app: &str, webhook: &str, event_id: &str) -> String {
-        self.conn.store().keys().order_event(app, webhook, event_id)
+        self.conn
+            .store()
+            .key(&format!("order-event:{app}:{webhook}:{event_id}"))
     }
 
     /// Numbers `batch` in its order, in one atomic call.

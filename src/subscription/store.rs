@@ -1,8 +1,7 @@
-//! The Redis store: webhooks (one hash per application), token hashes, and
-//! the event-id marker. Every write publishes the application id on
+//! The Redis store of webhooks (one hash per application) and API token
+//! hashes; the other features keep their own keys beside their code
+//! (under the same `{ns}:` prefix, through [`Store::key`]). Every write publishes the application id on
 //! `{ns}:changes` so every process's cache drops its copy.
-
-use std::time::Duration;
 
 use super::redis_pool::{PoolSetupError, Pooled, RedisPool};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
@@ -10,9 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::cipher::SecretCipher;
 use super::webhook::Webhook;
-
-/// The event-id marker lives longer than the max event age (contract: 3 days).
-pub(crate) const MARKER_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// Redis key names, all under `{ns}:`.
 #[derive(Debug, Clone)]
@@ -33,54 +29,13 @@ impl Keys {
     pub(crate) fn tokens(&self) -> String {
         format!("{}:tokens", self.ns)
     }
-    /// Marker of event `id` of application `app` already fanned out. Event
-    /// ids are unique per application: two producers may both number their
-    /// events. (Application ids cannot contain `:`, so keys never collide.)
-    pub(crate) fn event(&self, app: &str, id: &str) -> String {
-        format!("{}:event:{app}:{id}", self.ns)
-    }
     /// Pub/sub channel announcing changed applications.
     pub(crate) fn changes(&self) -> String {
         format!("{}:changes", self.ns)
     }
-    /// Sorted set of replayed or discarded dead letter ids, scored by time.
-    pub(crate) fn dead_settled(&self) -> String {
-        format!("{}:dead:settled", self.ns)
-    }
-    /// Hash of a webhook's current streak of failed requests (`since`,
-    /// `failures`, `failing` once announced), shared by every process.
-    pub(crate) fn streak(&self, app: &str, id: &str) -> String {
-        format!("{}:streak:{app}:{id}", self.ns)
-    }
-    /// Hash of a webhook's latest catch-up replay (`total`, `replayed`,
-    /// `state`).
-    pub(crate) fn replay(&self, app: &str, id: &str) -> String {
-        format!("{}:replay:{app}:{id}", self.ns)
-    }
-    /// Lock of a webhook's running catch-up (value: its runner), so two
-    /// processes never replay the same dead letters at once.
-    pub(crate) fn replay_lock(&self, app: &str, id: &str) -> String {
-        format!("{}:replay-lock:{app}:{id}", self.ns)
-    }
-    /// Stream of a webhook's latest attempts.
-    pub(crate) fn attempts(&self, app: &str, id: &str) -> String {
-        format!("{}:attempts:{app}:{id}", self.ns)
-    }
-    /// Hash of a webhook's health counters (per 5-minute bucket), last
-    /// success and failure, and jobs waiting in retry tiers.
-    pub(crate) fn health(&self, app: &str, id: &str) -> String {
-        format!("{}:health:{app}:{id}", self.ns)
-    }
-    /// Hash of one ordering key's state for a webhook (`next` and `done`
-    /// sequence numbers, `due` and `head_at` times). Application and
-    /// webhook ids hold no `:`, so the key, last, never collides.
-    pub(crate) fn order(&self, app: &str, id: &str, key: &str) -> String {
-        format!("{}:order:{app}:{id}:{key}", self.ns)
-    }
-    /// The sequence number given to one event for a webhook, so a fan-out
-    /// redone after a crash gives it the same one.
-    pub(crate) fn order_event(&self, app: &str, id: &str, event_id: &str) -> String {
-        format!("{}:order-event:{app}:{id}:{event_id}", self.ns)
+    /// `{ns}:<rest>`: a key of a feature that keeps its own state.
+    pub(crate) fn namespaced(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.ns)
     }
     /// Glob matching every key of the namespace.
     pub(crate) fn pattern(&self) -> String {
@@ -106,17 +61,6 @@ pub enum StoreError {
     /// The application already has the maximum number of webhooks.
     #[error("webhook limit reached")]
     LimitReached,
-}
-
-/// What the event-id marker said when claimed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Marker {
-    /// First sight: this caller fans it out.
-    New,
-    /// Claimed before but not finished (a crash, or a concurrent copy).
-    InProgress,
-    /// Fanned out already.
-    Done,
 }
 
 /// An API token's grant; the token itself is never stored.
@@ -168,73 +112,6 @@ end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[4])
 return 1"#;
-
-// A failed attempt (ARGV[2] = 1 when a request was sent) in a webhook's
-// streak: starts it, counts it, and answers {announce failing, disable}.
-const STREAK_FAILED: &str = r#"
-redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
-local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
-if ARGV[2] == '1' then failures = redis.call('HINCRBY', KEYS[1], 'failures', 1) end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
-local enough = failures >= tonumber(ARGV[3])
-local announce = 0
-if enough and redis.call('HSETNX', KEYS[1], 'failing', '1') == 1 then announce = 1 end
-local disable = 0
-if enough and tonumber(ARGV[1]) - since >= tonumber(ARGV[4]) then disable = 1 end
-return {announce, disable, failures}"#;
-
-// A success ends the streak; answers 1 if it had been announced as failing.
-const STREAK_SUCCEEDED: &str = r#"
-local failing = redis.call('HGET', KEYS[1], 'failing')
-redis.call('DEL', KEYS[1])
-if failing == '1' then return 1 end
-return 0"#;
-
-// Re-enabled: the streak starts over (a failure right after must not
-// disable again at once), but an announced one still ends in `recovered`.
-const STREAK_RESTART: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'since', ARGV[1], 'failures', 0)
-end
-return 1"#;
-
-// Take a lock for ARGV[1] for ARGV[2] ms, or extend it if ARGV[1] holds it.
-const LOCK: &str = r#"
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1"#;
-
-// Release the lock if ARGV[1] holds it.
-const UNLOCK: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0"#;
-
-/// What one failed attempt did to a webhook's streak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Streak {
-    /// The streak just reached the threshold: announce `webhook.failing`.
-    pub announce_failing: bool,
-    /// Enough failed requests over long enough: disable the webhook.
-    pub disable: bool,
-    /// Failed requests in the streak.
-    pub failures: u64,
-}
-
-/// A catch-up replay's progress, as `GET .../replay` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ReplayProgress {
-    /// Dead letters to replay.
-    pub total: u64,
-    /// Replayed so far.
-    pub replayed: u64,
-    /// `running` or `done` (`failed` if it stopped on an error).
-    pub state: String,
-}
-
-/// How long a finished replay's progress stays readable.
-const REPLAY_PROGRESS_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 /// How a compare-and-set write ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +180,11 @@ impl Store {
             s.value.0 = self.cipher.open(&s.value.0)?;
         }
         Ok(hook)
+    }
+
+    /// `{ns}:<rest>`, for the features that keep their own keys.
+    pub(crate) fn key(&self, rest: &str) -> String {
+        self.keys.namespaced(rest)
     }
 
     /// The key names in use.
@@ -426,151 +308,6 @@ impl Store {
         }
     }
 
-    /// Counts a failed attempt (`sent`: a request went out) in the
-    /// webhook's streak; `threshold` failed requests make it failing, and
-    /// with the streak at least `after` old, due to be disabled.
-    pub(crate) async fn streak_failed(
-        &self,
-        app: &str,
-        id: &str,
-        sent: bool,
-        threshold: u32,
-        after: Duration,
-    ) -> Result<Streak, StoreError> {
-        let mut conn = self.pool.get().await?;
-        // Kept well past the window, so a quiet night does not reset it.
-        let keep = after.saturating_mul(2).max(Duration::from_secs(86_400));
-        let (announce, disable, failures): (i64, i64, u64) = Script::new(STREAK_FAILED)
-            .key(self.keys.streak(app, id))
-            .arg(crate::clock::unix_millis())
-            .arg(u8::from(sent))
-            .arg(threshold)
-            .arg(after.as_millis() as u64)
-            .arg(keep.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(Streak {
-            announce_failing: announce == 1,
-            disable: disable == 1,
-            failures,
-        })
-    }
-
-    /// Ends the webhook's streak (a request succeeded); whether it had been
-    /// announced as failing (so `webhook.recovered` is due).
-    pub(crate) async fn streak_succeeded(&self, app: &str, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let was_failing: i64 = Script::new(STREAK_SUCCEEDED)
-            .key(self.keys.streak(app, id))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(was_failing == 1)
-    }
-
-    /// Whether each of `ids` (webhooks of `app`) is in a streak announced as
-    /// failing.
-    pub(crate) async fn failing(&self, app: &str, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.pool.get().await?;
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hget(self.keys.streak(app, id), "failing");
-        }
-        let flags: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        Ok(flags.into_iter().map(|f| f.is_some()).collect())
-    }
-
-    /// Starts the webhook's streak over (it was re-enabled).
-    pub(crate) async fn streak_restart(&self, app: &str, id: &str) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let _: i64 = Script::new(STREAK_RESTART)
-            .key(self.keys.streak(app, id))
-            .arg(crate::clock::unix_millis())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Records the progress of webhook `id`'s catch-up replay.
-    pub(crate) async fn set_replay_progress(
-        &self,
-        app: &str,
-        id: &str,
-        progress: &ReplayProgress,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let key = self.keys.replay(app, id);
-        let _: () = redis::pipe()
-            .hset_multiple(
-                &key,
-                &[
-                    ("total", progress.total.to_string()),
-                    ("replayed", progress.replayed.to_string()),
-                    ("state", progress.state.clone()),
-                ],
-            )
-            .ignore()
-            .expire(&key, REPLAY_PROGRESS_TTL.as_secs() as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Takes the catch-up lock of webhook `id` for `owner` for `ttl`, or
-    /// keeps it if `owner` holds it; false if another runner holds it.
-    pub(crate) async fn lock_replay(
-        &self,
-        app: &str,
-        id: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let held: i64 = Script::new(LOCK)
-            .key(self.keys.replay_lock(app, id))
-            .arg(owner)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(held == 1)
-    }
-
-    /// Releases the catch-up lock of webhook `id` if `owner` holds it.
-    pub(crate) async fn unlock_replay(
-        &self,
-        app: &str,
-        id: &str,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let _: i64 = Script::new(UNLOCK)
-            .key(self.keys.replay_lock(app, id))
-            .arg(owner)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// The progress of webhook `id`'s latest catch-up replay, if any.
-    pub(crate) async fn replay_progress(
-        &self,
-        app: &str,
-        id: &str,
-    ) -> Result<Option<ReplayProgress>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let fields: std::collections::HashMap<String, String> =
-            conn.hgetall(self.keys.replay(app, id)).await?;
-        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(fields.get("state").map(|state| ReplayProgress {
-            total: number("total"),
-            replayed: number("replayed"),
-            state: state.clone(),
-        }))
-    }
-
     /// Deletes a webhook, only at `revision` when one is given.
     pub async fn delete(
         &self,
@@ -653,45 +390,6 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    /// Records dead letter `id` as replayed or discarded; entries older than
-    /// `keep` are trimmed (their dead letters have expired from the stream).
-    pub(crate) async fn settle_dead_letter(
-        &self,
-        id: &str,
-        now_ms: i64,
-        keep: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let added: i64 = conn.zadd(self.keys.dead_settled(), id, now_ms).await?;
-        let horizon = now_ms - keep.as_millis() as i64;
-        let _: i64 = conn
-            .zrembyscore(self.keys.dead_settled(), "-inf", horizon)
-            .await?;
-        Ok(added == 1)
-    }
-
-    /// Every settled dead letter id.
-    pub(crate) async fn settled_dead_letters(
-        &self,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let ids: Vec<String> = conn.zrange(self.keys.dead_settled(), 0, -1).await?;
-        Ok(ids.into_iter().collect())
-    }
-
-    /// How many dead letter ids are recorded as settled.
-    pub(crate) async fn settled_dead_letter_count(&self) -> Result<u64, StoreError> {
-        let mut conn = self.pool.get().await?;
-        Ok(conn.zcard(self.keys.dead_settled()).await?)
-    }
-
-    /// Whether dead letter `id` was replayed or discarded.
-    pub(crate) async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let score: Option<f64> = conn.zscore(self.keys.dead_settled(), id).await?;
-        Ok(score.is_some())
-    }
-
     /// Deletes every key of the namespace (tests and `namespace delete`).
     pub async fn delete_namespace(&self) -> Result<u64, StoreError> {
         let mut conn = self.pool.get().await?;
@@ -708,5 +406,110 @@ impl Store {
             let _: i64 = conn.del(chunk).await?;
         }
         Ok(keys.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The local Redis, in a namespace of its own deleted at the end.
+    fn store() -> Store {
+        let ns = format!("test-store-{}", uuid::Uuid::new_v4().simple());
+        Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap()
+    }
+
+    #[tokio::test]
+    async fn creates_stop_at_the_limit_and_every_write_is_announced() {
+        let store = store();
+        let mut changes = store.pubsub().await.unwrap();
+        changes.subscribe(store.keys().changes()).await.unwrap();
+        store
+            .create(&Webhook::example("app", "w1"), 2)
+            .await
+            .unwrap();
+        store
+            .create(&Webhook::example("app", "w2"), 2)
+            .await
+            .unwrap();
+        let third = store.create(&Webhook::example("app", "w3"), 2).await;
+        assert!(matches!(third, Err(StoreError::LimitReached)), "{third:?}");
+        // Replacing a stored one is no new webhook: allowed at the limit.
+        store
+            .create(&Webhook::example("app", "w2"), 2)
+            .await
+            .unwrap();
+        store
+            .create(&Webhook::example("other", "w3"), 2)
+            .await
+            .unwrap();
+        let ids: Vec<String> = store
+            .list("app")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(ids, ["w1", "w2"]);
+        let mut announced = Vec::new();
+        let mut messages = changes.on_message();
+        while announced.len() < 4 {
+            let m = tokio::time::timeout(
+                Duration::from_secs(5),
+                futures_util::StreamExt::next(&mut messages),
+            )
+            .await
+            .expect("every write is announced")
+            .unwrap();
+            announced.push(m.get_payload::<String>().unwrap());
+        }
+        assert_eq!(announced, ["app", "app", "app", "other"]);
+        drop(messages);
+        store.delete_namespace().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn updates_and_deletes_are_compare_and_set_on_the_revision() {
+        let store = store();
+        let hook = Webhook::example("app", "w");
+        store.create(&hook, 10).await.unwrap();
+        let mut renamed = hook.clone();
+        renamed.name = Some("first".into());
+        assert_eq!(store.update(&renamed).await.unwrap(), Write::Done);
+        // A writer that read revision 0 too loses, and reads again.
+        let mut stale = hook.clone();
+        stale.name = Some("second".into());
+        assert_eq!(store.update(&stale).await.unwrap(), Write::Conflict);
+        let stored = store.get("app", "w").await.unwrap().unwrap();
+        assert_eq!(
+            (stored.revision, stored.name.as_deref()),
+            (1, Some("first"))
+        );
+        let written = store
+            .modify("app", "w", |h| {
+                h.name = Some("third".into());
+                true
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(written.revision, 2);
+        assert_eq!(
+            store.delete("app", "w", Some(1)).await.unwrap(),
+            Write::Conflict
+        );
+        assert_eq!(
+            store.delete("app", "w", Some(2)).await.unwrap(),
+            Write::Done
+        );
+        assert_eq!(
+            store.delete("app", "w", None).await.unwrap(),
+            Write::Missing
+        );
+        assert_eq!(store.update(&written).await.unwrap(), Write::Missing);
+        assert!(store.get("app", "w").await.unwrap().is_none());
+        store.delete_namespace().await.unwrap();
     }
 }

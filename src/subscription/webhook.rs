@@ -220,13 +220,13 @@ mod redacted_string {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn webhook() -> Webhook {
+impl Webhook {
+    /// A webhook of `app` for the unit tests: enabled, one event type, one
+    /// secret, revision 0.
+    pub(crate) fn example(app: &str, id: &str) -> Webhook {
         Webhook {
-            id: "wh_1".into(),
-            application_id: "app".into(),
+            id: id.into(),
+            application_id: app.into(),
             url: "https://example.com/hook".into(),
             name: None,
             events: vec!["item.created".into()],
@@ -243,6 +243,15 @@ mod tests {
             ordering: Ordering::None,
             rate_limit: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook() -> Webhook {
+        Webhook::example("app", "wh_1")
     }
 
     #[test]

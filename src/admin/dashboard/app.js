@@ -619,7 +619,7 @@ async function openDetail(id) {
   } catch (e) { status(e.message, true); }
 }
 
-async function settleOne(action) {
+async function resolveOne(action) {
   const d = state.detail;
   if (!d) return;
   const verb = action === "replay" ? "Replay" : "Discard";
@@ -650,7 +650,7 @@ function describeFilter(f) {
   return parts.length ? "matching " + parts.join(", ") : "(ALL dead letters: no filter is set)";
 }
 
-async function settleAll(action) {
+async function resolveAll(action) {
   // The filter as shown in the form, applied to the listing too.
   readFilter();
   const filter = { ...state.filter };
@@ -703,10 +703,10 @@ function init() {
   $("dead-filters").addEventListener("submit", (ev) => { ev.preventDefault(); readFilter(); show("dead-detail", false); firstPage(); });
   $("dead-next").addEventListener("click", nextPage);
   $("dead-prev").addEventListener("click", prevPage);
-  $("replay-all").addEventListener("click", () => settleAll("replay"));
-  $("discard-all").addEventListener("click", () => settleAll("discard"));
-  $("dl-replay").addEventListener("click", () => settleOne("replay"));
-  $("dl-discard").addEventListener("click", () => settleOne("discard"));
+  $("replay-all").addEventListener("click", () => resolveAll("replay"));
+  $("discard-all").addEventListener("click", () => resolveAll("discard"));
+  $("dl-replay").addEventListener("click", () => resolveOne("replay"));
+  $("dl-discard").addEventListener("click", () => resolveOne("discard"));
   $("dl-close").addEventListener("click", () => show("dead-detail", false));
   $("hook-back").addEventListener("click", openWebhooksView);
   $("attempt-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadAttempts(false); });
