@@ -250,11 +250,28 @@ async fn receivers_say_stop_and_their_neighbours_on_the_host_are_untouched() {
         "{letters:?}"
     );
     wait_dead_letters(svc, &asks, 4).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later event whose first request to the healthy path fails: once its
+    // retry (through the same delay tier) has arrived, a retry or a request
+    // of any event above would have arrived before it.
+    rx.then_at("/ok", &[500]);
+    producer
+        .event("ev-stop-6", "app_stop", "item.created", json!({"n": 6}))
+        .await;
+    rx.wait_for("/ok", 7).await;
+    wait_dead_letters(svc, &abort, 6).await;
     assert_eq!(rx.at("/gone").len(), 1, "no request after the 410");
     assert_eq!(rx.at("/asks").len(), 1, "no request after it asked");
-    assert_eq!(rx.at("/abort").len(), 5, "one request per event, no retry");
-    assert_eq!(rx.at("/ok").len(), 5, "the neighbour got every event once");
+    assert_eq!(rx.at("/abort").len(), 6, "one request per event, no retry");
+    let ok: std::collections::BTreeSet<String> = rx
+        .at("/ok")
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(
+        (rx.at("/ok").len(), ok.len()),
+        (7, 6),
+        "the neighbour got every event once (and the last one's retry)"
+    );
     svc.metric_reaches(r#"webhooks_disabled_total{reason="gone"}"#, 1.0)
         .await;
     // Operational events are counted when the broker confirms them.
@@ -480,11 +497,17 @@ async fn what_a_disabled_webhook_missed_is_caught_up_once_and_in_order() {
     );
 
     let got = rx.wait_for("/catch", ids.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A live event after the catch-up ended queues behind every replay in
+    // the webhook's backlog: once it has arrived, so has any replay twice.
+    producer
+        .event("ev-catch-after", "app_catch", "item.created", json!({}))
+        .await;
+    rx.wait_for("/catch", ids.len() + 1).await;
     let got_ids: Vec<String> = rx
         .at("/catch")
         .iter()
         .map(|r| r.header("webhook-id"))
+        .filter(|id| id != "ev-catch-after")
         .collect();
     assert_eq!(got_ids, ids, "each once, in the order first received");
     for r in &got {
@@ -494,11 +517,12 @@ async fn what_a_disabled_webhook_missed_is_caught_up_once_and_in_order() {
         );
     }
     assert!(dead_letters(svc, &hook).await.is_empty(), "settled");
-    assert_eq!(
-        rx.at("/live").len(),
-        ids.len(),
-        "the live neighbour got each once"
-    );
+    let live_got = rx
+        .at("/live")
+        .iter()
+        .filter(|r| r.header("webhook-id") != "ev-catch-after")
+        .count();
+    assert_eq!(live_got, ids.len(), "the live neighbour got each once");
     assert!(svc.metric("webhooks_dead_letters_replayed_total").await >= 40.0);
     assert_eq!(read(svc, &live).await["enabled"], true);
     f.stop().await;
@@ -554,7 +578,14 @@ async fn the_operator_bulk_replay_takes_since_and_until() {
     .await;
     let left = dead_letters(svc, &hook).await;
     assert_eq!(left[0]["event_id"], "ev-window-2", "outside the window");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A live event after the replay queues behind anything it replayed.
+    producer
+        .event("ev-window-3", "app_window", "item.created", json!({}))
+        .await;
+    eventually(Duration::from_secs(10), "a later live event", || async {
+        (requests("ev-window-3") > 0).then_some(())
+    })
+    .await;
     assert_eq!(requests("ev-window-2"), second_before, "not replayed");
     f.stop().await;
 }
@@ -611,11 +642,17 @@ async fn two_processes_never_run_the_same_catch_up_twice() {
     })
     .await;
     let got = rx.wait_for("/twice", ids.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A live event after the catch-up ended queues behind every replay in
+    // the webhook's backlog: once it has arrived, so has any replay twice.
+    producer
+        .event("ev-twice-after", "app_twice", "item.created", json!({}))
+        .await;
+    rx.wait_for("/twice", ids.len() + 1).await;
     let mut seen: Vec<String> = rx
         .at("/twice")
         .iter()
         .map(|r| r.header("webhook-id"))
+        .filter(|id| id != "ev-twice-after")
         .collect();
     seen.sort();
     assert_eq!(seen, ids, "each once");

@@ -264,13 +264,32 @@ async fn bulk_replay_of_a_fixed_webhook_with_an_open_breaker_delivers_every_even
     );
     svc.metric_reaches(r#"webhooks_deliveries_total{outcome="success"}"#, 20.0)
         .await;
-    // A duplicate would come back within a few 100 ms retry tiers.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A duplicate would come back through the 100 ms retry tier: a later
+    // event that fails twice passes it twice, so once its third request has
+    // arrived, any duplicate of the replays would have arrived before it.
+    rx.then_at("/down", &[500, 500]);
+    producer
+        .event("ev-r-marker", "app_r", "item.created", json!({}))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the marker's third request",
+        || async {
+            let n = rx
+                .at("/down")
+                .iter()
+                .filter(|r| r.header("webhook-id") == "ev-r-marker")
+                .count();
+            (n >= 3).then_some(())
+        },
+    )
+    .await;
     let mut received: Vec<String> = rx
         .at("/down")
         .iter()
         .filter(|r| r.at >= fixed)
         .map(|r| r.header("webhook-id"))
+        .filter(|id| id != "ev-r-marker")
         .collect();
     received.sort();
     let expected: Vec<String> = events.into_iter().collect();
