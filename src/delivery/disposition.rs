@@ -225,4 +225,54 @@ mod tests {
             Hop::DeadLetter("max_age_exceeded")
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the job's history and age: a delivered or dropped job is
+        /// acked, a dead letter keeps its reason, a held job waits in its
+        /// tier, and a failed or short-circuited one waits in a tier that
+        /// ends within its max age or is dead-lettered, as `circuit_open`
+        /// exactly when no request of it was ever sent.
+        #[test]
+        fn every_plan_keeps_its_disposition_and_the_max_age(
+            sent in proptest::collection::vec(proptest::bool::ANY, 1..15),
+            age_s in 0u64..200_000,
+            retry_after_s in proptest::option::of(0u64..50_000),
+            which in 0usize..6,
+        ) {
+            let schedule = RetrySchedule::default();
+            let job = job(&sent);
+            let p = Plan {
+                schedule: &schedule,
+                max_age: Duration::from_secs(48 * 3600),
+                age: Duration::from_secs(age_s),
+            };
+            let failure = Failure {
+                label: crate::metrics::OutcomeLabel::HttpError,
+                status: Some(503),
+                error: "HTTP 503".into(),
+                retry_after: retry_after_s.map(Duration::from_secs),
+            };
+            let tier = crate::retry::hold_tier();
+            let disposition = [
+                Disposition::Delivered,
+                Disposition::Drop("webhook_deleted"),
+                Disposition::DeadLetter("target_refused"),
+                Disposition::Held(tier.clone()),
+                Disposition::Failed(failure),
+                Disposition::ShortCircuited,
+            ][which].clone();
+            let hop = plan(&job, &disposition, &p);
+            match (&disposition, hop) {
+                (Disposition::Delivered | Disposition::Drop(_), hop) => proptest::prop_assert_eq!(hop, Hop::Ack),
+                (Disposition::DeadLetter(r), hop) => proptest::prop_assert_eq!(hop, Hop::DeadLetter(r)),
+                (Disposition::Held(_), hop) => proptest::prop_assert_eq!(hop, Hop::Tier(tier)),
+                (_, Hop::Tier(t)) => proptest::prop_assert!(p.age + t.delay <= p.max_age),
+                (_, Hop::DeadLetter(reason)) => {
+                    let never_sent = !sent.iter().any(|&s| s);
+                    proptest::prop_assert_eq!(reason, if never_sent { "circuit_open" } else { "max_age_exceeded" });
+                }
+                (_, Hop::Ack) => proptest::prop_assert!(false, "a failure is never acked"),
+            }
+        }
+    }
 }

@@ -195,4 +195,35 @@ mod tests {
         assert!(woken.is_ok(), "woken by the release");
         drop(b);
     }
+
+    proptest::proptest! {
+        /// Webhooks taking a host's slots as long as `fair` lets them: the
+        /// host never goes over its limit, none takes more than its share
+        /// (and one alone at most half), and the slots left idle are only
+        /// the remainder of dividing the limit among them.
+        #[test]
+        fn slots_are_shared_without_excess_or_idle_room(
+            limit in 1usize..200,
+            webhooks in 1usize..40,
+            order in proptest::collection::vec(0usize..40, 0..400),
+        ) {
+            let mut held = vec![0usize; webhooks];
+            let mut total = 0;
+            // Asks in an arbitrary order, then round-robin until no one can take.
+            let asks = order.into_iter().map(|i| i % webhooks).chain((0..limit + 1).flat_map(|_| 0..webhooks));
+            for w in asks {
+                if fair(limit, total, held[w], webhooks) {
+                    held[w] += 1;
+                    total += 1;
+                }
+            }
+            let share = (limit / webhooks.max(2)).max(1);
+            proptest::prop_assert!(total <= limit);
+            proptest::prop_assert!(held.iter().all(|&h| h <= share));
+            if webhooks == 1 {
+                proptest::prop_assert!(held[0] <= (limit / 2).max(1));
+            }
+            proptest::prop_assert_eq!(total, limit.min(webhooks * share));
+        }
+    }
 }

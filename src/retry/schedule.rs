@@ -205,4 +205,51 @@ mod tests {
         assert_eq!(s.distinct_tiers().len(), 2);
         assert_eq!(s.tiers()[0].label, "200ms");
     }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    proptest::proptest! {
+        /// The n-th failure waits the n-th delay (the last repeating), a
+        /// `Retry-After` is honoured up to the largest tier, and no job
+        /// ever waits past its max age: it is dead-lettered instead.
+        #[test]
+        fn every_decision_keeps_the_schedule_and_the_max_age(
+            delays in proptest::collection::vec(1u64..100_000, 1..8),
+            attempts in 1u32..40,
+            age_ms in 0u64..200_000,
+            max_ms in 1u64..400_000,
+            at_least_ms in 0u64..200_000,
+        ) {
+            let text: Vec<String> = delays.iter().map(|d| format!("{d}ms")).collect();
+            let s = RetrySchedule::parse(&text.join(",")).unwrap();
+            let (age, max, at_least) = (ms(age_ms), ms(max_ms), ms(at_least_ms));
+            let nth = ms(delays[(attempts as usize - 1).min(delays.len() - 1)]);
+            match s.next(attempts, age, max) {
+                Next::After(t) => {
+                    proptest::prop_assert_eq!(t.delay, nth);
+                    proptest::prop_assert!(age + t.delay <= max);
+                }
+                Next::DeadLetter => proptest::prop_assert!(age + nth > max),
+            }
+            let largest = ms(*delays.iter().max().unwrap());
+            match s.next_at_least(attempts, at_least, age, max) {
+                Next::After(t) => {
+                    proptest::prop_assert!(delays.contains(&(t.delay.as_millis() as u64)));
+                    proptest::prop_assert!(t.delay >= nth && t.delay >= at_least.min(largest));
+                    proptest::prop_assert!(age + t.delay <= max);
+                }
+                Next::DeadLetter => {
+                    // The tier it would have waited in falls past the max age.
+                    let wanted = if nth >= at_least { nth } else {
+                        let mut sorted = delays.clone();
+                        sorted.sort_unstable();
+                        ms(sorted.into_iter().find(|d| ms(*d) >= at_least).unwrap_or(*delays.iter().max().unwrap()))
+                    };
+                    proptest::prop_assert!(age + nth > max || age + wanted > max);
+                }
+            }
+        }
+    }
 }
