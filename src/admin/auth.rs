@@ -8,9 +8,12 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use deadpool_redis::redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
 use super::error::ApiError;
 use crate::config::Redacted;
-use crate::subscription::Store;
+use crate::subscription::{Store, StoreError};
 
 /// An application token's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,13 +133,44 @@ pub(crate) async fn authenticate(
         return Ok(Principal::Operator);
     }
     // The lookup key is the token's hash, so timing reveals nothing of the token.
-    match store.token(&hash_token(token)).await? {
+    match get(store, &hash_token(token)).await? {
         Some(record) => Ok(Principal::App {
             role: Role::parse(&record.role).ok_or_else(ApiError::unauthorized)?,
             application_id: record.application_id,
         }),
         None => Err(ApiError::unauthorized()),
     }
+}
+
+/// An API token's grant; the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct TokenRecord {
+    /// The application the token acts for.
+    pub application_id: String,
+    /// `admin` or `member`.
+    pub role: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+fn key(store: &Store) -> String {
+    store.key("tokens")
+}
+
+/// Records a token grant, in the hash `{ns}:tokens`, under the token's SHA-256 hex.
+pub(super) async fn put(store: &Store, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+    let mut conn = store.connection().await?;
+    let _: i64 = conn
+        .hset(key(store), hash, serde_json::to_string(record)?)
+        .await?;
+    Ok(())
+}
+
+/// The grant of the token whose SHA-256 hex is `hash`.
+async fn get(store: &Store, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+    let mut conn = store.connection().await?;
+    let raw: Option<String> = conn.hget(key(store), hash).await?;
+    Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
 }
 
 #[cfg(test)]
@@ -181,5 +215,21 @@ mod tests {
         assert_ne!(t, new_token());
         assert_eq!(hash_token(&t).len(), 64);
         assert!(!hash_token(&t).contains(&t));
+    }
+
+    #[tokio::test]
+    async fn a_grant_reads_back_under_its_hash_only() {
+        // The local Redis, in a namespace of its own deleted at the end.
+        let ns = format!("test-tokens-{}", uuid::Uuid::new_v4().simple());
+        let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
+        let record = TokenRecord {
+            application_id: "app_1".into(),
+            role: "admin".into(),
+            created_at: 1_700_000_000,
+        };
+        put(&store, "ab12", &record).await.unwrap();
+        assert_eq!(get(&store, "ab12").await.unwrap(), Some(record));
+        assert_eq!(get(&store, "cd34").await.unwrap(), None);
+        store.delete_namespace().await.unwrap();
     }
 }

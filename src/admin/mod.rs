@@ -16,6 +16,7 @@ mod router;
 mod routes;
 mod server;
 mod status;
+mod tokens;
 mod webhooks;
 
 pub(crate) use context::AdminState;

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use hyper::Method;
 
 use super::context::{AdminState, Call, Reply};
-use super::{dead_letters, history, replay, status, webhooks};
+use super::{dead_letters, history, replay, status, tokens, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(GET "/metrics", Public, status::metrics),
     route!(GET "/v1/event-types", Token, status::event_types),
     route!(GET "/v1/me", Token, status::me),
-    route!(POST "/v1/applications/{app}/tokens", Operator, webhooks::create_token),
+    route!(POST "/v1/applications/{app}/tokens", Operator, tokens::create_token),
     route!(GET "/v1/applications/{app}/webhooks", Member, webhooks::list),
     route!(POST "/v1/applications/{app}/webhooks", Admin, webhooks::create),
     route!(GET "/v1/applications/{app}/webhooks/{id}", Member, webhooks::get),

@@ -7,7 +7,6 @@ use hyper::header::ETAG;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::auth::{Role, hash_token, new_token};
 use super::context::{AdminState, Call, Reply};
 use super::error::ApiError;
 use super::http::{json_response, no_content};
@@ -17,34 +16,11 @@ use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::operational::OperationalEvent;
-use crate::subscription::{
-    Ordering, RateLimit, StoredSecret, TokenRecord, Webhook, Write, new_secret,
-};
+use crate::subscription::{Ordering, RateLimit, StoredSecret, Webhook, Write, new_secret};
 
 /// Most webhooks an application may have.
 pub(super) const WEBHOOK_LIMIT: usize = 10;
 const MAX_NAME_CHARS: usize = 128;
-
-/// `POST /v1/applications/{app}/tokens` (operator only).
-pub(crate) async fn create_token(state: &AdminState, call: Call) -> Reply {
-    let app = call.app.as_str();
-    let fields = read_fields(call.body, &["role"]).await?;
-    let role = fields
-        .string("role", "invalid_role")?
-        .and_then(|r| Role::parse(&r))
-        .ok_or_else(|| {
-            ApiError::invalid("role", "invalid_role", "must be \"admin\" or \"member\"")
-        })?;
-    let token = new_token();
-    let record = TokenRecord {
-        application_id: app.to_string(),
-        role: role.as_str().to_string(),
-        created_at: clock::unix_secs(),
-    };
-    state.store.put_token(&hash_token(&token), &record).await?;
-    let body = json!({"token": token, "application_id": app, "role": role.as_str()});
-    Ok(json_response(StatusCode::CREATED, &body))
-}
 
 /// `GET /v1/applications/{app}/webhooks`.
 pub(super) async fn list(state: &AdminState, call: Call) -> Reply {

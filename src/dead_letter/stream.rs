@@ -6,19 +6,21 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use lapin::Connection;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::sync::Mutex;
 
+use super::error::DeadLetterError;
+use super::pacer::{DEFAULT_REPLAY_RATE, Pacer};
+use super::reader::Reader;
 use super::record::{DeadLetter, Filter, id_of, offset_of};
 use super::resolved::Resolved;
-use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing, PublishError};
+use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing};
 use crate::clock;
 use crate::job::{DeliveryJob, JobOrder};
 use crate::metrics::Metrics;
-use crate::subscription::{Assign, Ordering, Sequences, Store, StoreError};
+use crate::subscription::{Assign, Ordering, Sequences, Store};
 
 /// Stream credit: how many dead letters the broker sends ahead of our acks.
 const READ_AHEAD: u16 = 2000;
@@ -28,26 +30,6 @@ const FIRST_IDLE: Duration = Duration::from_millis(300);
 const TAIL_IDLE: Duration = Duration::from_millis(30);
 /// Before the known end, a silence this long means the broker stalled.
 const BODY_IDLE: Duration = Duration::from_millis(1500);
-
-/// Why a dead-letter operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
-    /// RabbitMQ is unreachable or failed.
-    #[error("RabbitMQ unavailable")]
-    Broker(#[from] lapin::Error),
-    /// A replay's job was not confirmed.
-    #[error("replay not confirmed by RabbitMQ")]
-    Publish(#[from] PublishError),
-    /// Redis is unreachable or failed.
-    #[error("Redis unavailable")]
-    Store(#[from] StoreError),
-    /// No such dead letter (or already replayed or discarded).
-    #[error("dead letter not found")]
-    NotFound,
-    /// Its webhook was deleted: nowhere to replay it to.
-    #[error("the webhook of this dead letter was deleted; it cannot be replayed")]
-    WebhookDeleted,
-}
 
 /// One page of a listing.
 pub struct Page {
@@ -63,45 +45,6 @@ pub struct ReplayAll {
     pub replayed: usize,
     /// Left alone because their webhook was deleted.
     pub skipped_webhook_deleted: usize,
-}
-
-/// The default of `WF_REPLAY_RATE`: dead letters replayed per second.
-pub const DEFAULT_REPLAY_RATE: u32 = 100;
-
-/// Paces replays: one every `1/rate` seconds, shared by every replay of the
-/// process, so a catch-up of 100,000 dead letters trickles in beside live
-/// traffic, and in order (no burst: a fast receiver gets them one by one).
-struct Pacer {
-    rate: f64,
-    bucket: Mutex<(f64, tokio::time::Instant)>,
-}
-
-impl Pacer {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        Pacer {
-            rate,
-            bucket: Mutex::new((1.0, tokio::time::Instant::now())),
-        }
-    }
-
-    /// Waits for the next replay's turn.
-    async fn take(&self) {
-        loop {
-            let wait = {
-                let mut bucket = self.bucket.lock().await;
-                let now = tokio::time::Instant::now();
-                let refill = now.duration_since(bucket.1).as_secs_f64() * self.rate;
-                *bucket = ((bucket.0 + refill).min(1.0), now);
-                if bucket.0 >= 1.0 {
-                    bucket.0 -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - bucket.0) / self.rate)
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
 }
 
 /// Operator access to the dead letters of one namespace.
@@ -513,50 +456,5 @@ impl DeadLetters {
             ack_every: (credit / 4).max(1),
             unacked: 0,
         })
-    }
-}
-
-/// An open stream consumer.
-struct Reader {
-    channel: lapin::Channel,
-    consumer: lapin::Consumer,
-    ack_every: u16,
-    unacked: u16,
-}
-
-impl Reader {
-    /// The next message (offset, body), or `None` after `idle` of silence.
-    async fn next(&mut self, idle: Duration) -> Result<Option<(u64, Vec<u8>)>, DeadLetterError> {
-        loop {
-            let Ok(Some(delivery)) = tokio::time::timeout(idle, self.consumer.next()).await else {
-                return Ok(None);
-            };
-            let delivery = delivery?;
-            self.unacked += 1;
-            // Acks only grant the stream credit; one per batch is enough.
-            if self.unacked >= self.ack_every {
-                delivery
-                    .acker
-                    .ack(BasicAckOptions { multiple: true })
-                    .await?;
-                self.unacked = 0;
-            }
-            if let Some(offset) = stream_offset(delivery.properties.headers()) {
-                return Ok(Some((offset, delivery.data)));
-            }
-        }
-    }
-
-    async fn close(self) {
-        broker::close_channel(&self.channel, "scanned").await;
-    }
-}
-
-fn stream_offset(headers: &Option<FieldTable>) -> Option<u64> {
-    match headers.as_ref()?.inner().get("x-stream-offset")? {
-        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
-        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
-        _ => None,
     }
 }

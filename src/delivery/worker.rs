@@ -2,15 +2,17 @@
 //! re-read the webhook, pass its breaker and concurrency cap, attempt, and
 //! end in one [`Disposition`] that `publish.rs` carries out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::client::{Attempt, Transport};
+use super::client::{Attempt, AttemptResult, Transport};
 use super::context::DeliverContext;
 use super::disposition::{Disposition, after_request};
 use super::endpoint::{Admit, Endpoint};
 use super::outcome::{Failure, Outcome, Signal, classify, signal};
+use super::prepared::Prepared;
 use super::publish::dispose;
 use crate::clock;
 use crate::consume::Settle;
@@ -61,7 +63,21 @@ pub(super) async fn reject(ctx: &DeliverContext, data: &[u8], e: &crate::job::Jo
     }
 }
 
-async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
+/// How a job's checks before its request ended it.
+enum Stop {
+    /// Its webhook cannot be read now: handed back.
+    HandBack,
+    /// Ended without a request.
+    Dispose(Disposition),
+}
+
+/// The checks before a job's request: its webhook, re-read (deleted:
+/// dropped; disabled: dead-lettered) and, for an ordered webhook, its turn
+/// in its key (held as being sent until the guard drops).
+async fn checked<'a>(
+    ctx: &'a DeliverContext,
+    job: &DeliveryJob,
+) -> Result<(Arc<Prepared>, Option<super::heads::Sending<'a>>), Stop> {
     // Back from a delay tier: one job fewer waiting there for its webhook.
     if !job.attempts.is_empty() || job.deferrals > 0 || job.holds > 0 {
         ctx.history
@@ -71,7 +87,7 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %crate::logging::Chain(&e), "cannot read webhook; job handed back");
-            return Settle::Requeue;
+            return Err(Stop::HandBack);
         }
     };
     let now = clock::unix_secs();
@@ -79,22 +95,29 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
         .prepared
         .get(&webhooks, &job.webhook_id, now, &ctx.client)
     else {
-        return dispose(ctx, job, Disposition::Drop("webhook_deleted")).await;
+        return Err(Stop::Dispose(Disposition::Drop("webhook_deleted")));
     };
     if !prepared.webhook.enabled {
-        let disabled = Disposition::DeadLetter("webhook_disabled");
-        return dispose(ctx, job, disabled).await;
+        return Err(Stop::Dispose(Disposition::DeadLetter("webhook_disabled")));
     }
-    // Ordered per key: only once every earlier event of the key is finished;
-    // held as being sent (for the next one) until it is.
-    let _sending = match &job.order {
+    // Ordered per key: only once every earlier event of the key is finished.
+    let sending = match &job.order {
         Some(order) if prepared.webhook.ordering == Ordering::PerKey => {
-            match super::order::gate(ctx, &job, order).await {
+            match super::order::gate(ctx, job, order).await {
                 Ok(sending) => Some(sending),
-                Err(tier) => return dispose(ctx, job, Disposition::Held(tier)).await,
+                Err(tier) => return Err(Stop::Dispose(Disposition::Held(tier))),
             }
         }
         _ => None,
+    };
+    Ok((prepared, sending))
+}
+
+async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
+    let (prepared, _sending) = match checked(ctx, &job).await {
+        Ok(ready) => ready,
+        Err(Stop::HandBack) => return Settle::Requeue,
+        Err(Stop::Dispose(disposition)) => return dispose(ctx, job, disposition).await,
     };
     let endpoint = ctx.endpoints.of(&job.webhook_id, &prepared.webhook.url);
     // An operator's replay is sent whatever the breaker says: it is the probe
@@ -154,11 +177,10 @@ async fn short_circuit(ctx: &DeliverContext, mut job: DeliveryJob, endpoint: &En
 async fn send(
     ctx: &DeliverContext,
     job: &mut DeliveryJob,
-    prepared: &super::prepared::Prepared,
+    prepared: &Prepared,
     endpoint: &Endpoint,
 ) -> Disposition {
     let started_ms = clock::unix_millis();
-    let number = job.next_attempt();
     let result = {
         let _inflight = ctx.metrics.inflight();
         ctx.client
@@ -173,13 +195,54 @@ async fn send(
             .await
     };
     let outcome = classify(&result.transport);
+    record_sent(ctx, job, endpoint, &result, &outcome, started_ms);
+    let (app, id) = (job.application_id.as_str(), job.webhook_id.as_str());
+    let signal = signal(&result.transport, ctx.lifecycle.disable_on_gone);
+    if let Some(Signal::Disable(reason)) = signal {
+        ctx.lifecycle.disable_later(app, id, reason);
+    }
+    match &outcome {
+        Outcome::Delivered => ctx.lifecycle.succeeded(endpoint, app, id),
+        _ if signal.is_some() => endpoint.note_failure(),
+        _ => ctx.lifecycle.failed(endpoint, app, id, true),
+    }
+    let disposition = after_request(&outcome, signal);
+    match (&disposition, &outcome) {
+        (Disposition::Delivered, _) => {
+            let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
+            ctx.metrics
+                .delivered_end_to_end(Duration::from_millis(age_ms));
+            tracing::debug!(
+                duration_ms = result.duration.as_millis() as u64,
+                "delivered"
+            );
+        }
+        (Disposition::DeadLetter(reason), Outcome::Retry(f) | Outcome::GiveUp(f)) => {
+            tracing::warn!(error = %f.error, reason, ?signal, "dead-lettered at once");
+        }
+        _ => {}
+    }
+    disposition
+}
+
+/// Records a sent request (`result`, started at `started_ms`) in the job's
+/// attempts, the webhook's breaker and history, the span and the metrics.
+fn record_sent(
+    ctx: &DeliverContext,
+    job: &mut DeliveryJob,
+    endpoint: &Endpoint,
+    result: &AttemptResult,
+    outcome: &Outcome,
+    started_ms: i64,
+) {
+    let number = job.next_attempt();
     let span = tracing::Span::current();
     span.record("duration_ms", result.duration.as_millis() as u64);
-    span.record("outcome", failure_label(&outcome));
-    if endpoint.record(outcome == Outcome::Delivered) {
+    span.record("outcome", failure_label(outcome));
+    if endpoint.record(*outcome == Outcome::Delivered) {
         ctx.metrics.set_open_circuits(ctx.endpoints.open_circuits());
     }
-    let failure = match &outcome {
+    let failure = match outcome {
         Outcome::Delivered => None,
         Outcome::Retry(f) | Outcome::GiveUp(f) => Some(f),
     };
@@ -208,40 +271,16 @@ async fn send(
             error: failure.map(|f| f.error.clone()),
             duration_ms: result.duration.as_millis() as u64,
             sent: true,
-            kind: if job.replay {
-                Kind::Replay
-            } else {
-                Kind::Delivery
-            },
+            kind: kind(job),
         },
     );
-    let (app, id) = (job.application_id.as_str(), job.webhook_id.as_str());
-    let signal = signal(&result.transport, ctx.lifecycle.disable_on_gone);
-    if let Some(Signal::Disable(reason)) = signal {
-        ctx.lifecycle.disable_later(app, id, reason);
+}
+
+fn kind(job: &DeliveryJob) -> Kind {
+    match job.replay {
+        true => Kind::Replay,
+        false => Kind::Delivery,
     }
-    match &outcome {
-        Outcome::Delivered => ctx.lifecycle.succeeded(endpoint, app, id),
-        _ if signal.is_some() => endpoint.note_failure(),
-        _ => ctx.lifecycle.failed(endpoint, app, id, true),
-    }
-    let disposition = after_request(&outcome, signal);
-    match (&disposition, failure) {
-        (Disposition::Delivered, _) => {
-            let age_ms = (clock::unix_millis() - job.received_at_ms).max(0) as u64;
-            ctx.metrics
-                .delivered_end_to_end(Duration::from_millis(age_ms));
-            tracing::debug!(
-                duration_ms = result.duration.as_millis() as u64,
-                "delivered"
-            );
-        }
-        (Disposition::DeadLetter(reason), Some(f)) => {
-            tracing::warn!(error = %f.error, reason, ?signal, "dead-lettered at once");
-        }
-        _ => {}
-    }
-    disposition
 }
 
 /// Records an attempt that sent no request (`class`: `circuit_open`) in
@@ -260,11 +299,7 @@ fn not_sent(ctx: &DeliverContext, job: &DeliveryJob, class: &'static str, error:
             error: Some(error.to_string()),
             duration_ms: 0,
             sent: false,
-            kind: if job.replay {
-                Kind::Replay
-            } else {
-                Kind::Delivery
-            },
+            kind: kind(job),
         },
     );
 }

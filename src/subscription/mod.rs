@@ -20,7 +20,6 @@ pub(crate) use markers::Marker;
 pub(crate) use ordering::{Assign, KeyState, Sequences};
 pub use rate_limit::RateLimit;
 pub use redis_pool::PoolSetupError;
-pub(crate) use store::TokenRecord;
 pub use store::{Store, StoreError, Write};
 pub use webhook::StoredSecret;
 pub use webhook::{Ordering, Webhook};

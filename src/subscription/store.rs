@@ -1,11 +1,10 @@
-//! The Redis store of webhooks (one hash per application) and API token
-//! hashes; the other features keep their own keys beside their code
+//! The Redis store of webhooks (one hash per application); the other
+//! features keep their own keys beside their code
 //! (under the same `{ns}:` prefix, through [`Store::key`]). Every write publishes the application id on
 //! `{ns}:changes` so every process's cache drops its copy.
 
 use super::redis_pool::{PoolSetupError, Pooled, RedisPool};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
-use serde::{Deserialize, Serialize};
 
 use super::cipher::SecretCipher;
 use super::webhook::Webhook;
@@ -24,10 +23,6 @@ impl Keys {
     /// Hash of an application's webhooks: id -> JSON record.
     pub(crate) fn webhooks(&self, app: &str) -> String {
         format!("{}:webhooks:{app}", self.ns)
-    }
-    /// Hash of API tokens: SHA-256 hex -> JSON record.
-    pub(crate) fn tokens(&self) -> String {
-        format!("{}:tokens", self.ns)
     }
     /// Pub/sub channel announcing changed applications.
     pub(crate) fn changes(&self) -> String {
@@ -61,17 +56,6 @@ pub enum StoreError {
     /// The application already has the maximum number of webhooks.
     #[error("webhook limit reached")]
     LimitReached,
-}
-
-/// An API token's grant; the token itself is never stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TokenRecord {
-    /// The application the token acts for.
-    pub application_id: String,
-    /// `admin` or `member`.
-    pub role: String,
-    /// Unix seconds.
-    pub created_at: i64,
 }
 
 /// Handle on the namespace's Redis data; cheap to clone.
@@ -363,26 +347,6 @@ impl Store {
         let hook = self.decode(record)?;
         self.put(&hook, record, limit).await?;
         Ok(hook)
-    }
-
-    /// Records a token grant under the token's SHA-256 hex.
-    pub(crate) async fn put_token(
-        &self,
-        hash: &str,
-        record: &TokenRecord,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let _: i64 = conn
-            .hset(self.keys.tokens(), hash, serde_json::to_string(record)?)
-            .await?;
-        Ok(())
-    }
-
-    /// The grant of the token whose SHA-256 hex is `hash`.
-    pub(crate) async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let raw: Option<String> = conn.hget(self.keys.tokens(), hash).await?;
-        Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
     }
 
     /// A pooled connection, for callers that build their own pipelines.

@@ -9,7 +9,7 @@
 //!   success and failure, and the jobs waiting in retry tiers.
 //!
 //! Written off the hot path: the delivery worker hands each record to a
-//! task that writes what came in the last [`FLUSH_EVERY`] as one pipeline
+//! task (`writer.rs`) that writes what came in the last 50 ms as one pipeline
 //! (a full queue drops records, counted, rather than slow deliveries).
 
 use std::collections::HashMap;
@@ -24,20 +24,14 @@ use super::store::{Store, StoreError};
 use super::webhook::rfc3339_millis;
 use crate::metrics::Metrics;
 
+mod writer;
+
 /// Records waiting for Redis, at most.
 const QUEUE: usize = 20_000;
-/// Records written in one pipeline, at most.
-const BATCH: usize = 1_000;
-/// How long records wait for others to go with.
-const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Width of one health bucket.
 pub(crate) const BUCKET_MS: i64 = 5 * 60 * 1000;
 /// Width of one hourly health bucket (the 7-day chart).
 pub(crate) const HOUR_MS: i64 = 3600 * 1000;
-/// How long health buckets are kept: the hourly ones a week, and an hour.
-const HEALTH_KEEP: Duration = Duration::from_secs(7 * 24 * 3600 + 3600);
-/// Longest error text kept per attempt.
-const MAX_ERROR: usize = 300;
 
 /// What an attempt was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +143,7 @@ impl History {
     pub(crate) fn start(store: Store, cap: usize, age: Duration, metrics: Arc<Metrics>) -> Self {
         let tx = (cap > 0).then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(write(store.clone(), cap, age, rx));
+            tokio::spawn(writer::write(store.clone(), cap, age, rx));
             tx
         });
         History {
@@ -408,175 +402,16 @@ fn parse(f: &HashMap<&str, String>) -> Option<Attempt> {
     })
 }
 
-async fn write(store: Store, cap: usize, age: Duration, mut rx: mpsc::Receiver<Record>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut conn: Option<super::redis_pool::Pooled> = None;
-    loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            return;
-        }
-        // Let a moment's records go together.
-        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < BATCH {
-            let room = BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let pipe = pipeline(&store, cap, age, &batch);
-        batch.clear();
-        let sent = async {
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => conn.insert(store.connection().await?),
-            };
-            pipe.query_async::<()>(&mut **c).await?;
-            Ok::<_, StoreError>(())
-        };
-        if let Err(e) = sent.await {
-            conn = None;
-            tracing::warn!(error = %crate::logging::Chain(&e), "delivery history not written");
-        }
-    }
-}
-
 /// `{ns}:attempts:{app}:{id}`: the stream of a webhook's latest attempts.
-fn attempts_key(store: &Store, app: &str, id: &str) -> String {
+pub(super) fn attempts_key(store: &Store, app: &str, id: &str) -> String {
     store.key(&format!("attempts:{app}:{id}"))
 }
 
 /// `{ns}:health:{app}:{id}`: the hash of a webhook's health counters (per
 /// 5-minute bucket), last success and failure, and jobs waiting in retry
 /// tiers.
-fn health_key(store: &Store, app: &str, id: &str) -> String {
+pub(super) fn health_key(store: &Store, app: &str, id: &str) -> String {
     store.key(&format!("health:{app}:{id}"))
-}
-
-/// A webhook's latest success (ms) and latest failure (ms, error) in a batch.
-type Latest = (Option<i64>, Option<(i64, String)>);
-
-/// One pipeline for `batch`: the attempts appended and trimmed, the health
-/// counters added up per webhook and bucket.
-fn pipeline(store: &Store, cap: usize, age: Duration, batch: &[Record]) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    // (health key, field prefix, bucket start): requests to count.
-    let mut counts: HashMap<(String, &'static str, i64), u64> = HashMap::new();
-    let mut last: HashMap<String, Latest> = HashMap::new();
-    let mut waiting: HashMap<String, i64> = HashMap::new();
-    // Each stream's entries of the batch, in the order they came.
-    let mut streams: HashMap<String, Vec<&Attempt>> = HashMap::new();
-    for record in batch {
-        match record {
-            Record::Attempt(app, id, a) => {
-                let stream = attempts_key(store, app, id);
-                streams.entry(stream).or_default().push(a);
-                let health = health_key(store, app, id);
-                if a.sent {
-                    let ok = a.succeeded();
-                    let (five, hourly) = if ok { ("s", "S") } else { ("f", "F") };
-                    *counts
-                        .entry((health.clone(), five, bucket(a.at_ms)))
-                        .or_default() += 1;
-                    *counts
-                        .entry((health.clone(), hourly, hour(a.at_ms)))
-                        .or_default() += 1;
-                    let entry = last.entry(health).or_default();
-                    if ok {
-                        entry.0 = entry.0.max(Some(a.at_ms));
-                    } else if entry.1.as_ref().is_none_or(|(at, _)| *at <= a.at_ms) {
-                        entry.1 = Some((a.at_ms, truncate(a.error.as_deref().unwrap_or(""))));
-                    }
-                }
-            }
-            Record::Waiting(app, id, delta) => {
-                *waiting.entry(health_key(store, app, id)).or_default() += delta;
-            }
-        }
-    }
-    let oldest = crate::clock::unix_millis() - age.as_millis() as i64;
-    for (stream, attempts) in &streams {
-        for a in attempts {
-            pipe.xadd(stream, "*", &entry_fields(a)).ignore();
-        }
-        // Trimmed to the cap once per stream and batch, right after its
-        // entries: an exact `MAXLEN` on every `XADD` cost Redis 19 to 20 µs
-        // per entry, against about 3.4 µs plus one `XTRIM` per batch.
-        pipe.cmd("XTRIM")
-            .arg(stream)
-            .arg("MAXLEN")
-            .arg(cap)
-            .ignore();
-        pipe.cmd("XTRIM")
-            .arg(stream)
-            .arg("MINID")
-            .arg("~")
-            .arg(oldest.max(0))
-            .ignore();
-        pipe.pexpire(stream, age.as_millis() as i64).ignore();
-    }
-    let mut touched: Vec<String> = Vec::new();
-    for ((health, prefix, at), n) in counts {
-        let field = format!("{prefix}:{at}");
-        pipe.hincr(&health, field, n).ignore();
-        touched.push(health);
-    }
-    for (health, (success, failure)) in last {
-        if let Some(at) = success {
-            pipe.hset(&health, "last_success", at).ignore();
-        }
-        if let Some((at, error)) = failure {
-            pipe.hset_multiple(
-                &health,
-                &[("last_failure", at.to_string()), ("last_error", error)],
-            )
-            .ignore();
-        }
-        touched.push(health);
-    }
-    for (health, delta) in waiting {
-        pipe.hincr(&health, "waiting", delta).ignore();
-        touched.push(health);
-    }
-    touched.sort();
-    touched.dedup();
-    for health in touched {
-        pipe.pexpire(&health, HEALTH_KEEP.as_millis() as i64)
-            .ignore();
-    }
-    pipe
-}
-
-/// The stream fields of one attempt (short names; absent ones left out).
-fn entry_fields(a: &Attempt) -> Vec<(&'static str, String)> {
-    let mut fields = vec![
-        ("a", a.at_ms.to_string()),
-        ("e", a.event_id.clone()),
-        ("t", a.event_type.clone()),
-        ("n", a.attempt.to_string()),
-        ("d", a.duration_ms.to_string()),
-        ("k", a.kind.as_str().to_string()),
-    ];
-    if let Some(s) = a.status {
-        fields.push(("s", s.to_string()));
-    }
-    if let Some(c) = a.error_class {
-        fields.push(("c", c.to_string()));
-    }
-    if let Some(r) = &a.error {
-        fields.push(("r", truncate(r)));
-    }
-    if !a.sent {
-        fields.push(("x", "0".into()));
-    }
-    fields
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -584,19 +419,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_five_minutes_and_errors_are_capped() {
+    fn buckets_are_five_minutes_and_hours() {
         assert_eq!(bucket(0), 0);
         assert_eq!(bucket(BUCKET_MS + 1), BUCKET_MS);
         assert_eq!(bucket(-1), -BUCKET_MS);
         assert_eq!(hour(HOUR_MS * 5 + BUCKET_MS * 3), HOUR_MS * 5);
-        let long = "é".repeat(MAX_ERROR + 10);
-        let cut = truncate(&long);
-        assert_eq!(
-            cut.chars().count(),
-            MAX_ERROR + 1,
-            "the cap and an ellipsis"
-        );
-        assert_eq!(truncate("short"), "short");
     }
 
     #[test]
