@@ -31,17 +31,7 @@ const LOCK_TTL: Duration = Duration::from_secs(10);
 /// 200 `{"total"}` and nothing is replayed (the dashboard's count).
 pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
     let (app, id) = (call.app.clone(), call.id.clone());
-    let fields = read_fields(call.body, &["since", "until", "dry_run"]).await?;
-    let filter = Filter {
-        application_id: Some(app.clone()),
-        webhook_id: Some(id.clone()),
-        since_ms: fields.time("since", "invalid_since")?,
-        until_ms: fields.time("until", "invalid_until")?,
-        ..Filter::default()
-    };
-    let dry_run = fields
-        .boolean("dry_run", "invalid_dry_run")?
-        .unwrap_or(false);
+    let (filter, dry_run) = request(call, &app, &id).await?;
     let hook = find(state, &app, &id).await?;
     if dry_run {
         let total = state.dead_letters.matching(&filter).await?.len();
@@ -93,6 +83,23 @@ pub(super) async fn start(state: &AdminState, call: Call) -> Reply {
         StatusCode::ACCEPTED,
         &json!({"total": total}),
     ))
+}
+
+/// The dead letters a catch-up of webhook `id` of `app` replays (the
+/// body's `since` and `until`), and whether it is a dry run.
+async fn request(call: Call, app: &str, id: &str) -> Result<(Filter, bool), ApiError> {
+    let fields = read_fields(call.body, &["since", "until", "dry_run"]).await?;
+    let filter = Filter {
+        application_id: Some(app.to_string()),
+        webhook_id: Some(id.to_string()),
+        since_ms: fields.time("since", "invalid_since")?,
+        until_ms: fields.time("until", "invalid_until")?,
+        ..Filter::default()
+    };
+    let dry_run = fields
+        .boolean("dry_run", "invalid_dry_run")?
+        .unwrap_or(false);
+    Ok((filter, dry_run))
 }
 
 fn running_error() -> ApiError {

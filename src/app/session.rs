@@ -49,14 +49,7 @@ async fn session(
     // Backlogs this process declares reach its own drainer at once.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let registry = backlog::Registry::new(w.store.clone(), &s.namespace);
-    let router = Arc::new(backlog::Router::new(
-        conn.clone(),
-        w.names.clone(),
-        topology(s),
-        registry.clone(),
-        backlog::Timing::new(s.backlog_idle),
-        s.roles.deliver.then_some(wake),
-    ));
+    let router = backlog_router(w, &conn, &registry, wake);
     let deliver = match s.roles.deliver {
         true => {
             Some(consume::start(&conn, w.names.deliver(), s.delivery_concurrency, false).await?)
@@ -103,6 +96,25 @@ async fn session(
     let result = tokio::try_join!(ingest_run, deliver_run, depths, publishers);
     close(w, &watched, &conn, token).await;
     result.map(|_| ()).map_err(Into::into)
+}
+
+/// Routes jobs to their webhooks' backlogs over `conn`; the backlogs it
+/// declares are named on `wake` when this process delivers.
+fn backlog_router(
+    w: &Wiring,
+    conn: &Arc<lapin::Connection>,
+    registry: &backlog::Registry,
+    wake: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Arc<backlog::Router> {
+    let s = &w.settings;
+    Arc::new(backlog::Router::new(
+        conn.clone(),
+        w.names.clone(),
+        topology(s),
+        registry.clone(),
+        backlog::Timing::new(s.backlog_idle),
+        s.roles.deliver.then_some(wake),
+    ))
 }
 
 /// Ends the session: the channels first, then the connection (a channel

@@ -235,17 +235,7 @@ impl Consuming {
             let bound = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
             let _ = tokio::time::timeout_at(bound, cancel).await;
         }
-        tracker.close();
-        if tokio::time::timeout_at(deadline, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(queue = %queue, "in-flight work not finished in time; handed back unacked");
-        }
-        // Every handler is done or abandoned: send the last acks.
-        if !settler.finish(deadline).await {
-            tracing::warn!(queue = %queue, "last acks not sent in time; the broker redelivers those messages");
-        }
+        finish(&queue, tracker, settler, deadline).await;
         if let Some(leave) = before_release {
             leave.await;
         }
@@ -256,6 +246,28 @@ impl Consuming {
             hold.release().await;
         }
         result
+    }
+}
+
+/// Waits until `deadline` for the handlers still running, then sends the
+/// last acks; what is not done by then stays unacked for the broker to
+/// deliver again.
+async fn finish(
+    queue: &str,
+    tracker: TaskTracker,
+    settler: Settler,
+    deadline: tokio::time::Instant,
+) {
+    tracker.close();
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(queue = %queue, "in-flight work not finished in time; handed back unacked");
+    }
+    // Every handler is done or abandoned: send the last acks.
+    if !settler.finish(deadline).await {
+        tracing::warn!(queue = %queue, "last acks not sent in time; the broker redelivers those messages");
     }
 }
 

@@ -120,6 +120,12 @@ pub(crate) async fn drain(
     // Each task hands back what it has not finished within the shutdown time.
     while tasks.join_next().await.is_some() {}
     d.ctx.metrics.set_backlog_jobs(0);
+    ended(&d, token)
+}
+
+/// How draining ended: Ok when shutdown stopped it, Err when the
+/// connection was lost (the session starts again).
+fn ended(d: &Drain, token: &CancellationToken) -> lapin::Result<()> {
     match d.conn.status().connected() || token.is_cancelled() {
         true => Ok(()),
         false => {

@@ -193,26 +193,12 @@ async fn accept(ctx: &IngestContext, event: &Event, received: Received) -> Resul
         key,
         turn,
     } = received;
-    // Without Redis the id check is skipped rather than stopping the flow:
-    // delivery is at-least-once and receivers deduplicate on `Webhook-Id`.
-    let claimed = match ctx.markers.claim(&event.application_id, &event.id).await {
-        Ok(marker) => Some(marker),
-        Err(e) => {
-            tracing::warn!(error = %crate::logging::Chain(&e), "event-id check unavailable; fanning out without it");
-            None
-        }
+    let Some(claimed) = claim(ctx, event, redelivered).await else {
+        drop(turn);
+        tracing::info!("duplicate event id; not fanned out again");
+        ctx.metrics.event_duplicate();
+        return Ok(());
     };
-    match claimed {
-        // A crash interrupted an earlier fan-out of this very message: redo it.
-        Some(Marker::InProgress) if redelivered => {}
-        Some(Marker::InProgress | Marker::Done) => {
-            drop(turn);
-            tracing::info!("duplicate event id; not fanned out again");
-            ctx.metrics.event_duplicate();
-            return Ok(());
-        }
-        Some(Marker::New) | None => {}
-    }
     let webhooks = match ctx.cache.webhooks(&event.application_id).await {
         Ok(webhooks) => webhooks,
         Err(e) => {
@@ -249,6 +235,27 @@ async fn accept(ctx: &IngestContext, event: &Event, received: Received) -> Resul
     ctx.metrics.jobs_enqueued(jobs.len());
     tracing::debug!(jobs = jobs.len(), "fanned out");
     Ok(())
+}
+
+/// Claims the event's id: `None` for a duplicate (fanned out already, or
+/// being fanned out by a copy that is not a redelivery of this message);
+/// else whether a marker was claimed (without Redis the id check is
+/// skipped rather than stopping the flow: delivery is at-least-once and
+/// receivers deduplicate on `Webhook-Id`).
+async fn claim(ctx: &IngestContext, event: &Event, redelivered: bool) -> Option<Option<Marker>> {
+    let claimed = match ctx.markers.claim(&event.application_id, &event.id).await {
+        Ok(marker) => Some(marker),
+        Err(e) => {
+            tracing::warn!(error = %crate::logging::Chain(&e), "event-id check unavailable; fanning out without it");
+            None
+        }
+    };
+    match claimed {
+        // A crash interrupted an earlier fan-out of this very message: redo it.
+        Some(Marker::InProgress) if redelivered => Some(claimed),
+        Some(Marker::InProgress | Marker::Done) => None,
+        Some(Marker::New) | None => Some(claimed),
+    }
 }
 
 /// The application's webhooks, asked again until the store answers.

@@ -125,37 +125,27 @@ async fn route_holding(
         let first = tokio::select! {
             biased;
             _ = token.cancelled() => break Ok(()),
-            next = consumer.next() => Some(next),
+            next = consumer.next() => match next {
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => break Err(e),
+                None => break Err(ended()),
+            },
             settled = settle_oldest(&settler, &mut in_flight), if !in_flight.is_empty() => match settled {
                 Ok(()) => continue,
                 Err(e) => break Err(e),
             },
             _ = tokio::time::sleep(OPENING_POLL), if openings.any() => None,
         };
-        let first = match first {
-            Some(Some(Ok(d))) => Some(d),
-            Some(Some(Err(e))) => break Err(e),
-            Some(None) => break Err(ended()),
-            None => None,
-        };
         let batch = fill_batch(first, &mut consumer, &settler);
-        let batch_parts: Vec<usize> = batch
-            .iter()
-            .map(|(d, _)| partition_of_event(&d.data, partitions))
-            .collect();
-        let mut out: Vec<Out> = Vec::new();
-        let now = Instant::now();
-        // Openings settled since the last pass go first: their events come
-        // before the later ones of the same partition.
-        let mut pass = Pass {
-            shortcut: &direct.shortcut,
-            fan_outs: &mut fan_outs,
-            out: &mut out,
-            now,
+        let out = one_pass(
+            batch,
+            partitions,
+            direct,
+            &mut fan_outs,
+            &mut openings,
             token,
-        };
-        openings.settle(&mut pass, &batch_parts).await;
-        openings.place(&mut pass, batch, batch_parts).await;
+        )
+        .await;
         if out.is_empty() {
             continue;
         }
@@ -165,21 +155,59 @@ async fn route_holding(
         }
     };
     // What was confirmed is acked; the rest goes back.
-    while !in_flight.is_empty() && result.is_ok() {
-        if settle_oldest(&settler, &mut in_flight).await.is_err() {
-            break;
-        }
+    if result.is_ok() {
+        while !in_flight.is_empty() && settle_oldest(&settler, &mut in_flight).await.is_ok() {}
     }
+    close(direct, fan_outs, settler, names, &publisher, &channel).await;
+    result
+}
+
+/// Ends a routing session: the router's own fan-outs and the last acks get
+/// `direct.drain`; unacked events (those kept aside for an opening too) go
+/// back to `{ns}.ingest` with the channel, in order, for the next router.
+async fn close(
+    direct: &Direct,
+    fan_outs: DirectFanOuts<'_>,
+    settler: consume::Settler,
+    names: &Names,
+    publisher: &ConfirmedPublisher,
+    channel: &lapin::Channel,
+) {
     let deadline = tokio::time::Instant::now() + direct.drain;
     fan_outs.finish(deadline).await;
     if !settler.finish(deadline).await {
         tracing::warn!(queue = %names.ingest(), "last acks not sent in time; the broker redelivers those events");
     }
-    // Unacked events (those kept aside for an opening too) go back to
-    // `{ns}.ingest`, in order, for the next router.
     publisher.close().await;
-    broker::close_channel(&channel, "routed").await;
-    result
+    broker::close_channel(channel, "routed").await;
+}
+
+/// One pass of the router over `batch`: what it publishes to the
+/// partitions, in order. Openings settled since the last pass go first:
+/// their events come before the later ones of the same partition.
+async fn one_pass(
+    batch: Vec<Taken>,
+    partitions: usize,
+    direct: &Direct,
+    fan_outs: &mut DirectFanOuts<'_>,
+    openings: &mut Openings,
+    token: &CancellationToken,
+) -> Vec<Out> {
+    let batch_parts: Vec<usize> = batch
+        .iter()
+        .map(|(d, _)| partition_of_event(&d.data, partitions))
+        .collect();
+    let mut out: Vec<Out> = Vec::new();
+    let mut pass = Pass {
+        shortcut: &direct.shortcut,
+        fan_outs,
+        out: &mut out,
+        now: Instant::now(),
+        token,
+    };
+    openings.settle(&mut pass, &batch_parts).await;
+    openings.place(&mut pass, batch, batch_parts).await;
+    out
 }
 
 /// The event `first` and what the broker has pushed already behind it (no

@@ -92,28 +92,7 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
             limit,
             cursor,
             json,
-        } => {
-            if !(1..=500).contains(&limit) {
-                bail!("--limit must be from 1 to 500");
-            }
-            let page = dead.page(&filter.filter(), cursor, limit).await?;
-            if json {
-                let items: Vec<Value> = page.items.iter().map(|(id, d)| d.view(id)).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"items": items, "next_cursor": page.next_cursor})
-                    )?
-                );
-            } else {
-                print_table(&page.items);
-                match page.next_cursor {
-                    Some(c) => println!("\nmore: --cursor {c}"),
-                    None if page.items.is_empty() => println!("no dead letters"),
-                    None => {}
-                }
-            }
-        }
+        } => list(&dead, &filter, limit, cursor, json).await?,
         DeadLetterCommand::Show { id, json } => {
             let letter = dead.get(&id).await?;
             let view = letter.view(&id);
@@ -146,6 +125,37 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
         DeadLetterCommand::Discard { id } => {
             dead.discard(&id).await?;
             println!("discarded {id}");
+        }
+    }
+    Ok(())
+}
+
+/// `dead-letters list`: one page, as a table or `--json`.
+async fn list(
+    dead: &DeadLetters,
+    filter: &FilterArgs,
+    limit: usize,
+    cursor: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !(1..=500).contains(&limit) {
+        bail!("--limit must be from 1 to 500");
+    }
+    let page = dead.page(&filter.filter(), cursor, limit).await?;
+    if json {
+        let items: Vec<Value> = page.items.iter().map(|(id, d)| d.view(id)).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"items": items, "next_cursor": page.next_cursor})
+            )?
+        );
+    } else {
+        print_table(&page.items);
+        match page.next_cursor {
+            Some(c) => println!("\nmore: --cursor {c}"),
+            None if page.items.is_empty() => println!("no dead letters"),
+            None => {}
         }
     }
     Ok(())

@@ -17,14 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::store::{Store, StoreError};
-use super::webhook::rfc3339_millis;
 use crate::metrics::Metrics;
 
+mod read;
 mod writer;
+
+use read::{fields, figures_of, matches, parse, view};
 
 /// Records waiting for Redis, at most.
 const QUEUE: usize = 20_000;
@@ -237,65 +239,12 @@ impl History {
         let mut conn = self.store.connection().await?;
         let key = self.health_key(app, id);
         let hash: HashMap<String, String> = conn.hgetall(&key).await?;
-        let mut figures = HealthFigures::default();
-        let mut buckets: HashMap<i64, (u64, u64)> = HashMap::new();
-        let mut hours: HashMap<i64, (u64, u64)> = HashMap::new();
-        let mut stale = Vec::new();
-        let day_start = bucket(now) - 23 * 3600 * 1000 - 11 * BUCKET_MS;
-        let week_start = hour(now) - 167 * HOUR_MS;
-        let hour_start = now - 3600 * 1000;
-        for (field, value) in &hash {
-            let number = value.parse::<i64>().unwrap_or(0);
-            match field.split_once(':') {
-                Some((kind @ ("s" | "f" | "S" | "F"), at)) => {
-                    let Ok(at) = at.parse::<i64>() else { continue };
-                    let hourly = kind == "S" || kind == "F";
-                    let (map, start) = match hourly {
-                        true => (&mut hours, week_start),
-                        false => (&mut buckets, day_start),
-                    };
-                    if at < start {
-                        stale.push(field.clone());
-                        continue;
-                    }
-                    let slot = map.entry(at).or_default();
-                    let n = number.max(0) as u64;
-                    if kind.eq_ignore_ascii_case("s") {
-                        slot.0 += n;
-                    } else {
-                        slot.1 += n;
-                    }
-                }
-                _ => match field.as_str() {
-                    "last_success" => figures.last_success_ms = Some(number),
-                    "last_failure" => {
-                        let error = hash.get("last_error").cloned().unwrap_or_default();
-                        figures.last_failure = Some((number, error));
-                    }
-                    "waiting" => figures.waiting = number.max(0) as u64,
-                    _ => {}
-                },
-            }
-        }
+        let (mut figures, stale) = figures_of(&hash, now);
         if !stale.is_empty() {
             let _: () = conn.hdel(&key, &stale).await?;
         }
-        let mut sorted: Vec<(i64, u64, u64)> =
-            buckets.into_iter().map(|(at, (s, f))| (at, s, f)).collect();
-        sorted.sort_unstable();
-        for &(at, s, f) in &sorted {
-            figures.day.0 += s;
-            figures.day.1 += f;
-            // A bucket counts for the hour if it overlaps it.
-            if at + BUCKET_MS > hour_start {
-                figures.hour.0 += s;
-                figures.hour.1 += f;
-            }
-        }
-        figures.buckets = sorted;
-        figures.hours = hours.into_iter().map(|(at, (s, f))| (at, s, f)).collect();
-        figures.hours.sort_unstable();
         if self.enabled() {
+            let hour_start = now - 3600 * 1000;
             figures.durations_1h = self.durations(&mut conn, app, id, hour_start).await?;
         }
         Ok(figures)
@@ -342,66 +291,6 @@ pub(crate) fn bucket(ms: i64) -> i64 {
     ms.div_euclid(BUCKET_MS) * BUCKET_MS
 }
 
-fn matches(a: &Attempt, filter: &AttemptFilter) -> bool {
-    filter.success.is_none_or(|s| a.succeeded() == s)
-        && filter.event_id.as_deref().is_none_or(|e| a.event_id == e)
-        && filter
-            .event_type
-            .as_deref()
-            .is_none_or(|t| a.event_type == t)
-}
-
-/// The API's JSON of one attempt.
-fn view(a: &Attempt) -> Value {
-    json!({
-        "at": rfc3339_millis(a.at_ms),
-        "event_id": a.event_id,
-        "type": a.event_type,
-        "attempt": a.attempt,
-        "status": a.status,
-        "error": a.error,
-        "error_class": a.error_class,
-        "duration_ms": a.duration_ms,
-        "sent": a.sent,
-        "kind": a.kind.as_str(),
-    })
-}
-
-fn fields(entry: &redis::streams::StreamId) -> HashMap<&str, String> {
-    entry
-        .map
-        .keys()
-        .filter_map(|k| Some((k.as_str(), entry.get::<String>(k)?)))
-        .collect()
-}
-
-fn parse(f: &HashMap<&str, String>) -> Option<Attempt> {
-    let kind = match f.get("k").map(String::as_str) {
-        Some("replay") => Kind::Replay,
-        Some("test") => Kind::Test,
-        _ => Kind::Delivery,
-    };
-    let class = f.get("c").map(|c| match c.as_str() {
-        "http_error" => "http_error",
-        "timeout" => "timeout",
-        "connect_error" => "connect_error",
-        "circuit_open" => "circuit_open",
-        _ => "deferred",
-    });
-    Some(Attempt {
-        at_ms: f.get("a")?.parse().ok()?,
-        event_id: f.get("e")?.clone(),
-        event_type: f.get("t").cloned().unwrap_or_default(),
-        attempt: f.get("n").and_then(|n| n.parse().ok()).unwrap_or(0),
-        status: f.get("s").and_then(|s| s.parse().ok()),
-        error_class: class,
-        error: f.get("r").cloned(),
-        duration_ms: f.get("d").and_then(|d| d.parse().ok()).unwrap_or(0),
-        sent: f.get("x").map(String::as_str) != Some("0"),
-        kind,
-    })
-}
-
 /// `{ns}:attempts:{app}:{id}`: the stream of a webhook's latest attempts.
 pub(super) fn attempts_key(store: &Store, app: &str, id: &str) -> String {
     store.key(&format!("attempts:{app}:{id}"))
@@ -424,44 +313,5 @@ mod tests {
         assert_eq!(bucket(BUCKET_MS + 1), BUCKET_MS);
         assert_eq!(bucket(-1), -BUCKET_MS);
         assert_eq!(hour(HOUR_MS * 5 + BUCKET_MS * 3), HOUR_MS * 5);
-    }
-
-    #[test]
-    fn a_recorded_attempt_reads_back_as_written() {
-        let fields: HashMap<&str, String> = [
-            ("a", "1700000000123"),
-            ("e", "evt_1"),
-            ("t", "item.created"),
-            ("n", "2"),
-            ("c", "timeout"),
-            ("r", "no response within 500 ms"),
-            ("d", "501"),
-            ("k", "replay"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string()))
-        .collect();
-        let a = parse(&fields).unwrap();
-        assert!(a.sent && !a.succeeded());
-        let v = view(&a);
-        assert_eq!(v["at"], "2023-11-14T22:13:20.123Z");
-        assert_eq!((&v["attempt"], &v["status"]), (&json!(2), &Value::Null));
-        assert_eq!(
-            (&v["error_class"], &v["kind"]),
-            (&json!("timeout"), &json!("replay"))
-        );
-        let filter = AttemptFilter {
-            success: Some(false),
-            event_id: Some("evt_1".into()),
-            event_type: None,
-        };
-        assert!(matches(&a, &filter));
-        assert!(!matches(
-            &a,
-            &AttemptFilter {
-                success: Some(true),
-                ..filter
-            }
-        ));
     }
 }
