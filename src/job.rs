@@ -28,6 +28,21 @@ pub struct AttemptRecord {
     pub duration_ms: u64,
 }
 
+impl AttemptRecord {
+    /// A pass that sent no request because the webhook's circuit was open:
+    /// the job's history says so (dead letters show it as not sent), and it
+    /// moves the job one tier on in the schedule, as a failed request does.
+    pub(crate) fn short_circuited(at_ms: i64, why: &str) -> AttemptRecord {
+        AttemptRecord {
+            sent: false,
+            at_ms,
+            status: None,
+            error: Some(why.to_string()),
+            duration_ms: 0,
+        }
+    }
+}
+
 /// A delivery job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryJob {
@@ -179,6 +194,12 @@ impl DeliveryJob {
     /// short-circuited by an open circuit sent nothing and do not count.
     pub(crate) fn next_attempt(&self) -> u32 {
         self.requests_sent() + 1
+    }
+
+    /// The passes that ended in a delay tier, failed requests and
+    /// short-circuits alike: the retry schedule's position.
+    pub(crate) fn failed_passes(&self) -> u32 {
+        self.attempts.len() as u32
     }
 
     /// How many requests were actually sent for this job.

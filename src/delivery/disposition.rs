@@ -72,7 +72,7 @@ pub(super) struct Plan<'a> {
 
 /// The hop for `job` (its history already holds this pass's attempt).
 pub(super) fn plan(job: &DeliveryJob, disposition: &Disposition, p: &Plan<'_>) -> Hop {
-    let attempts = job.attempts.len() as u32;
+    let attempts = job.failed_passes();
     let next = match disposition {
         Disposition::Delivered | Disposition::Drop(_) => return Hop::Ack,
         Disposition::DeadLetter(reason) => return Hop::DeadLetter(reason),

@@ -160,13 +160,8 @@ async fn attempt(ctx: &DeliverContext, mut job: DeliveryJob) -> Settle {
 /// the attempt is recorded as not sent.
 async fn short_circuit(ctx: &DeliverContext, mut job: DeliveryJob, endpoint: &Endpoint) -> Settle {
     const WHY: &str = "circuit open: the webhook keeps failing; request not sent";
-    job.attempts.push(AttemptRecord {
-        sent: false,
-        at_ms: clock::unix_millis(),
-        status: None,
-        error: Some(WHY.into()),
-        duration_ms: 0,
-    });
+    job.attempts
+        .push(AttemptRecord::short_circuited(clock::unix_millis(), WHY));
     let (app, id) = (&job.application_id, &job.webhook_id);
     ctx.lifecycle.failed(endpoint, app, id, false);
     not_sent(ctx, &job, "circuit_open", WHY);

@@ -174,7 +174,12 @@ fn others_behind(parts: &[usize]) -> Vec<bool> {
 /// Most events of a partition the router keeps aside while it awaits the
 /// partition's barrier: more, and the queue has a backlog in front of the
 /// barrier; the events go to the queue and the opening is tried later.
-const KEEP_AT_MOST: usize = 256;
+/// Two fifths of the router's prefetch (5 batches of 500): a burst that
+/// starts while its partition opens fills it in a moment, and a smaller
+/// bound (it was 256) made the opening fail at a burst's start, leaving the
+/// burst on the routing hop; the other three fifths keep the router taking
+/// the other partitions' events meanwhile.
+const KEEP_AT_MOST: usize = 1_000;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 
 use crate::common::receiver::Receiver;
 use crate::common::sign::{bridge, standard};
-use crate::common::{OPERATOR, Producer, TestService};
+use crate::common::{Fixture, OPERATOR, Producer};
 use serde_json::{Value, json};
 
 const TEST_BODY: &str = r#"{"content":{"item_id":1234567890,"status":0,"user_uuid":"9a95b38f-f98b-417a-988b-9d0d584893e7"},"timestamp":1611681789,"type":"TEST_EVENT"}"#;
@@ -26,7 +26,7 @@ fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auth_matrix() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let rx = Receiver::start(200).await;
     let admin = svc.token("app1", "admin").await;
     let member = svc.token("app1", "member").await;
@@ -109,7 +109,7 @@ async fn the_auth_matrix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_errors_name_the_field() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_ALLOW_HTTP", "false"),
         ("WF_ALLOW_PRIVATE_TARGETS", "false"),
     ])
@@ -211,7 +211,7 @@ async fn validation_errors_name_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_eleventh_webhook_is_refused() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let rx = Receiver::start(200).await;
     for i in 0..10 {
         svc.webhook("app_l", &rx.url(&format!("/{i}")), &["item.created"])
@@ -233,7 +233,7 @@ async fn the_eleventh_webhook_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_call_and_secret_rotation() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let rx = Receiver::start(200).await;
     let hook = svc.webhook("app_t", &rx.url("/t"), &["item.created"]).await;
     let old = hook["secret"].as_str().unwrap().to_string();
@@ -321,7 +321,7 @@ async fn the_test_call_and_secret_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_types_and_health_endpoints() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let (s, types) = svc
         .call("GET", "/v1/event-types", Some(OPERATOR), None)
         .await;
@@ -340,7 +340,7 @@ async fn event_types_and_health_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_operator_token_only_health_and_metrics_answer() {
-    let svc = TestService::start(&[("WF_ADMIN_TOKEN", "")]).await;
+    let svc = Fixture::service(&[("WF_ADMIN_TOKEN", "")]).await;
     let (s, b) = svc
         .call("GET", "/v1/event-types", Some(OPERATOR), None)
         .await;
@@ -352,8 +352,8 @@ async fn without_an_operator_token_only_health_and_metrics_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_process_is_seen_by_another_within_a_second() {
     // Process A serves the API only; process B fans out and delivers.
-    let a = TestService::start(&[("WF_ROLES", "api")]).await;
-    let b = TestService::join(&a.ns, &[("WF_ROLES", "ingest,deliver")]).await;
+    let a = Fixture::service(&[("WF_ROLES", "api")]).await;
+    let b = Fixture::join(&a.ns, &[("WF_ROLES", "ingest,deliver")]).await;
     let rx = Receiver::start(200).await;
     let hook = a.webhook("app_x", &rx.url("/x"), &["item.created"]).await;
     let producer = Producer::connect(&a.ns).await;

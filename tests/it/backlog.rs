@@ -198,7 +198,7 @@ async fn a_slow_webhook_s_backlog_drains_at_its_pace_beside_a_fast_neighbour() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_key_webhook_with_a_backlog_keeps_its_order() {
-    let svc = TestService::start(&[("WF_SHUTDOWN_TIMEOUT", "1s")]).await;
+    let svc = Fixture::service(&[("WF_SHUTDOWN_TIMEOUT", "1s")]).await;
     let rx = Receiver::start(200).await;
     rx.set_path_delay("/ordered", Duration::from_millis(20));
     let types = ["item.account.updated"];

@@ -271,7 +271,7 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         "WF_SECRET_KEY",
         "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
     )];
-    let source = crate::common::TestService::start(&key).await;
+    let source = crate::common::Fixture::service(&key).await;
     let rx = Receiver::start(200).await;
     let mut secrets = std::collections::HashMap::new();
     for (app, path) in [("app_e1", "/e1"), ("app_e1", "/e2"), ("app_e2", "/e3")] {
@@ -301,7 +301,7 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         !ok,
         "without the key the sealed secrets cannot be opened: refused"
     );
-    let restored = crate::common::TestService::join(&target, &key).await;
+    let restored = crate::common::Fixture::join(&target, &key).await;
     let producer = Producer::connect(&target).await;
     producer
         .event("ev-e1", "app_e1", "item.created", json!({}))

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{Producer, TestService, eventually};
+use crate::common::{Fixture, Producer, eventually};
 
 const EVENTS: usize = 3_000;
 
@@ -80,7 +80,7 @@ async fn reach(published: &AtomicUsize, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "disturbs the shared broker: make test runs it alone, after the others"]
 async fn connections_killed_and_the_broker_restarted_during_a_stream_lose_nothing() {
-    let svc = TestService::start(&[("WF_RETRY_SCHEDULE", "200ms")]).await;
+    let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "200ms")]).await;
     let rx = Receiver::start(200).await;
     svc.webhook("app_rr", &rx.url("/rr"), &["item.refreshed"])
         .await;

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, eventually, sign};
+use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually, sign};
 use serde_json::{Value, json};
 
 const APP: &str = "dash_app";
@@ -75,8 +75,7 @@ impl Page {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
     let chromium = browser();
-    let svc =
-        TestService::start(&[("WF_RETRY_SCHEDULE", "100ms"), ("WF_MAX_EVENT_AGE", "1s")]).await;
+    let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "100ms"), ("WF_MAX_EVENT_AGE", "1s")]).await;
     let shots = root().join("target/dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let page = Page {
@@ -246,7 +245,7 @@ async fn named_webhook(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_missed() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let app = "dash_catch";
     let (page, admin, receiver, hook) = named_webhook(&svc, app, "Catch-up", "/catch", 410).await;
     let path = format!(
@@ -318,7 +317,7 @@ async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
-    let svc = TestService::start(&[("WF_RETRY_SCHEDULE", "10m")]).await;
+    let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "10m")]).await;
     let app = "dash_history";
     let (page, admin, receiver, hook) = named_webhook(&svc, app, "Flaky", "/flaky", 500).await;
     let producer = Producer::connect(&svc.ns).await;
@@ -372,7 +371,7 @@ async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_served_with_its_security_headers_and_me_names_the_role() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -38,7 +38,7 @@ async fn rejected_reasons(svc: &TestService, producer: &Producer, n: usize) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_this_release_cannot_read_is_moved_to_rejected_with_its_reason() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let producer = Producer::connect(&svc.ns).await;
     let deliveries = svc.names().deliveries();
     let newer = json!({"v": 3, "event_id": "e", "application_id": "a", "webhook_id": "w",

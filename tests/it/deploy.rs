@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::TestService;
+use crate::common::Fixture;
 
 fn referenced(path: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -28,7 +28,7 @@ fn referenced(path: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_and_dashboards_use_only_exported_metrics() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     // Every family appears once the queue depths have been read.
     crate::common::eventually(
         std::time::Duration::from_secs(15),

@@ -175,7 +175,7 @@ async fn redis_unreachable_for_10s_deliveries_continue_and_writes_are_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_back_a_delivery_it_cannot_finish_in_time() {
     let ns = crate::common::Namespace::new();
-    let first = TestService::join(
+    let first = Fixture::join(
         &ns,
         &[
             ("WF_SHUTDOWN_TIMEOUT", "1s"),
@@ -203,7 +203,7 @@ async fn shutdown_hands_back_a_delivery_it_cannot_finish_in_time() {
     );
 
     // The unfinished delivery went back to RabbitMQ; the next process delivers it.
-    let second = TestService::join(&ns, &[]).await;
+    let second = Fixture::join(&ns, &[]).await;
     let got = rx.wait_for("/h", 2).await;
     assert_eq!(got[1].header("webhook-id"), "ev-h");
     second
@@ -217,7 +217,7 @@ async fn shutdown_hands_back_a_delivery_it_cannot_finish_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_slow_delivery_finish() {
-    let svc = TestService::start(&[("WF_SHUTDOWN_TIMEOUT", "10s")]).await;
+    let svc = Fixture::service(&[("WF_SHUTDOWN_TIMEOUT", "10s")]).await;
     let slow = SlowReceiver::start(Duration::from_millis(1500)).await;
     svc.webhook("app_f", &slow.url, &["item.created"]).await;
     let producer = Producer::connect(&svc.ns).await;

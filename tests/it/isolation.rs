@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{Producer, TestService, eventually};
+use crate::common::{Fixture, Producer, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_endpoint_is_capped_and_the_others_keep_flowing() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_ENDPOINT_CONCURRENCY", "2"),
         ("WF_DELIVERY_CONCURRENCY", "16"),
         ("WF_DELIVERY_TIMEOUT", "20s"),
@@ -57,7 +57,7 @@ async fn a_hanging_endpoint_is_capped_and_the_others_keep_flowing() {
 /// admitted while it was closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_waiting_for_a_slot_when_the_circuit_opens_are_not_sent() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_CIRCUIT_BREAKER_THRESHOLD", "1"),
         ("WF_CIRCUIT_BREAKER_COOLDOWN", "1h"),
         ("WF_ENDPOINT_CONCURRENCY", "1"),
@@ -93,7 +93,7 @@ async fn jobs_waiting_for_a_slot_when_the_circuit_opens_are_not_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_endpoint_is_short_circuited_until_a_probe_succeeds() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_CIRCUIT_BREAKER_THRESHOLD", "3"),
         ("WF_CIRCUIT_BREAKER_COOLDOWN", "1s"),
         ("WF_RETRY_SCHEDULE", "100ms"),
@@ -141,7 +141,7 @@ async fn a_failing_endpoint_is_short_circuited_until_a_probe_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_endpoint_keeps_its_latency_beside_one_hanging_30s() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_DELIVERY_TIMEOUT", "30s"),
         ("WF_SHUTDOWN_TIMEOUT", "1s"),
     ])

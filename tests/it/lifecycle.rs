@@ -594,7 +594,7 @@ async fn the_operator_bulk_replay_takes_since_and_until() {
 async fn two_processes_never_run_the_same_catch_up_twice() {
     let f = Fixture::start(&[("WF_REPLAY_RATE", "10")]).await;
     let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
-    let other = TestService::join(&svc.ns, &[("WF_REPLAY_RATE", "10")]).await;
+    let other = Fixture::join(&svc.ns, &[("WF_REPLAY_RATE", "10")]).await;
     let hook = svc
         .webhook("app_twice", &rx.url("/twice"), &["item.created"])
         .await;

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{Producer, TestService, eventually};
+use crate::common::{Fixture, Producer, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_match_a_scripted_run() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_RETRY_SCHEDULE", "100ms,200ms"),
         ("WF_MAX_EVENT_AGE", "1h"),
     ])

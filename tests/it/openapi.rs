@@ -3,7 +3,7 @@
 //! is documented, and nothing outside the table is routed. Response bodies are checked against the schemas by the
 //! schemathesis run in `make test` (scripts/api-fuzz.sh).
 
-use crate::common::{OPERATOR, TestService};
+use crate::common::{Fixture, OPERATOR};
 
 /// (method, path) of every operation in the document.
 fn documented() -> Vec<(String, String)> {
@@ -45,7 +45,7 @@ fn every_served_operation_is_documented_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_routed() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     for (method, path) in documented() {
         let concrete = path
             .replace("{app}", "app_doc")

@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::{Value, json};
 
 use crate::common::receiver::{Received, Receiver};
-use crate::common::{Namespace, OPERATOR, Producer, TestService, binary, eventually, sign};
+use crate::common::{Fixture, Namespace, OPERATOR, Producer, binary, eventually, sign};
 
 /// Creates a webhook with `ordering` through `api`; returns it (with secret).
 pub(crate) async fn hook(
@@ -130,7 +130,7 @@ pub(crate) async fn all_delivered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_keys_arrive_in_order_through_random_failures() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_RETRY_SCHEDULE", "50ms,100ms,200ms"),
         ("WF_MAX_EVENT_AGE", "10m"),
     ])
@@ -169,7 +169,7 @@ async fn fifty_keys_arrive_in_order_through_random_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_key_does_not_delay_the_other_keys() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_RETRY_SCHEDULE", "100ms"),
         ("WF_MAX_EVENT_AGE", "10m"),
         ("WF_DELIVERY_TIMEOUT", "2s"),
@@ -221,8 +221,7 @@ async fn a_hanging_key_does_not_delay_the_other_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_head_releases_its_successors_and_the_gap_shows() {
-    let svc =
-        TestService::start(&[("WF_RETRY_SCHEDULE", "200ms"), ("WF_MAX_EVENT_AGE", "2s")]).await;
+    let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "200ms"), ("WF_MAX_EVENT_AGE", "2s")]).await;
     let rx = Receiver::start(200).await;
     rx.set_body_status("\"fail\"", 500);
     let ordered = hook(
@@ -324,7 +323,7 @@ async fn a_dead_lettered_head_releases_its_successors_and_the_gap_shows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_is_set_through_the_api_and_bad_keys_are_rejected() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let rx = Receiver::start(200).await;
     let plain = hook(&svc.base, "app_a", &rx.url("/a"), &["item.created"], "none").await;
     assert_eq!(plain["ordering"], "none");

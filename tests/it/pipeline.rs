@@ -2,7 +2,7 @@
 
 use crate::common::receiver::{Received, Receiver};
 use crate::common::sign::{bridge, standard};
-use crate::common::{Fixture, Producer, TestService};
+use crate::common::{Fixture, Producer};
 use serde_json::json;
 
 fn secret(webhook: &serde_json::Value) -> String {
@@ -141,7 +141,7 @@ async fn a_duplicate_event_id_is_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_run_concurrently_so_a_hanging_endpoint_does_not_block_others() {
-    let svc = TestService::start(&[("WF_DELIVERY_TIMEOUT", "10s")]).await;
+    let svc = Fixture::service(&[("WF_DELIVERY_TIMEOUT", "10s")]).await;
     let hang = Receiver::start(0).await;
     let ok = Receiver::start(200).await;
     svc.webhook("app_c", &hang.url("/hang"), &["item.created"])

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, eventually};
+use crate::common::{Fixture, OPERATOR, Producer, TestService, eventually};
 
 /// Creates a webhook of `app` with `body`'s fields besides the URL and
 /// events; the status and the answer.
@@ -23,7 +23,7 @@ async fn create(svc: &TestService, app: &str, url: &str, extra: Value) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_is_set_shown_changed_cleared_and_validated() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let (status, plain) = create(&svc, "app_r", "http://127.0.0.1:9/a", json!({})).await;
     assert_eq!(status, 201);
     assert_eq!(plain["rate_limit"], Value::Null, "no limit by default");
@@ -112,8 +112,8 @@ async fn a_rate_limit_is_set_shown_changed_cleared_and_validated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_together_keep_a_webhook_within_its_rate_limit() {
     const EVENTS: usize = 30;
-    let a = TestService::start(&[]).await;
-    let b = TestService::join(&a.ns, &[]).await;
+    let a = Fixture::service(&[]).await;
+    let b = Fixture::join(&a.ns, &[]).await;
     let rx = Receiver::start(200).await;
     let limit = json!({"requests": 5, "per": "1s"});
     let (status, _) = create(

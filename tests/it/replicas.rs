@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{OPERATOR, Producer, TestService, binary, eventually};
+use crate::common::{Fixture, OPERATOR, Producer, binary, eventually};
 use rand::Rng;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_deliveries_and_fan_out_each_event_once() {
-    let a = TestService::start(&[]).await;
-    let b = TestService::join(&a.ns, &[]).await;
+    let a = Fixture::service(&[]).await;
+    let b = Fixture::join(&a.ns, &[]).await;
     let (rx1, rx2) = (Receiver::start(200).await, Receiver::start(200).await);
     // Slow enough that the jobs outlast the moment the second process
     // finds the backlogs the first declared.

@@ -40,7 +40,7 @@ async fn wait_dead_letters(svc: &TestService, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_come_back_with_growing_gaps_then_one_dead_letter() {
-    let svc = TestService::start(FAST).await;
+    let svc = Fixture::service(FAST).await;
     let rx = Receiver::start(500).await;
     let hook = svc.webhook("app_g", &rx.url("/g"), &["item.created"]).await;
     let producer = Producer::connect(&svc.ns).await;
@@ -117,8 +117,7 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt_and_no_dead_letter()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_is_stable_then_replay_and_discard() {
-    let svc =
-        TestService::start(&[("WF_RETRY_SCHEDULE", "100ms"), ("WF_MAX_EVENT_AGE", "1s")]).await;
+    let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "100ms"), ("WF_MAX_EVENT_AGE", "1s")]).await;
     let rx = Receiver::start(500).await;
     let a = svc
         .webhook("app_p", &rx.url("/a"), &["transfer.created"])
@@ -242,8 +241,7 @@ async fn listing_is_stable_then_replay_and_discard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_webhooks_drop_jobs_and_disabled_ones_dead_letter_them() {
-    let svc =
-        TestService::start(&[("WF_RETRY_SCHEDULE", "300ms"), ("WF_MAX_EVENT_AGE", "1h")]).await;
+    let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "300ms"), ("WF_MAX_EVENT_AGE", "1h")]).await;
     let rx = Receiver::start(500).await;
     let gone = svc
         .webhook("app_w", &rx.url("/gone"), &["item.created"])
@@ -356,7 +354,7 @@ async fn retry_after_on_429_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_operator_reaches_dead_letters() {
-    let svc = TestService::start(&[]).await;
+    let svc = Fixture::service(&[]).await;
     let admin = svc.token("app_o", "admin").await;
     let (s, _) = svc
         .call("GET", "/v1/dead-letters", Some(&admin), None)
@@ -379,7 +377,7 @@ async fn only_the_operator_reaches_dead_letters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_dropped_from_the_schedule_still_returns_its_jobs() {
     let ns = crate::common::Namespace::new();
-    let old = TestService::join(
+    let old = Fixture::join(
         &ns,
         &[("WF_RETRY_SCHEDULE", "1s"), ("WF_MAX_EVENT_AGE", "1h")],
     )
@@ -398,7 +396,7 @@ async fn a_tier_dropped_from_the_schedule_still_returns_its_jobs() {
 
     // Redeployed with a schedule that no longer has the 1s tier: it starts,
     // and the job waiting in the old tier still comes back and is delivered.
-    let new = TestService::join(
+    let new = Fixture::join(
         &ns,
         &[
             ("WF_RETRY_SCHEDULE", "200ms,2s"),
@@ -420,7 +418,7 @@ async fn a_tier_dropped_from_the_schedule_still_returns_its_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_queues_carry_retries_and_dead_letters_too() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_QUEUE_TYPE", "quorum"),
         ("WF_RETRY_SCHEDULE", "200ms"),
         ("WF_MAX_EVENT_AGE", "1s"),

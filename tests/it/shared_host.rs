@@ -381,8 +381,8 @@ async fn two_processes_share_a_slow_webhook_s_backlog_without_deferring_a_job() 
         ("WF_MAX_EVENT_AGE", "1h"),
         ("WF_DELIVERY_TIMEOUT", "5s"),
     ];
-    let a = TestService::start(&settings).await;
-    let b = TestService::join(&a.ns, &settings).await;
+    let a = Fixture::service(&settings).await;
+    let b = Fixture::join(&a.ns, &settings).await;
     let rx = Receiver::start(200).await;
     rx.set_path_delay("/slow", Duration::from_millis(200));
     a.webhook("app_d", &rx.url("/slow"), &["item.created"])

@@ -112,7 +112,7 @@ async fn private_targets_are_refused_at_connect_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_table_of_non_public_targets_is_refused_at_create() {
-    let svc = TestService::start(&[
+    let svc = Fixture::service(&[
         ("WF_ALLOW_HTTP", "false"),
         ("WF_ALLOW_PRIVATE_TARGETS", "false"),
     ])

@@ -152,13 +152,14 @@ pub struct TestService {
 }
 
 impl TestService {
-    /// A service in a new namespace with test defaults plus `extra` settings.
-    pub async fn start(extra: &[(&str, &str)]) -> TestService {
+    /// A service in a new namespace with test defaults plus `extra` settings
+    /// (tests start it through [`Fixture`]).
+    async fn start(extra: &[(&str, &str)]) -> TestService {
         Self::launch(&namespace(), extra, true).await
     }
 
     /// Another instance on an existing namespace (it does not delete it).
-    pub async fn join(ns: &str, extra: &[(&str, &str)]) -> TestService {
+    async fn join(ns: &str, extra: &[(&str, &str)]) -> TestService {
         Self::launch(ns, extra, false).await
     }
 
@@ -393,8 +394,11 @@ async fn delete(ns: &str) {
     }
 }
 
-/// The usual set-up in one: a service in a fresh namespace (deleted with
-/// it), a receiver answering 200 (programmable per path) and a producer.
+/// The one way integration tests start the service in-process: `start`
+/// for the usual set-up in one (a service in a fresh namespace, deleted
+/// with it, a receiver answering 200, programmable per path, and a
+/// producer), `service` for the service alone, `join` for another process
+/// on a namespace.
 pub struct Fixture {
     pub svc: TestService,
     pub rx: receiver::Receiver,
@@ -408,6 +412,18 @@ impl Fixture {
         let rx = receiver::Receiver::start(200).await;
         let producer = Producer::connect(&svc.ns).await;
         Fixture { svc, rx, producer }
+    }
+
+    /// Only the service, in a fresh namespace deleted when it stops, for
+    /// tests that bring their own receivers and producers (or none).
+    pub async fn service(extra: &[(&str, &str)]) -> TestService {
+        TestService::start(extra).await
+    }
+
+    /// Another service process on namespace `ns` (a replica, or the second
+    /// process of a hand-over); the namespace stays for its owner to delete.
+    pub async fn join(ns: &str, extra: &[(&str, &str)]) -> TestService {
+        TestService::join(ns, extra).await
     }
 
     /// Closes the producer and stops the service (deleting its namespace).
