@@ -96,7 +96,9 @@ pub async fn run(
 /// preStop sleep).
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
-fn wire(settings: Settings) -> anyhow::Result<Wiring> {
+/// The event catalogue (`WF_EVENT_CATALOGUE` or the embedded one) and the
+/// metrics, whose labels it and the retry schedule bound.
+fn catalogue_and_metrics(settings: &Settings) -> anyhow::Result<(Catalogue, Arc<Metrics>)> {
     let catalogue = match &settings.event_catalogue {
         Some(path) => Catalogue::from_file(path)
             .map_err(|e| anyhow::anyhow!("invalid WF_EVENT_CATALOGUE: {e}"))?,
@@ -108,6 +110,11 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     ));
     let tiers = settings.retry_schedule.distinct_tiers();
     metrics.register_tiers(tiers.iter().map(|t| t.label.as_str()));
+    Ok((catalogue, metrics))
+}
+
+fn wire(settings: Settings) -> anyhow::Result<Wiring> {
+    let (catalogue, metrics) = catalogue_and_metrics(&settings)?;
     let store = Store::for_settings(&settings).context("invalid WF_REDIS_URL")?;
     let operational = Operational::start(Names::new(&settings.namespace), metrics.clone());
     let lifecycle = Lifecycle::new(

@@ -232,6 +232,14 @@ pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> l
         FieldTable::default(),
     )
     .await?;
+    declare_queues(ch, names, spec).await?;
+    super::close_channel(ch, "declared").await;
+    declare_dead_letter_stream(conn, names, spec.dead_letter_retention).await
+}
+
+/// The work queues, the ingest partitions and the delay tiers, and the
+/// bindings of `{ns}.ingest` and `{ns}.deliver`.
+async fn declare_queues(ch: &Channel, names: &Names, spec: &TopologySpec) -> lapin::Result<()> {
     for q in [names.ingest(), names.deliver(), names.rejected()] {
         ch.queue_declare(q.into(), durable_queue(), spec.queue_args(Vec::new()))
             .await?;
@@ -265,8 +273,7 @@ pub async fn declare(conn: &Connection, names: &Names, spec: &TopologySpec) -> l
         ch.queue_declare(names.retry(&tier.label).into(), durable_queue(), args)
             .await?;
     }
-    super::close_channel(ch, "declared").await;
-    declare_dead_letter_stream(conn, names, spec.dead_letter_retention).await
+    Ok(())
 }
 
 /// Declares the operational events' exchange.

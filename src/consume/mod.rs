@@ -328,6 +328,33 @@ mod tests {
         crate::broker::connect(&url, name).await.unwrap()
     }
 
+    async fn publish_to(ch: &Channel, queue: &str, body: &[u8]) {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// A queue of its own on `conn`, exclusive: gone with the connection
+    /// even if the test fails.
+    async fn exclusive_queue(conn: &Connection) -> (Channel, String) {
+        let queue = format!("test-consume-{}", uuid::Uuid::new_v4().simple());
+        let ch = conn.create_channel().await.unwrap();
+        let options = lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await
+            .unwrap();
+        (ch, queue)
+    }
+
     /// Against the local RabbitMQ, on a queue of its own (deleted at the
     /// end). A message that finishes alone, with nothing finishing after it,
     /// must still be acked soon: unacked, it would hold a prefetch slot, and
@@ -335,35 +362,12 @@ mod tests {
     /// the broker hands over a whole window of new messages.
     #[tokio::test]
     async fn a_message_finished_alone_is_acked_without_waiting_for_others() {
-        use lapin::BasicProperties;
-        use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+        use lapin::options::QueueDeleteOptions;
         use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
         let conn = local_broker("consume-test").await;
-        let queue = format!("test-consume-{}", uuid::Uuid::new_v4().simple());
-        let ch = conn.create_channel().await.unwrap();
-        // Exclusive: gone with the connection even if the test fails.
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
-        };
-        ch.queue_declare(queue.as_str().into(), options, FieldTable::default())
-            .await
-            .unwrap();
-        let publish = |body: &'static [u8]| {
-            let (ch, queue) = (ch.clone(), queue.clone());
-            async move {
-                ch.basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap();
-            }
-        };
+        let (ch, queue) = exclusive_queue(&conn).await;
+        let publish = |body: &'static [u8]| publish_to(&ch, &queue, body);
         // A window of 16: acks are gathered up to 2 finished messages.
         const WINDOW: usize = 16;
         let consuming = start(&conn, queue.clone(), WINDOW, false).await.unwrap();
