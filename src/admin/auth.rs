@@ -220,8 +220,7 @@ mod tests {
     #[tokio::test]
     async fn a_grant_reads_back_under_its_hash_only() {
         // The local Redis, in a namespace of its own deleted at the end.
-        let ns = format!("test-tokens-{}", uuid::Uuid::new_v4().simple());
-        let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
+        let store = Store::local_for_test("tokens");
         let record = TokenRecord {
             application_id: "app_1".into(),
             role: "admin".into(),

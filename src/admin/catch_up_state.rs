@@ -136,8 +136,7 @@ mod tests {
     #[tokio::test]
     async fn one_runner_holds_a_webhook_s_lock_and_progress_is_read_back() {
         // The local Redis, in a namespace of its own deleted at the end.
-        let ns = format!("test-catch-up-{}", uuid::Uuid::new_v4().simple());
-        let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
+        let store = Store::local_for_test("catch-up");
         let catch_ups = CatchUps::new(store.clone());
         let ttl = Duration::from_secs(10);
         assert!(catch_ups.lock("app", "w", "runner_a", ttl).await.unwrap());

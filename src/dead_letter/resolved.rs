@@ -68,8 +68,7 @@ mod tests {
     #[tokio::test]
     async fn resolved_ids_are_recorded_once_and_trimmed_past_keep() {
         // The local Redis, in a namespace of its own deleted at the end.
-        let ns = format!("test-resolved-{}", uuid::Uuid::new_v4().simple());
-        let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
+        let store = Store::local_for_test("resolved");
         let resolved = Resolved::new(store.clone());
         let day = Duration::from_secs(86_400);
         assert!(resolved.record("dl_1", 1_000, day).await.unwrap());

@@ -140,8 +140,7 @@ mod tests {
 
     /// The local Redis, in a namespace of its own deleted at the end.
     fn streaks() -> (Streaks, Store) {
-        let ns = format!("test-streak-{}", uuid::Uuid::new_v4().simple());
-        let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
+        let store = Store::local_for_test("streak");
         (Streaks::new(store.clone()), store)
     }
 

@@ -212,8 +212,7 @@ mod tests {
     /// keys it wrote.
     #[tokio::test]
     async fn claims_see_completions_at_once_and_other_processes_soon() {
-        let ns = format!("test-markers-{}", uuid::Uuid::new_v4().simple());
-        let store = Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap();
+        let store = Store::local_for_test("markers");
         let markers = EventMarkers::start(store.clone());
         // Another replica of the service, on its own connection.
         let other = EventMarkers::start(store.clone());

@@ -374,15 +374,24 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// The local Redis in a fresh namespace `test-<what>-<uuid>`, for the
+    /// unit tests of a feature's keys and scripts (each deletes its
+    /// namespace at the end).
+    pub(crate) fn local_for_test(what: &str) -> Store {
+        let ns = format!("test-{what}-{}", uuid::Uuid::new_v4().simple());
+        Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    /// The local Redis, in a namespace of its own deleted at the end.
     fn store() -> Store {
-        let ns = format!("test-store-{}", uuid::Uuid::new_v4().simple());
-        Store::connect("redis://127.0.0.1:6379/0", &ns).unwrap()
+        Store::local_for_test("store")
     }
 
     #[tokio::test]
