@@ -21,7 +21,8 @@
 //!
 //! Modules, following the data: [`event`] (envelope, catalogue),
 //! [`subscription`] (the webhook store, secret cipher, cache, event
-//! markers, history, ordering state), [`job`] (the delivery job's wire
+//! markers, history), [`ordering`] (ordering per key behind one door: the
+//! keys' state, numbering at ingest, the gate at delivery), [`job`] (the delivery job's wire
 //! format, shared by ingest, delivery and dead letters), [`broker`]
 //! (connection, topology, confirmed publisher, queue depths), [`consume`]
 //! (the shared consumer loop and its acks), [`ingest`] (partitions, the
@@ -44,7 +45,7 @@
 //! 5 wiring          app (settings -> components, run, shutdown order)
 //! 4 surfaces        admin (HTTP API, route table, dashboard)
 //! 3 pipeline        consume, ingest, dead_letter, delivery
-//! 2 infrastructure  logging, health, broker, subscription, operational, backlog
+//! 2 infrastructure  logging, health, broker, subscription, ordering, operational, backlog
 //! 1 values          units, clock, backoff, retry, event, job, metrics, config
 //! ```
 //!
@@ -124,6 +125,7 @@ pub mod job;
 pub mod logging;
 pub mod metrics;
 mod operational;
+mod ordering;
 pub mod retry;
 pub mod subscription;
 mod units;

@@ -37,7 +37,7 @@ pub(super) async fn fan_out(
                 publisher: publisher.clone(),
                 names: w.names.clone(),
                 metrics: w.metrics.clone(),
-                sequencer: ingest::Sequencer::start(w.sequences.clone()),
+                sequencer: w.numbering.sequencer(),
                 router: router.clone(),
                 barriers,
             })

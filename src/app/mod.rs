@@ -20,7 +20,8 @@ use crate::event::Catalogue;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::operational::Operational;
-use crate::subscription::{EventMarkers, History, Sequences, Store, SubscriptionCache};
+use crate::ordering::Numbering;
+use crate::subscription::{EventMarkers, History, Store, SubscriptionCache};
 
 mod fan_out;
 mod session;
@@ -35,7 +36,7 @@ struct Wiring {
     store: Store,
     cache: Arc<SubscriptionCache>,
     markers: EventMarkers,
-    sequences: Arc<Sequences>,
+    numbering: Numbering,
     health: Arc<Health>,
     client: DeliveryClient,
     endpoints: Arc<Endpoints>,
@@ -136,7 +137,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         lifecycle,
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
-        sequences: Arc::new(Sequences::new(store.clone())),
+        numbering: Numbering::new(store.clone()),
         client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings)),
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,

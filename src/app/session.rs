@@ -182,9 +182,12 @@ async fn run_deliver(
         max_age: s.max_event_age,
         lifecycle: w.lifecycle.clone(),
         history: w.history.clone(),
-        sequences: w.sequences.clone(),
-        heads: Default::default(),
-        ordering_stall: s.max_event_age + ORDERING_STALL_MARGIN,
+        ordering: crate::ordering::Gate::new(
+            &w.numbering,
+            s.retry_schedule.clone(),
+            s.max_event_age,
+            w.metrics.clone(),
+        ),
         router: router.clone(),
         rates: Arc::new(delivery::Rates::new(w.store.clone(), &s.namespace)),
     });
@@ -206,10 +209,6 @@ async fn run_deliver(
     });
     tokio::try_join!(forward, delivery::drain(drain, woken, token)).map(|_| ())
 }
-
-/// How much longer than `WF_MAX_EVENT_AGE` the head of an ordering key may
-/// stand still before the events behind it give up on it as lost.
-const ORDERING_STALL_MARGIN: Duration = Duration::from_secs(3600);
 
 /// How long shutdown waits for queued operational events.
 const OPERATIONAL_FLUSH: Duration = Duration::from_secs(2);

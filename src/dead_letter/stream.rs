@@ -20,7 +20,8 @@ use crate::broker::{self, ConfirmedPublisher, JOB_ROUTING_KEY, Names, Outgoing};
 use crate::clock;
 use crate::job::{DeliveryJob, JobOrder};
 use crate::metrics::Metrics;
-use crate::subscription::{Assign, Ordering, Sequences, Store};
+use crate::ordering::Numbering;
+use crate::subscription::{Ordering, Store};
 
 /// Stream credit: how many dead letters the broker sends ahead of our acks.
 const READ_AHEAD: u16 = 2000;
@@ -58,7 +59,7 @@ pub struct DeadLetters {
     metrics: Option<Arc<Metrics>>,
     pacer: Pacer,
     /// Numbers the replays of `per_key` webhooks in their keys' order.
-    sequences: Sequences,
+    numbering: Numbering,
     // One lazily opened connection, reopened after a failure.
     conn: Mutex<Option<(Arc<Connection>, ConfirmedPublisher)>>,
 }
@@ -69,7 +70,7 @@ impl DeadLetters {
         DeadLetters {
             amqp_url: amqp_url.to_string(),
             names,
-            sequences: Sequences::new(store.clone()),
+            numbering: Numbering::new(store.clone()),
             resolved: Resolved::new(store.clone()),
             store,
             retention,
@@ -213,17 +214,12 @@ impl DeadLetters {
             // after the key's events already numbered (the same number if
             // this replay is tried again).
             let again = format!("replay-{id}");
-            let assign = Assign {
-                app: &letter.application_id,
-                webhook: &letter.webhook_id,
-                key: &order.key,
-                event_id: &again,
-            };
-            let numbers = self
-                .sequences
-                .assign(&[assign], clock::unix_millis())
+            let (app, webhook) = (&letter.application_id, &letter.webhook_id);
+            let seq = self
+                .numbering
+                .number_replay(app, webhook, &order.key, &again)
                 .await?;
-            job.order = numbers.first().map(|&seq| JobOrder {
+            job.order = seq.map(|seq| JobOrder {
                 key: order.key.clone(),
                 seq,
             });

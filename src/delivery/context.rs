@@ -10,7 +10,7 @@ use super::prepared::PreparedWebhooks;
 use crate::broker::{ConfirmedPublisher, Names};
 use crate::metrics::Metrics;
 use crate::retry::RetrySchedule;
-use crate::subscription::{History, Sequences, SubscriptionCache};
+use crate::subscription::{History, SubscriptionCache};
 
 /// Everything the worker needs, shared by all in-flight jobs.
 pub(crate) struct DeliverContext {
@@ -36,13 +36,8 @@ pub(crate) struct DeliverContext {
     pub lifecycle: Arc<Lifecycle>,
     /// The webhooks' attempt history and health counters.
     pub history: History,
-    /// Where each ordering key of each `per_key` webhook stands.
-    pub sequences: Arc<Sequences>,
-    /// The ordered jobs this process is sending now.
-    pub heads: super::heads::Heads,
-    /// How long the head of an ordering key may stand still before it
-    /// counts as lost (longer than any job may wait).
-    pub ordering_stall: Duration,
+    /// Ordering per key: each ordered job waits at the gate for its turn.
+    pub ordering: crate::ordering::Gate,
     /// Moves jobs of `{ns}.deliver` to their webhooks' backlogs.
     pub router: Arc<crate::backlog::Router>,
     /// The webhooks' rate limits.

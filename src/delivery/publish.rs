@@ -49,7 +49,7 @@ pub(super) async fn dispose(
                 if let Some(order) = &job.order
                     && !matches!(disposition, Disposition::Held(_))
                 {
-                    super::order::head_waits(ctx, &job, order, tier.delay).await;
+                    ctx.ordering.head_waits(&job, order, tier.delay).await;
                 }
             }
             settle
@@ -92,7 +92,7 @@ fn counted(ctx: &DeliverContext, disposition: &Disposition, label: &str, delay: 
 /// does not take it: it is then sent again, after itself, never before).
 async fn finish_in_order(ctx: &DeliverContext, job: &DeliveryJob) -> Settle {
     match &job.order {
-        Some(order) if !super::order::finished(ctx, job, order).await => Settle::Requeue,
+        Some(order) if !ctx.ordering.finished(job, order).await => Settle::Requeue,
         _ => Settle::Ack,
     }
 }

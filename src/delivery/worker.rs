@@ -77,7 +77,7 @@ enum Stop {
 async fn checked<'a>(
     ctx: &'a DeliverContext,
     job: &DeliveryJob,
-) -> Result<(Arc<Prepared>, Option<super::heads::Sending<'a>>), Stop> {
+) -> Result<(Arc<Prepared>, Option<crate::ordering::Sending<'a>>), Stop> {
     // Back from a delay tier: one job fewer waiting there for its webhook.
     if !job.attempts.is_empty() || job.deferrals > 0 || job.holds > 0 {
         ctx.history
@@ -103,7 +103,7 @@ async fn checked<'a>(
     // Ordered per key: only once every earlier event of the key is finished.
     let sending = match &job.order {
         Some(order) if prepared.webhook.ordering == Ordering::PerKey => {
-            match super::order::gate(ctx, job, order).await {
+            match ctx.ordering.gate(job, order).await {
                 Ok(sending) => Some(sending),
                 Err(tier) => return Err(Stop::Dispose(Disposition::Held(tier))),
             }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use tracing::Instrument;
 
-use super::sequencer::{Sequencer, Turn, Wanted};
 use super::shortcut::{self, Shortcut};
 use crate::backlog::{RouteError, Routed, Router};
 use crate::broker::{ConfirmedPublisher, Names, PublishError};
@@ -16,6 +15,7 @@ use crate::consume::Settle;
 use crate::event::{Catalogue, Event, RejectReason, Rejection, bounded_key};
 use crate::job::{DeliveryJob, JobOrder};
 use crate::metrics::Metrics;
+use crate::ordering::{Sequencer, Turn, Wanted};
 use crate::subscription::{EventMarkers, Marker, Ordering, StoreError, SubscriptionCache, Webhook};
 
 /// The AMQP header a producer sets to choose an event's ordering key.

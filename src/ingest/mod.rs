@@ -7,12 +7,10 @@ mod fan_out;
 mod membership;
 mod openings;
 mod partition;
-mod sequencer;
 mod shortcut;
 
 pub(crate) use direct::Direct;
 pub(crate) use fan_out::{IngestContext, handle_event};
 pub(crate) use membership::{FanOut, hold};
 pub(crate) use partition::keep_routing;
-pub(crate) use sequencer::Sequencer;
 pub(crate) use shortcut::Shortcut;

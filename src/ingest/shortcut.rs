@@ -5,7 +5,7 @@
 //! fewer; with several, each router's share of direct events is its own
 //! process's share of the partitions.
 //!
-//! A partition's events must be numbered (see `sequencer.rs`) in
+//! A partition's events must be numbered (see `crate::ordering`'s `sequencer.rs`) in
 //! `{ns}.ingest`'s order whichever way they go, so the way changes only at
 //! a barrier:
 //!

@@ -1,12 +1,12 @@
 //! Subscriptions: the webhook records in Redis, API tokens, the event-id
-//! marker, and the in-process cache the fan-out and delivery paths read from.
+//! marker, the attempt history, and the in-process cache the fan-out and
+//! delivery paths read from. (Ordering's state is in `crate::ordering`.)
 
 mod cache;
 mod cipher;
 mod history;
 mod kept;
 mod markers;
-mod ordering;
 pub mod rate_limit;
 mod redis_pool;
 mod store;
@@ -15,9 +15,9 @@ mod webhook;
 pub(crate) use cache::SubscriptionCache;
 pub use cipher::CipherError;
 pub(crate) use history::{Attempt, AttemptFilter, History, Kind};
+pub(crate) use kept::KeptConnection;
 pub(crate) use markers::EventMarkers;
-pub(crate) use markers::Marker;
-pub(crate) use ordering::{Assign, KeyState, Sequences};
+pub(crate) use markers::{MARKER_TTL, Marker};
 pub use rate_limit::RateLimit;
 pub use redis_pool::PoolSetupError;
 pub use store::{Store, StoreError, Write};

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use deadpool_redis::redis::{self, Script};
 
-use super::kept::KeptConnection;
-use super::markers::MARKER_TTL;
-use super::store::{Store, StoreError};
+use crate::subscription::KeptConnection;
+use crate::subscription::MARKER_TTL;
+use crate::subscription::{Store, StoreError};
 
 /// How long a key's state outlives its last write: longer than any event
 /// may wait (`WF_MAX_EVENT_AGE` is at most 2 days), like the event-id marker.
@@ -95,7 +95,7 @@ return 0
 
 /// One event of one key to number, for one webhook.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Assign<'a> {
+pub(super) struct Assign<'a> {
     /// Owning application.
     pub app: &'a str,
     /// The ordered webhook.
@@ -108,7 +108,7 @@ pub(crate) struct Assign<'a> {
 
 /// Where one key stands for one webhook.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct KeyState {
+pub(super) struct KeyState {
     /// The last number finished (0: none yet).
     pub done: u64,
     /// When the head comes back from its delay tier (Unix ms); 0 while it
@@ -119,7 +119,7 @@ pub(crate) struct KeyState {
 }
 
 /// The ordering state; cheap to share behind an `Arc`.
-pub(crate) struct Sequences {
+pub(super) struct Sequences {
     conn: KeptConnection,
     assign: Script,
     finish: Script,
@@ -129,7 +129,7 @@ pub(crate) struct Sequences {
 
 impl Sequences {
     /// Over `store`'s Redis and namespace.
-    pub(crate) fn new(store: Store) -> Self {
+    pub(super) fn new(store: Store) -> Self {
         Sequences {
             conn: KeptConnection::new(store, CALL_TIMEOUT),
             assign: Script::new(ASSIGN),
@@ -152,7 +152,7 @@ impl Sequences {
     }
 
     /// Numbers `batch` in its order, in one atomic call.
-    pub(crate) async fn assign(
+    pub(super) async fn assign(
         &self,
         batch: &[Assign<'_>],
         now_ms: i64,
@@ -174,7 +174,7 @@ impl Sequences {
     }
 
     /// Where `key` stands for `webhook`.
-    pub(crate) async fn state(
+    pub(super) async fn state(
         &self,
         app: &str,
         webhook: &str,
@@ -200,7 +200,7 @@ impl Sequences {
     }
 
     /// Job `seq` of `key` (event `event_id`) is finished: its successor may go.
-    pub(crate) async fn finish(
+    pub(super) async fn finish(
         &self,
         app: &str,
         webhook: &str,
@@ -226,7 +226,7 @@ impl Sequences {
     }
 
     /// The head `seq` of `key` waits in a delay tier until `due_ms`.
-    pub(crate) async fn head_due(
+    pub(super) async fn head_due(
         &self,
         app: &str,
         webhook: &str,
@@ -252,7 +252,7 @@ impl Sequences {
 
     /// Gives up on the vanished events after `done` up to `to` of `key`;
     /// whether this call did (not if `done` moved meanwhile).
-    pub(crate) async fn skip(
+    pub(super) async fn skip(
         &self,
         app: &str,
         webhook: &str,

@@ -14,12 +14,12 @@
 
 use std::time::Duration;
 
-use super::context::DeliverContext;
+use super::Gate;
 use super::heads::{Sending, Waited};
+use super::keys::KeyState;
 use crate::clock;
 use crate::job::{DeliveryJob, JobOrder};
 use crate::retry::{HOLD, RetrySchedule, Tier, hold_tier};
-use crate::subscription::KeyState;
 
 /// Holds in the short tier before a job waiting on a head in flight climbs
 /// to the schedule's first tier (a head hanging until its timeout).
@@ -27,7 +27,7 @@ const SHORT_HOLDS: u32 = 10;
 
 /// What the key's state says of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Decision {
+enum Decision {
     /// Its turn (or a late duplicate of an event already finished): send.
     Send,
     /// An earlier event is not finished: wait, about until this time (Unix
@@ -40,7 +40,7 @@ pub(super) enum Decision {
 
 /// Decides for job `seq` given its key's `state` at `now_ms`; `stall`: how
 /// long a head may stand still before it counts as lost.
-pub(super) fn decide(seq: u64, state: &KeyState, now_ms: i64, stall: Duration) -> Decision {
+fn decide(seq: u64, state: &KeyState, now_ms: i64, stall: Duration) -> Decision {
     if seq <= state.done + 1 {
         return Decision::Send;
     }
@@ -59,12 +59,7 @@ pub(super) fn decide(seq: u64, state: &KeyState, now_ms: i64, stall: Duration) -
 /// waits in a tier (the shortest tier at least that long, else the
 /// longest); the hold tier while the head is in flight, climbing to the
 /// schedule's first tier after [`SHORT_HOLDS`] holds.
-pub(super) fn wait_tier(
-    until_ms: Option<i64>,
-    now_ms: i64,
-    holds: u32,
-    schedule: &RetrySchedule,
-) -> Tier {
+fn wait_tier(until_ms: Option<i64>, now_ms: i64, holds: u32, schedule: &RetrySchedule) -> Tier {
     let tiers = schedule.tiers();
     let Some(until) = until_ms else {
         return match (holds >= SHORT_HOLDS, tiers.first()) {
@@ -85,126 +80,124 @@ pub(super) fn wait_tier(
         .map_or_else(hold_tier, |t| (*t).clone())
 }
 
-/// Whether job `job` may be sent now (`Ok`: held as being sent until the
-/// guard is dropped, after the job is finished); `Err(tier)`: hold it
-/// there. A key's state that cannot be read holds the job too (it comes
-/// back).
-pub(super) async fn gate<'a>(
-    ctx: &'a DeliverContext,
-    job: &DeliveryJob,
-    order: &JobOrder,
-) -> Result<Sending<'a>, Tier> {
-    let (app, id) = (&job.application_id, &job.webhook_id);
-    let entry = (id.clone(), order.key.clone());
-    let mut looked_again = false;
-    loop {
-        let now = clock::unix_millis();
-        let state = match ctx.sequences.state(app, id, &order.key).await {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(error = %crate::logging::Chain(&e), "cannot read the ordering key's state; job held");
-                return Err(wait_tier(None, now, job.holds, &ctx.schedule));
-            }
-        };
-        match decide(order.seq, &state, now, ctx.ordering_stall) {
-            Decision::Send => return Ok(ctx.heads.start(entry)),
-            // An earlier one is being sent by this process: wait for it
-            // here rather than behind the whole backlog, and again while
-            // the key moves on here (one more look when none is in flight:
-            // the next may be about to start).
-            Decision::Wait(None) => match ctx.heads.wait(&entry).await {
-                Waited::Finished => looked_again = false,
-                Waited::NoneHere if !looked_again => looked_again = true,
-                Waited::NoneHere | Waited::GaveUp => {
-                    return Err(wait_tier(None, now, job.holds, &ctx.schedule));
-                }
-            },
-            Decision::Wait(until) => {
-                return Err(wait_tier(until, now, job.holds, &ctx.schedule));
-            }
-            Decision::Skip => {
-                return skip(ctx, job, order, &state, now)
-                    .await
-                    .map(|()| ctx.heads.start(entry));
-            }
-        }
-    }
-}
-
-/// Gives up on the vanished events before `job`; `Err(tier)`: hold it.
-async fn skip(
-    ctx: &DeliverContext,
-    job: &DeliveryJob,
-    order: &JobOrder,
-    state: &KeyState,
-    now: i64,
-) -> Result<(), Tier> {
-    let (app, id) = (&job.application_id, &job.webhook_id);
-    let skipped = ctx
-        .sequences
-        .skip(app, id, &order.key, state.done, order.seq - 1, now)
-        .await;
-    match skipped {
-        Ok(_) => {
-            tracing::error!(
-                key = %order.key,
-                from = state.done + 1,
-                to = order.seq - 1,
-                "events of an ordering key lost before delivery; the next one goes on"
-            );
-            ctx.metrics.ordering_skipped();
-            Ok(())
-        }
-        Err(e) => {
-            tracing::warn!(error = %crate::logging::Chain(&e), "cannot skip a lost head; job held");
-            Err(wait_tier(None, now, job.holds, &ctx.schedule))
-        }
-    }
-}
-
 /// How long a finish is tried before the job is handed back.
 const FINISH_TRIES: u32 = 5;
 
-/// Records that `job` (ordered) is finished, before it is acked; false if
-/// Redis did not take it (the job is then handed back and comes again).
-pub(super) async fn finished(ctx: &DeliverContext, job: &DeliveryJob, order: &JobOrder) -> bool {
-    let (app, id) = (&job.application_id, &job.webhook_id);
-    let mut pause = Duration::from_millis(100);
-    for _ in 0..FINISH_TRIES {
-        let now = clock::unix_millis();
-        let done = ctx
-            .sequences
-            .finish(app, id, &order.key, &job.event_id, order.seq, now)
-            .await;
-        match done {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(error = %crate::logging::Chain(&e), "cannot record an ordered job finished; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
+impl Gate {
+    /// Whether job `job` may be sent now (`Ok`: held as being sent until the
+    /// guard is dropped, after the job is finished); `Err(tier)`: hold it
+    /// there. A key's state that cannot be read holds the job too (it comes
+    /// back).
+    pub(crate) async fn gate(
+        &self,
+        job: &DeliveryJob,
+        order: &JobOrder,
+    ) -> Result<Sending<'_>, Tier> {
+        let (app, id) = (&job.application_id, &job.webhook_id);
+        let entry = (id.clone(), order.key.clone());
+        let mut looked_again = false;
+        loop {
+            let now = clock::unix_millis();
+            let state = match self.sequences.state(app, id, &order.key).await {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(error = %crate::logging::Chain(&e), "cannot read the ordering key's state; job held");
+                    return Err(wait_tier(None, now, job.holds, &self.schedule));
+                }
+            };
+            match decide(order.seq, &state, now, self.stall) {
+                Decision::Send => return Ok(self.heads.start(entry)),
+                // An earlier one is being sent by this process: wait for it
+                // here rather than behind the whole backlog, and again while
+                // the key moves on here (one more look when none is in flight:
+                // the next may be about to start).
+                Decision::Wait(None) => match self.heads.wait(&entry).await {
+                    Waited::Finished => looked_again = false,
+                    Waited::NoneHere if !looked_again => looked_again = true,
+                    Waited::NoneHere | Waited::GaveUp => {
+                        return Err(wait_tier(None, now, job.holds, &self.schedule));
+                    }
+                },
+                Decision::Wait(until) => {
+                    return Err(wait_tier(until, now, job.holds, &self.schedule));
+                }
+                Decision::Skip => {
+                    return self
+                        .skip(job, order, &state, now)
+                        .await
+                        .map(|()| self.heads.start(entry));
+                }
             }
         }
     }
-    false
-}
 
-/// Records that the head `job` waits in a tier of `delay`: the jobs behind
-/// it wait about as long. Best effort: without it they look more often.
-pub(super) async fn head_waits(
-    ctx: &DeliverContext,
-    job: &DeliveryJob,
-    order: &JobOrder,
-    delay: Duration,
-) {
-    let now = clock::unix_millis();
-    let due = now + delay.as_millis() as i64;
-    let (app, id) = (&job.application_id, &job.webhook_id);
-    if let Err(e) = ctx
-        .sequences
-        .head_due(app, id, &order.key, order.seq, due, now)
-        .await
-    {
-        tracing::debug!(error = %crate::logging::Chain(&e), "ordering key's due time not recorded");
+    /// Gives up on the vanished events before `job`; `Err(tier)`: hold it.
+    async fn skip(
+        &self,
+        job: &DeliveryJob,
+        order: &JobOrder,
+        state: &KeyState,
+        now: i64,
+    ) -> Result<(), Tier> {
+        let (app, id) = (&job.application_id, &job.webhook_id);
+        let skipped = self
+            .sequences
+            .skip(app, id, &order.key, state.done, order.seq - 1, now)
+            .await;
+        match skipped {
+            Ok(_) => {
+                tracing::error!(
+                    key = %order.key,
+                    from = state.done + 1,
+                    to = order.seq - 1,
+                    "events of an ordering key lost before delivery; the next one goes on"
+                );
+                self.metrics.ordering_skipped();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::logging::Chain(&e), "cannot skip a lost head; job held");
+                Err(wait_tier(None, now, job.holds, &self.schedule))
+            }
+        }
+    }
+
+    /// Records that `job` (ordered) is finished, before it is acked; false if
+    /// Redis did not take it (the job is then handed back and comes again).
+    pub(crate) async fn finished(&self, job: &DeliveryJob, order: &JobOrder) -> bool {
+        let (app, id) = (&job.application_id, &job.webhook_id);
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..FINISH_TRIES {
+            let now = clock::unix_millis();
+            let done = self
+                .sequences
+                .finish(app, id, &order.key, &job.event_id, order.seq, now)
+                .await;
+            match done {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %crate::logging::Chain(&e), "cannot record an ordered job finished; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+        false
+    }
+
+    /// Records that the head `job` waits in a tier of `delay`: the jobs behind
+    /// it wait about as long. Best effort: without it they look more often.
+    pub(crate) async fn head_waits(&self, job: &DeliveryJob, order: &JobOrder, delay: Duration) {
+        let now = clock::unix_millis();
+        let due = now + delay.as_millis() as i64;
+        let (app, id) = (&job.application_id, &job.webhook_id);
+        if let Err(e) = self
+            .sequences
+            .head_due(app, id, &order.key, order.seq, due, now)
+            .await
+        {
+            tracing::debug!(error = %crate::logging::Chain(&e), "ordering key's due time not recorded");
+        }
     }
 }
 

@@ -33,13 +33,13 @@ pub(super) enum Waited {
 /// The ordered jobs this process is sending now, by (webhook, key), so the
 /// next event of a key can wait for its predecessor here.
 #[derive(Default)]
-pub(crate) struct Heads {
+pub(super) struct Heads {
     sending: Mutex<HashMap<(String, String), Arc<Notify>>>,
     waiters: AtomicUsize,
 }
 
 /// A job of `Heads` being sent; dropped once it is finished (or handed on).
-pub(super) struct Sending<'a> {
+pub(crate) struct Sending<'a> {
     heads: &'a Heads,
     entry: (String, String),
     done: Arc<Notify>,

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::keys::{Assign, Sequences};
 use crate::clock;
-use crate::subscription::{Assign, Sequences};
 
 /// What one event needs numbered: (webhook id, ordering key) pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub(crate) struct Turn {
 
 impl Sequencer {
     /// Starts the sequencer of a fresh channel (first tag 1).
-    pub(crate) fn start(sequences: Arc<Sequences>) -> Sequencer {
+    pub(super) fn start(sequences: Arc<Sequences>) -> Sequencer {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(sequences, rx));
         Sequencer { hands: tx }
