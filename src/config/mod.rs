@@ -16,7 +16,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-use parse::{Reader, err};
+use parse::Reader;
 
 /// A value that must never reach a log line: `Debug` prints a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -213,6 +213,22 @@ pub const VARIABLES: &[Variable] = &[
     set("WF_LOG_FORMAT", "pretty"),
 ];
 
+/// The schemes `WF_AMQP_URL` and `WF_REDIS_URL` accept.
+const AMQP_SCHEMES: &[&str] = &["amqp", "amqps"];
+const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix"];
+/// `WF_INGEST_PARTITIONS`' range, and `WF_ATTEMPT_HISTORY`'s (0: off).
+const PARTITIONS: std::ops::RangeInclusive<usize> = 1..=MAX_INGEST_PARTITIONS;
+const PARTITIONS_EXPECTED: &str = "expected an integer between 1 and 256";
+const HISTORY: std::ops::RangeInclusive<usize> = 0..=100_000;
+const HISTORY_EXPECTED: &str = "expected an integer from 0 (off) to 100000";
+/// The values of `WF_QUEUE_TYPE` and `WF_LOG_FORMAT`.
+const QUEUE_TYPES: &[(&str, QueueType)] = &[
+    ("classic", QueueType::Classic),
+    ("quorum", QueueType::Quorum),
+];
+const LOG_FORMATS: &[(&str, LogFormat)] =
+    &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)];
+
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -230,90 +246,54 @@ impl Settings {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let r = Reader::new(&lookup);
+        let amqp = r.text("WF_AMQP_URL");
+        let redis = r.text("WF_REDIS_URL");
         Ok(Settings {
-            amqp_url: Redacted(parse::url_list(
-                "WF_AMQP_URL",
-                r.text("WF_AMQP_URL"),
-                &["amqp", "amqps"],
-            )?),
+            amqp_url: Redacted(parse::url_list("WF_AMQP_URL", amqp, AMQP_SCHEMES)?),
             redis_url: Redacted(parse::url_with_scheme(
                 "WF_REDIS_URL",
-                r.text("WF_REDIS_URL"),
-                &["redis", "rediss", "redis+unix", "unix"],
+                redis,
+                REDIS_SCHEMES,
             )?),
             redis_sentinel: parse::sentinel(
                 r.optional("WF_REDIS_SENTINELS"),
                 r.optional("WF_REDIS_SENTINEL_MASTER"),
             )?,
-            http_addr: r
-                .text("WF_HTTP_ADDR")
-                .parse()
-                .map_err(|_| err("WF_HTTP_ADDR", "expected host:port, e.g. 0.0.0.0:8080"))?,
+            http_addr: r.with("WF_HTTP_ADDR", |v| {
+                v.parse()
+                    .map_err(|_| "expected host:port, e.g. 0.0.0.0:8080".into())
+            })?,
             namespace: parse::namespace(r.text("WF_NAMESPACE"))?,
-            admin_token: r
-                .optional("WF_ADMIN_TOKEN")
-                .map(parse::admin_token)
-                .transpose()?,
-            retry_schedule: RetrySchedule::parse(&r.text("WF_RETRY_SCHEDULE"))
-                .map_err(|m| err("WF_RETRY_SCHEDULE", &m))?,
+            admin_token: r.optional_with("WF_ADMIN_TOKEN", parse::admin_token)?,
+            retry_schedule: r.with("WF_RETRY_SCHEDULE", RetrySchedule::parse)?,
             max_event_age: r.duration("WF_MAX_EVENT_AGE")?,
             delivery_timeout: r.duration("WF_DELIVERY_TIMEOUT")?,
             dead_letter_retention: r.duration("WF_DEAD_LETTER_RETENTION")?,
             shutdown_timeout: r.duration("WF_SHUTDOWN_TIMEOUT")?,
             allow_http: r.boolean("WF_ALLOW_HTTP")?,
             allow_private_targets: r.boolean("WF_ALLOW_PRIVATE_TARGETS")?,
-            secret_key: r
-                .optional("WF_SECRET_KEY")
-                .map(parse::secret_key)
-                .transpose()?,
+            secret_key: r.optional_with("WF_SECRET_KEY", parse::secret_key)?,
             roles: parse::roles(&r.text("WF_ROLES"))?,
             event_catalogue: r.optional("WF_EVENT_CATALOGUE").map(PathBuf::from),
             delivery_concurrency: r.count("WF_DELIVERY_CONCURRENCY")?,
             ingest_concurrency: r.count("WF_INGEST_CONCURRENCY")?,
-            ingest_partitions: match r.count("WF_INGEST_PARTITIONS") {
-                Ok(n) if n <= MAX_INGEST_PARTITIONS => n,
-                _ => {
-                    return Err(err(
-                        "WF_INGEST_PARTITIONS",
-                        "expected an integer between 1 and 256",
-                    ));
-                }
-            },
+            ingest_partitions: r.integer(
+                "WF_INGEST_PARTITIONS",
+                PARTITIONS,
+                PARTITIONS_EXPECTED,
+            )?,
             endpoint_concurrency: r.count("WF_ENDPOINT_CONCURRENCY")?,
-            host_concurrency: r
-                .optional("WF_HOST_CONCURRENCY")
-                .map(|v| parse::count("WF_HOST_CONCURRENCY", &v))
-                .transpose()?,
+            host_concurrency: r.optional_count("WF_HOST_CONCURRENCY")?,
             breaker_threshold: r.count("WF_CIRCUIT_BREAKER_THRESHOLD")? as u32,
             breaker_cooldown: r.duration("WF_CIRCUIT_BREAKER_COOLDOWN")?,
-            queue_type: r.choice(
-                "WF_QUEUE_TYPE",
-                &[
-                    ("classic", QueueType::Classic),
-                    ("quorum", QueueType::Quorum),
-                ],
-            )?,
+            queue_type: r.choice("WF_QUEUE_TYPE", QUEUE_TYPES)?,
             disable_on_gone: r.boolean("WF_DISABLE_ON_GONE")?,
             auto_disable_after: r.duration("WF_AUTO_DISABLE_AFTER")?,
-            attempt_history: match r.text("WF_ATTEMPT_HISTORY").parse::<usize>() {
-                Ok(n) if n <= 100_000 => n,
-                _ => {
-                    return Err(err(
-                        "WF_ATTEMPT_HISTORY",
-                        "expected an integer from 0 (off) to 100000",
-                    ));
-                }
-            },
+            attempt_history: r.integer("WF_ATTEMPT_HISTORY", HISTORY, HISTORY_EXPECTED)?,
             attempt_history_age: r.duration("WF_ATTEMPT_HISTORY_AGE")?,
             replay_rate: r.count("WF_REPLAY_RATE")? as u32,
-            backlog_idle: match r.duration("WF_BACKLOG_IDLE")? {
-                d if d >= Duration::from_secs(1) => d,
-                _ => return Err(err("WF_BACKLOG_IDLE", "expected at least 1s")),
-            },
-            log_format: r.choice(
-                "WF_LOG_FORMAT",
-                &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
-            )?,
+            backlog_idle: r.duration_at_least("WF_BACKLOG_IDLE", Duration::from_secs(1))?,
+            log_format: r.choice("WF_LOG_FORMAT", LOG_FORMATS)?,
         })
     }
 }

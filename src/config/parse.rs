@@ -48,6 +48,54 @@ impl<'a> Reader<'a> {
         boolean(name, &self.text(name))
     }
 
+    /// An integer in `range`, else `message`.
+    pub(super) fn integer(
+        &self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<usize>,
+        message: &str,
+    ) -> Result<usize, ConfigError> {
+        match self.text(name).parse::<usize>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(err(name, message)),
+        }
+    }
+
+    /// A duration of at least `min`.
+    pub(super) fn duration_at_least(
+        &self,
+        name: &'static str,
+        min: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match self.duration(name)? {
+            d if d >= min => Ok(d),
+            _ => Err(err(name, &format!("expected at least {min:?}"))),
+        }
+    }
+
+    /// A count if set.
+    pub(super) fn optional_count(&self, name: &'static str) -> Result<Option<usize>, ConfigError> {
+        self.optional(name).map(|v| count(name, &v)).transpose()
+    }
+
+    /// The value through `parse` if set.
+    pub(super) fn optional_with<T>(
+        &self,
+        name: &'static str,
+        parse: fn(String) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.optional(name).map(parse).transpose()
+    }
+
+    /// The value through `parse`, whose error message names no variable.
+    pub(super) fn with<T>(
+        &self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        parse(&self.text(name)).map_err(|m| err(name, &m))
+    }
+
     /// One of `choices` (its text, its value).
     pub(super) fn choice<T: Copy>(
         &self,

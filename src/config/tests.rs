@@ -65,12 +65,37 @@ fn each_bad_value_names_its_variable() {
         ("WF_REPLAY_RATE", "0"),
         ("WF_ATTEMPT_HISTORY", "-1"),
         ("WF_ATTEMPT_HISTORY_AGE", "0s"),
+        ("WF_ATTEMPT_HISTORY", "100001"),
+        ("WF_BACKLOG_IDLE", "500ms"),
+        ("WF_LOG_FORMAT", "xml"),
     ];
     for (var, value) in cases {
         let e = settings(&[(var, value)]).unwrap_err();
         assert_eq!(e.variable, var, "{value}");
         assert!(e.to_string().contains(var));
     }
+}
+
+#[test]
+fn a_bad_value_says_what_is_expected() {
+    let expected = |var: &str, value: &str| settings(&[(var, value)]).unwrap_err().to_string();
+    let cases = [
+        ("WF_INGEST_PARTITIONS", "257", "between 1 and 256"),
+        ("WF_ATTEMPT_HISTORY", "100001", "from 0 (off) to 100000"),
+        ("WF_BACKLOG_IDLE", "500ms", "at least 1s"),
+        ("WF_HTTP_ADDR", "nowhere", "host:port"),
+        ("WF_QUEUE_TYPE", "mirrored", "`classic` or `quorum`"),
+        ("WF_RETRY_SCHEDULE", "10s,,30s", "WF_RETRY_SCHEDULE"),
+    ];
+    for (var, value, says) in cases {
+        let message = expected(var, value);
+        assert!(message.contains(says), "{var}={value}: {message}");
+    }
+    let s = settings(&[("WF_HOST_CONCURRENCY", "12"), ("WF_BACKLOG_IDLE", "1s")]).unwrap();
+    assert_eq!(
+        (s.host_concurrency, s.backlog_idle),
+        (Some(12), Duration::from_secs(1))
+    );
 }
 
 #[test]

@@ -101,21 +101,15 @@ async fn route_holding(
     direct: &Direct,
     token: &CancellationToken,
 ) -> lapin::Result<()> {
-    let prefetch = (ROUTE_BATCH * (FULL_BATCHES_IN_FLIGHT + 1)) as u16;
-    let (channel, mut consumer) = consume::subscribe(conn, &names.ingest(), prefetch, true).await?;
+    let (channel, mut consumer, publisher, settler) = open(conn, names).await?;
     tracing::info!(queue = %names.ingest(), partitions, "routing events to the ingest partitions");
     metrics.set_fanning_out(true);
     // Reset however this ends, a lost session dropping it included.
     let _routing = scopeguard(|| metrics.set_fanning_out(false));
-    let publisher = ConfirmedPublisher::open(conn).await?;
-    let settler = consume::Settler::start(channel.clone(), ROUTE_BATCH);
     let mut fan_outs = DirectFanOuts::new(direct, settler.clone());
     let queues: Vec<String> = (0..partitions).map(|p| names.ingest_partition(p)).collect();
     let mut openings = Openings::default();
-    // Batches whose confirms are awaited, oldest first: the next batch is
-    // published meanwhile (frames go out in order on the one channel), and
-    // each is acked once confirmed.
-    let mut in_flight: VecDeque<(Vec<u64>, ConfirmsOf)> = VecDeque::new();
+    let mut in_flight = InFlight::new();
     let result = loop {
         if in_flight.len() >= BATCHES_IN_FLIGHT
             && let Err(e) = settle_oldest(&settler, &mut in_flight).await
@@ -155,11 +149,38 @@ async fn route_holding(
         }
     };
     // What was confirmed is acked; the rest goes back.
-    if result.is_ok() {
-        while !in_flight.is_empty() && settle_oldest(&settler, &mut in_flight).await.is_ok() {}
-    }
+    while result.is_ok() && settle_oldest_left(&settler, &mut in_flight).await {}
     close(direct, fan_outs, settler, names, &publisher, &channel).await;
     result
+}
+
+/// Batches whose confirms are awaited (their delivery tags and confirms),
+/// oldest first: the next batch is published meanwhile (frames go out in
+/// order on the one channel), and each is acked once confirmed.
+type InFlight = VecDeque<(Vec<u64>, ConfirmsOf)>;
+
+/// A routing session's channel consuming `{ns}.ingest`, its confirmed
+/// publisher and its acks.
+async fn open(
+    conn: &Connection,
+    names: &Names,
+) -> lapin::Result<(
+    lapin::Channel,
+    lapin::Consumer,
+    ConfirmedPublisher,
+    consume::Settler,
+)> {
+    let prefetch = (ROUTE_BATCH * (FULL_BATCHES_IN_FLIGHT + 1)) as u16;
+    let (channel, consumer) = consume::subscribe(conn, &names.ingest(), prefetch, true).await?;
+    let publisher = ConfirmedPublisher::open(conn).await?;
+    let settler = consume::Settler::start(channel.clone(), ROUTE_BATCH);
+    Ok((channel, consumer, publisher, settler))
+}
+
+/// Settles the oldest batch in flight; false when none is left or it
+/// failed (the rest then goes back with the channel).
+async fn settle_oldest_left(settler: &consume::Settler, in_flight: &mut InFlight) -> bool {
+    !in_flight.is_empty() && settle_oldest(settler, in_flight).await.is_ok()
 }
 
 /// Ends a routing session: the router's own fan-outs and the last acks get
@@ -292,10 +313,7 @@ type ConfirmsOf = std::pin::Pin<
 
 /// Awaits the oldest batch's confirms, then acks its events; Err when a
 /// message came back or the channel failed.
-async fn settle_oldest(
-    settler: &consume::Settler,
-    in_flight: &mut VecDeque<(Vec<u64>, ConfirmsOf)>,
-) -> lapin::Result<()> {
+async fn settle_oldest(settler: &consume::Settler, in_flight: &mut InFlight) -> lapin::Result<()> {
     let Some((_, confirms)) = in_flight.front_mut() else {
         return Ok(());
     };
