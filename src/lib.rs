@@ -20,6 +20,7 @@
 //! ```
 //!
 //! Modules, following the data: [`event`] (envelope, catalogue),
+//! [`filter`] (content filters in CEL: checked at save, run at fan-out),
 //! [`subscription`] (the webhook store, secret cipher, cache, event
 //! markers, history), [`ordering`] (ordering per key behind one door: the
 //! keys' state, numbering at ingest, the gate at delivery), [`job`] (the delivery job's wire
@@ -46,7 +47,7 @@
 //! 4 surfaces        admin (HTTP API, route table, dashboard)
 //! 3 pipeline        consume, ingest, dead_letter, delivery
 //! 2 infrastructure  logging, health, broker, subscription, ordering, operational, backlog
-//! 1 values          units, clock, backoff, retry, event, job, metrics, config
+//! 1 values          units, clock, backoff, retry, event, filter, job, metrics, config
 //! ```
 //!
 //! `config` depends only on values (the retry schedule, durations): `app`
@@ -71,7 +72,10 @@
 //!   `{ns}.ingest` to partitions; the *shortcut* is the router fanning out
 //!   itself the events of partitions its own process holds, switched at a
 //!   *barrier*.
-//! - *fan out*: turn one event into one job per subscribed webhook.
+//! - *fan out*: turn one event into one job per subscribed webhook whose
+//!   *filter* (a CEL expression over the event, `crate::filter`) is true.
+//! - *extra headers*: a webhook's own request headers, sent with each
+//!   delivery besides the service's.
 //! - *backlog*: a webhook's own queue of jobs waiting for it.
 //! - *cap*: requests in flight per webhook (`WF_ENDPOINT_CONCURRENCY`) or
 //!   per host; a *slot* is one place under a cap. *Rate limit*: a webhook's
@@ -119,6 +123,7 @@ mod consume;
 pub mod dead_letter;
 mod delivery;
 pub mod event;
+pub mod filter;
 mod health;
 mod ingest;
 pub mod job;

@@ -131,6 +131,7 @@ families! {
     circuits_open: Gauge("circuit_breakers_open"; "Webhooks whose circuit is open (in this process)"),
     backlog_jobs: Gauge("backlog_jobs"; "Jobs waiting in the webhooks' backlogs, all webhooks together (counted every 2 s)"),
     rate_limited: Counter("rate_limited_total"; "Jobs that waited for their webhook's rate limit before their request"),
+    filter_errors: Counter("filter_errors_total"; "Events a webhook's filter failed on (a missing field, a wrong type): not sent to that webhook"),
     fanning_out: Gauge("fanning_out"; "1 while this process routes the ingest queue to the partitions (one process of the namespace at a time), 0 while it stands by"),
     partitions_held: Gauge("ingest_partitions_held"; "Ingest partitions this process fans out now"),
     events_routed: CounterVec("ingest_events_routed_total", "way"; "Events this process routed from the ingest queue: moved to their partition's queue (way=partition) or fanned out at once, their partition held here (way=direct)"),
@@ -299,6 +300,11 @@ impl Metrics {
     /// A job waited for its webhook's rate limit.
     pub(crate) fn rate_limited(&self) {
         self.f.rate_limited.inc();
+    }
+
+    /// A webhook's filter failed on an event.
+    pub(crate) fn filter_error(&self) {
+        self.f.filter_errors.inc();
     }
 
     /// Jobs waiting in every webhook's backlog, as last counted.

@@ -7,6 +7,7 @@ mod context;
 mod dashboard;
 mod dead_letters;
 mod error;
+mod filters;
 mod history;
 mod http;
 mod precondition;

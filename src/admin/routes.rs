@@ -9,7 +9,7 @@ use std::pin::Pin;
 use hyper::Method;
 
 use super::context::{AdminState, Call, Reply};
-use super::{dead_letters, history, replay, status, tokens, webhooks};
+use super::{dead_letters, filters, history, replay, status, tokens, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST "/v1/applications/{app}/tokens", Operator, tokens::create_token),
     route!(GET "/v1/applications/{app}/webhooks", Member, webhooks::list),
     route!(POST "/v1/applications/{app}/webhooks", Admin, webhooks::create),
+    route!(POST "/v1/applications/{app}/webhooks/filter-check", Admin, filters::check),
     route!(GET "/v1/applications/{app}/webhooks/{id}", Member, webhooks::get),
     route!(PATCH "/v1/applications/{app}/webhooks/{id}", Admin, webhooks::update),
     route!(DELETE "/v1/applications/{app}/webhooks/{id}", Admin, webhooks::delete),

@@ -1,6 +1,8 @@
 //! Webhook and token handlers: create, list, read, update, delete, rotate the
 //! secret, send the test event; and application tokens for the operator.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::ETAG;
@@ -47,6 +49,8 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         .unwrap_or(true);
     let ordering = valid_ordering(&fields)?.unwrap_or_default();
     let rate_limit = valid_rate_limit(&fields)?.flatten();
+    let filter = super::filters::valid(&fields)?.flatten();
+    let headers = valid_headers(&fields)?.unwrap_or_default();
     let now = clock::unix_secs();
     let hook = Webhook {
         id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
@@ -66,6 +70,8 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         revision: 0,
         ordering,
         rate_limit,
+        filter,
+        headers,
     };
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
@@ -75,7 +81,41 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
 }
 
 /// The fields a webhook's create and PATCH accept.
-const FIELDS: &[&str] = &["url", "name", "events", "enabled", "ordering", "rate_limit"];
+const FIELDS: &[&str] = &[
+    "url",
+    "name",
+    "events",
+    "enabled",
+    "ordering",
+    "rate_limit",
+    "filter",
+    "headers",
+];
+
+/// `headers`, when present: `null` (none) or an object of at most 20
+/// header names and string values the service may send.
+fn valid_headers(fields: &Fields) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let invalid = |why: String| ApiError::invalid("headers", "invalid_headers", why);
+    let object = match fields.raw("headers") {
+        None => return Ok(None),
+        Some(serde_json::Value::Null) => return Ok(Some(BTreeMap::new())),
+        Some(serde_json::Value::Object(object)) => object,
+        Some(_) => {
+            return Err(invalid(
+                "must be an object of header names and values, or null".into(),
+            ));
+        }
+    };
+    let mut headers = BTreeMap::new();
+    for (name, value) in object {
+        let Some(value) = value.as_str() else {
+            return Err(invalid(format!("the value of `{name}` must be a string")));
+        };
+        headers.insert(name.clone(), value.to_string());
+    }
+    crate::subscription::headers::check(&headers).map_err(invalid)?;
+    Ok(Some(headers))
+}
 
 /// `rate_limit`, when present: `null` (no limit) or `{"requests", "per"}`.
 fn valid_rate_limit(fields: &Fields) -> Result<Option<Option<RateLimit>>, ApiError> {
@@ -221,6 +261,8 @@ struct Changes {
     enabled: Option<bool>,
     ordering: Option<Ordering>,
     rate_limit: Option<Option<RateLimit>>,
+    filter: Option<Option<String>>,
+    headers: Option<BTreeMap<String, String>>,
 }
 
 impl Changes {
@@ -264,6 +306,8 @@ impl Changes {
             enabled,
             ordering: valid_ordering(fields)?,
             rate_limit: valid_rate_limit(fields)?,
+            filter: super::filters::valid(fields)?,
+            headers: valid_headers(fields)?,
         })
     }
 
@@ -284,6 +328,12 @@ impl Changes {
         }
         if let Some(rate_limit) = self.rate_limit {
             hook.rate_limit = rate_limit;
+        }
+        if let Some(filter) = &self.filter {
+            hook.filter = filter.clone();
+        }
+        if let Some(headers) = &self.headers {
+            hook.headers = headers.clone();
         }
         match self.enabled {
             Some(enabled) => hook.set_enabled(enabled, "admin", now),
@@ -354,6 +404,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
             body: TEST_EVENT_BODY.as_bytes(),
             signer: &signer,
             sequence: None,
+            headers: &crate::delivery::request_headers(&hook),
         })
         .await;
     let outcome = crate::delivery::classify(&result.transport);

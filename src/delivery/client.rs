@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -104,6 +104,8 @@ pub(crate) struct Attempt<'a> {
     /// `Webhook-Sequence`: the event's number among its key's events, for a
     /// webhook delivering in order per key.
     pub sequence: Option<u64>,
+    /// The webhook's extra headers (a `User-Agent` among them replaces ours).
+    pub headers: &'a [(HeaderName, HeaderValue)],
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
@@ -187,6 +189,12 @@ impl DeliveryClient {
             )
             .header("Webhook-Attempt", a.attempt)
             .body(Full::new(body))
+            .map(|mut request| {
+                for (name, value) in a.headers {
+                    request.headers_mut().insert(name.clone(), value.clone());
+                }
+                request
+            })
             .map_err(|e| format!("cannot build request: {e}"))
     }
 

@@ -26,7 +26,7 @@ pub(crate) use endpoint::{BreakerConfig, Endpoints};
 pub(crate) use forward::forward_job;
 pub(crate) use lifecycle::Lifecycle;
 pub(crate) use outcome::{Outcome, classify};
-pub(crate) use prepared::PreparedWebhooks;
+pub(crate) use prepared::{PreparedWebhooks, request_headers};
 pub(crate) use rate::Rates;
 pub(crate) use signing::Signer;
 pub(crate) use target::TargetPolicy;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hyper::Uri;
+use hyper::header::{HeaderName, HeaderValue};
 
 use super::client::DeliveryClient;
 use super::signing::Signer;
@@ -28,6 +29,25 @@ pub(crate) struct Prepared {
     pub signer: Signer,
     /// Unix seconds at which one of those secrets expires.
     signer_expires: Option<i64>,
+    /// The webhook's extra request headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// `webhook`'s extra headers as sent (any that would not parse, in a
+/// record not written through the API, left out with a warning).
+pub(crate) fn request_headers(webhook: &Webhook) -> Vec<(HeaderName, HeaderValue)> {
+    let parsed = webhook.headers.iter().map(|(name, value)| {
+        let header = (
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_str(value).ok()?,
+        );
+        Some(header)
+    });
+    let headers: Vec<_> = parsed.flatten().collect();
+    if headers.len() < webhook.headers.len() {
+        tracing::warn!(webhook_id = %webhook.id, "some extra headers of the webhook are malformed and not sent");
+    }
+    headers
 }
 
 impl Prepared {
@@ -41,6 +61,7 @@ impl Prepared {
                 .filter_map(|s| s.expires_at)
                 .filter(|&t| t > now)
                 .min(),
+            headers: request_headers(webhook),
             webhook: webhook.clone(),
             target,
         }

@@ -186,6 +186,7 @@ async fn send(
                 body: job.body.get().as_bytes(),
                 signer: &prepared.signer,
                 sequence: job.order.as_ref().map(|o| o.seq),
+                headers: &prepared.headers,
             })
             .await
     };

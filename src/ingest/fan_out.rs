@@ -13,6 +13,7 @@ use crate::broker::{ConfirmedPublisher, Names, PublishError};
 use crate::clock;
 use crate::consume::Settle;
 use crate::event::{Catalogue, Event, RejectReason, Rejection, bounded_key};
+use crate::filter::Variables;
 use crate::job::{DeliveryJob, JobOrder};
 use crate::metrics::Metrics;
 use crate::ordering::{Sequencer, Turn, Wanted};
@@ -56,13 +57,46 @@ enum IngestError {
     Closing,
 }
 
-/// The webhooks that get a job of `event`: those subscribed to its type; a
-/// disabled one's job is dead-lettered by the worker, to be caught up later.
-fn targets<'a>(event: &Event, webhooks: &'a [Webhook]) -> Vec<&'a Webhook> {
+/// The webhooks that get a job of `event`: those subscribed to its type
+/// whose filter, if any, is true; a disabled one's job is dead-lettered by
+/// the worker, to be caught up later.
+fn targets<'a>(ctx: &IngestContext, event: &Event, webhooks: &'a [Webhook]) -> Vec<&'a Webhook> {
+    let mut variables = None;
     webhooks
         .iter()
         .filter(|w| w.application_id == event.application_id && w.wants(&event.event_type))
+        .filter(|w| passes(ctx, event, w, &mut variables))
         .collect()
+}
+
+/// Whether `event` passes `hook`'s filter (true without one). The event's
+/// variables are converted once, for its first filter; a filter that fails
+/// on the event (a missing field) is false and counted.
+fn passes(
+    ctx: &IngestContext,
+    event: &Event,
+    hook: &Webhook,
+    variables: &mut Option<Variables>,
+) -> bool {
+    let Some(compiled) = ctx.cache.filter(hook) else {
+        return true;
+    };
+    let variables = variables.get_or_insert_with(|| {
+        Variables::of_body(
+            &event.id,
+            &event.application_id,
+            &event.event_type,
+            &event.body,
+        )
+    });
+    let why = match compiled.map(|f| f.matches(variables)) {
+        Some(Ok(pass)) => return pass,
+        Some(Err(why)) => why,
+        None => "the filter does not compile".to_string(),
+    };
+    tracing::debug!(webhook_id = %hook.id, error = %why, "filter failed on the event; not sent");
+    ctx.metrics.filter_error();
+    false
 }
 
 /// The `x-ordering-key` header: a non-empty string or an integer; an error
@@ -209,7 +243,7 @@ async fn accept(ctx: &IngestContext, event: &Event, received: Received) -> Resul
             webhooks_eventually(ctx, &event.application_id).await
         }
     };
-    let targets = targets(event, &webhooks);
+    let targets = targets(ctx, event, &webhooks);
     let mut jobs: Vec<DeliveryJob> = targets
         .iter()
         .map(|w| DeliveryJob::new(event, &w.id, received_us))

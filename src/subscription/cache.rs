@@ -1,6 +1,7 @@
 //! In-process cache of each application's webhooks. Entries are dropped when
 //! any process announces a change on `{ns}:changes`; while that subscription
 //! is down, entries expire after a second so changes still land quickly.
+//! Webhooks' filters are compiled once per filter text and kept here too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Store, StoreError};
 use super::webhook::Webhook;
+use crate::filter::Filter;
 use crate::metrics::Metrics;
 
 /// A safety net should an invalidation message be lost.
@@ -33,6 +35,16 @@ pub(crate) struct SubscriptionCache {
     // Bumped on every invalidation so a fetch racing with one is not cached.
     epoch: AtomicU64,
     listening: AtomicBool,
+    filters: RwLock<HashMap<String, Compiled>>,
+}
+
+/// A webhook's filter as compiled: its application, its text, and the
+/// program (none if the text does not compile: a record not written
+/// through the API).
+struct Compiled {
+    app: String,
+    source: String,
+    filter: Option<Arc<Filter>>,
 }
 
 impl SubscriptionCache {
@@ -44,6 +56,7 @@ impl SubscriptionCache {
             entries: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
+            filters: RwLock::new(HashMap::new()),
         })
     }
 
@@ -61,6 +74,7 @@ impl SubscriptionCache {
         match Box::pin(self.store.list(app)).await {
             Ok(list) => {
                 let webhooks: Arc<[Webhook]> = list.into();
+                self.forget_filters(app, &webhooks);
                 if self.epoch.load(Ordering::Acquire) == epoch {
                     let entry = Entry {
                         webhooks: webhooks.clone(),
@@ -71,6 +85,49 @@ impl SubscriptionCache {
                 Ok(webhooks)
             }
             Err(e) => self.stale(app).ok_or(e),
+        }
+    }
+
+    /// `hook`'s compiled filter: none if it has none; `Some(None)` if its
+    /// text does not compile. Compiled once per text, then from memory.
+    pub(crate) fn filter(&self, hook: &Webhook) -> Option<Option<Arc<Filter>>> {
+        let source = hook.filter.as_deref()?;
+        {
+            let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = filters.get(&hook.id).filter(|c| c.source == source) {
+                return Some(c.filter.clone());
+            }
+        }
+        let filter = match Filter::compile(source) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(webhook_id = %hook.id, error = %e, "a stored filter does not compile; the webhook gets no events until it is fixed");
+                None
+            }
+        };
+        let compiled = Compiled {
+            app: hook.application_id.clone(),
+            source: source.to_string(),
+            filter: filter.clone(),
+        };
+        let mut filters = self.filters.write().unwrap_or_else(|e| e.into_inner());
+        filters.insert(hook.id.clone(), compiled);
+        Some(filter)
+    }
+
+    /// Drops the compiled filters of `app`'s webhooks that are gone or
+    /// have none now.
+    fn forget_filters(&self, app: &str, webhooks: &[Webhook]) {
+        let kept = |id: &str, c: &Compiled| {
+            c.app != app || webhooks.iter().any(|w| w.id == id && w.filter.is_some())
+        };
+        let stale = {
+            let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+            filters.iter().any(|(id, c)| !kept(id, c))
+        };
+        if stale {
+            let mut filters = self.filters.write().unwrap_or_else(|e| e.into_inner());
+            filters.retain(|id, c| kept(id, c));
         }
     }
 

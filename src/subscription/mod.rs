@@ -4,6 +4,7 @@
 
 mod cache;
 mod cipher;
+pub mod headers;
 mod history;
 mod kept;
 mod markers;

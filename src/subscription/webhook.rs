@@ -63,6 +63,15 @@ pub struct Webhook {
     /// none (no limit) in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<super::RateLimit>,
+    /// A CEL expression over the event (`crate::filter`): the webhook gets
+    /// an event of a subscribed type only if it is true; none (every event
+    /// of its types) in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Extra request headers sent with every delivery (`super::headers`);
+    /// none in records written before they existed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// A webhook's delivery order (`ordering` in the API).
@@ -149,6 +158,8 @@ impl Webhook {
             "enabled": self.enabled,
             "ordering": self.ordering.as_str(),
             "rate_limit": self.rate_limit.map(|r| r.view()),
+            "filter": self.filter,
+            "headers": self.headers,
             "disabled_reason": self.disabled_reason,
             "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
@@ -242,6 +253,8 @@ impl Webhook {
             revision: 0,
             ordering: Ordering::None,
             rate_limit: None,
+            filter: None,
+            headers: Default::default(),
         }
     }
 }

@@ -43,6 +43,22 @@ const phases = {
     await page.check("#wh-ordered");
     await page.fill("#wh-rate", "100");
     await page.selectOption("#wh-rate-per", "1m");
+    // A filter: a bad one is named next to its field when tried, a good
+    // one tried on an example event that matches and on one that does not.
+    await page.click("#filter-try summary");
+    await page.fill("#wh-filter", "content.status ==");
+    await page.click("#filter-try-run");
+    const filterError = await (await page.waitForSelector("#err-filter:not(:empty)")).textContent();
+    await page.fill("#wh-filter", env("FILTER"));
+    const example = (status) => JSON.stringify({ type: "payment.transaction.updated", content: { status } });
+    await page.fill("#wh-filter-event", example("ACSC"));
+    await page.click("#filter-try-run");
+    const tryMatch = await (await page.waitForSelector("#filter-try-result:has-text('atch')")).textContent();
+    await page.fill("#wh-filter-event", example("PDNG"));
+    await page.click("#filter-try-run");
+    const tryNoMatch = await (await page.waitForSelector("#filter-try-result:has-text('No match')")).textContent();
+    await page.fill("#wh-headers", "X-Api-Key: k-123");
+    await shot(page, "02b-admin-filter-tried");
     await page.click("#form-submit");
     await page.waitForSelector("#secret-box:not([hidden])");
     const secret = await page.inputValue("#secret-value");
@@ -52,7 +68,7 @@ const phases = {
     const result = await (await page.waitForSelector("#webhooks-rows .result.ok, #webhooks-rows .result.bad")).textContent();
     await shot(page, "04-admin-test-sent");
     const groups = await page.$$eval("#event-groups h4", (hs) => hs.map((h) => h.textContent));
-    return { empty, urlError, urlInvalid, secret, result, groups, rows: await row.count() };
+    return { empty, urlError, urlInvalid, secret, result, groups, rows: await row.count(), filterError, tryMatch, tryNoMatch };
   },
 
   // Admin again, with 10 webhooks: the limit is visible before trying.

@@ -278,6 +278,20 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         let hook = source.webhook(app, &rx.url(path), &["item.created"]).await;
         secrets.insert(path, hook["secret"].as_str().unwrap().to_string());
     }
+    // And one with a filter and an extra header, which the backup keeps.
+    let filter = "has(content.keep) && content.keep";
+    let body = json!({"url": rx.url("/e4"), "events": ["item.created"], "filter": filter,
+                      "headers": {"X-Api-Key": "k-e4"}});
+    let (status, hook) = source
+        .call(
+            "POST",
+            "/v1/applications/app_e1/webhooks",
+            Some(crate::common::OPERATOR),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    secrets.insert("/e4", hook["secret"].as_str().unwrap().to_string());
 
     let file = std::env::temp_dir().join(format!("{}-webhooks.jsonl", source.ns));
     let file_arg = file.to_str().unwrap();
@@ -288,7 +302,9 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
     );
     assert!(ok, "export succeeds");
     let exported = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(exported.lines().count(), 3, "{exported}");
+    assert_eq!(exported.lines().count(), 4, "{exported}");
+    assert!(exported.contains(filter), "the filter is exported");
+    assert!(exported.contains("k-e4"), "the headers are exported");
     for secret in secrets.values() {
         assert!(!exported.contains(secret.as_str()), "secrets stay sealed");
     }
@@ -301,6 +317,22 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         !ok,
         "without the key the sealed secrets cannot be opened: refused"
     );
+    // A record whose filter does not pass the API's checks is refused.
+    let broken = file.with_extension("broken.jsonl");
+    let bad = exported.replace(filter, "content.keep &&");
+    std::fs::write(&broken, bad).unwrap();
+    let elsewhere = crate::common::Namespace::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
+        .args(["webhooks", "import", "--input", broken.to_str().unwrap()])
+        .envs(binary::env(&elsewhere, &key))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("not imported: filter:"), "{printed}");
+    std::fs::remove_file(&broken).unwrap();
+    cleanup(&elsewhere).await;
+
     let restored = crate::common::Fixture::join(&target, &key).await;
     let producer = Producer::connect(&target).await;
     producer
@@ -308,6 +340,9 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         .await;
     producer
         .event("ev-e2", "app_e2", "item.created", json!({}))
+        .await;
+    producer
+        .event("ev-e3", "app_e1", "item.created", json!({"keep": true}))
         .await;
     for (path, secret) in &secrets {
         let got = rx.wait_for(path, 1).await;
@@ -317,6 +352,20 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
             "{path} verifies with the secret shown at creation"
         );
     }
+    // The filter still filters: of app_e1's two events, /e4 got the one it
+    // matches (all 6 jobs fan-out made are in: /e1 and /e2 twice, /e3 and /e4 once).
+    rx.wait_for("/e1", 2).await;
+    restored
+        .metric_reaches("webhooks_jobs_enqueued_total", 6.0)
+        .await;
+    assert_eq!(restored.metric("webhooks_jobs_enqueued_total").await, 6.0);
+    let e4 = rx.wait_for("/e4", 1).await;
+    assert_eq!(e4[0].header("webhook-id"), "ev-e3");
+    assert_eq!(
+        e4[0].header("x-api-key"),
+        "k-e4",
+        "the imported headers are sent"
+    );
 
     std::fs::remove_file(&file).unwrap();
     producer.close().await;

@@ -72,6 +72,9 @@ impl Page {
     }
 }
 
+/// The filter the admin phase saves.
+const FILTER: &str = "content.status in ['ACSC', 'RJCT']";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
     let chromium = browser();
@@ -95,10 +98,21 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
                 ("TOKEN", &admin),
                 ("APP", APP),
                 ("RECEIVER_URL", &receiver.url("/hook")),
+                ("FILTER", FILTER),
             ],
         )
         .await;
     assert_eq!(seen["empty"], "No webhooks yet: create one.");
+    let filter_error = seen["filterError"].as_str().unwrap();
+    assert!(filter_error.contains("does not compile"), "{seen}");
+    assert!(
+        seen["tryMatch"].as_str().unwrap().starts_with("Matches"),
+        "{seen}"
+    );
+    assert!(
+        seen["tryNoMatch"].as_str().unwrap().starts_with("No match"),
+        "{seen}"
+    );
     assert!(
         seen["urlError"].as_str().unwrap().contains("url"),
         "the validation error is shown next to the URL: {seen}"
@@ -135,6 +149,13 @@ async fn the_dashboard_manages_webhooks_and_dead_letters_in_a_browser() {
         json!({"requests": 100, "per": "1m"}),
         "the form's rate limit: {hooks}"
     );
+    assert_eq!(hooks[0]["filter"], FILTER, "the form's filter: {hooks}");
+    assert_eq!(
+        hooks[0]["headers"],
+        json!({"X-Api-Key": "k-123"}),
+        "the form's extra headers: {hooks}"
+    );
+    assert_eq!(test.header("x-api-key"), "k-123", "sent with the test too");
 
     // A failing receiver's delivery ends up a dead letter.
     let failing = Receiver::start(500).await;

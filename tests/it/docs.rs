@@ -708,3 +708,27 @@ fn the_readers_read_what_they_should() {
         BTreeSet::from(["WF_A_B".to_string()])
     );
 }
+
+/// The filter examples for receivers (integrating.md, "Filtering events")
+/// are filters the API accepts, and there are five of them.
+#[test]
+fn the_filter_examples_in_the_docs_are_accepted() {
+    let text = read("docs/integrating.md");
+    let section = text
+        .split("## Filtering events")
+        .nth(1)
+        .expect("integrating.md has a section on filtering events");
+    // The examples are the untagged code blocks (the curl call is `sh`).
+    let examples: Vec<String> = section
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .filter(|block| block.starts_with('\n'))
+        .map(|block| block.trim().to_string())
+        .collect();
+    assert_eq!(examples.len(), 5, "{examples:?}");
+    for example in &examples {
+        let compiled = webhook_fanout::filter::Filter::compile(example);
+        assert!(compiled.is_ok(), "{example}: {:?}", compiled.err());
+    }
+}

@@ -16,6 +16,8 @@ mod data_safety;
 mod deploy;
 mod docs;
 mod faults;
+mod filters;
+mod headers;
 mod history;
 mod isolation;
 mod lifecycle;

@@ -250,7 +250,9 @@ async function openHook(h) {
       ["Last success", when(x.last_success_at)], ["Last failure", when(x.last_failure_at) + (x.last_error ? " · " + x.last_error : "")],
       ["Circuit breaker", x.breaker.replace("_", "-")], ["Waiting in retry tiers", String(x.waiting_in_retry)],
       ["Backlog", `${x.backlog} job${x.backlog === 1 ? "" : "s"} waiting`],
-      ["Rate limit", h.rate_limit ? `${h.rate_limit.requests} per ${h.rate_limit.per}` : "none"]];
+      ["Rate limit", h.rate_limit ? `${h.rate_limit.requests} per ${h.rate_limit.per}` : "none"],
+      ["Filter", h.filter || "none: every event of its types"],
+      ["Extra headers", Object.keys(h.headers || {}).join(", ") || "none"]];
     $("hook-health").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     state.health = x;
     drawChart();
@@ -414,6 +416,13 @@ function openForm(hook) {
   $("wh-ordered").checked = hook ? hook.ordering === "per_key" : false;
   $("wh-rate").value = hook && hook.rate_limit ? String(hook.rate_limit.requests) : "";
   $("wh-rate-per").value = hook && hook.rate_limit ? hook.rate_limit.per : "1m";
+  $("wh-filter").value = hook && hook.filter ? hook.filter : "";
+  $("wh-headers").value = hook ? Object.entries(hook.headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n") : "";
+  $("filter-try-result").textContent = "";
+  if (!$("wh-filter-event").value) {
+    const type = hook && hook.events.length ? hook.events[0] : "payment.transaction.updated";
+    $("wh-filter-event").value = JSON.stringify({ type, content: { status: "ACSC" } }, null, 2);
+  }
   const chosen = new Set(hook ? hook.events : []);
   const groups = [];
   for (const [area, types] of groupedTypes()) {
@@ -433,16 +442,47 @@ function openForm(hook) {
 function closeForm() { show("webhook-form", false); state.editing = null; }
 
 function clearErrors() {
-  for (const f of ["url", "name", "events", "rate", "form"]) $("err-" + f).textContent = "";
-  for (const id of ["wh-url", "wh-name", "wh-events", "wh-rate"]) $(id).removeAttribute("aria-invalid");
+  for (const f of ["url", "name", "events", "rate", "filter", "headers", "form"]) $("err-" + f).textContent = "";
+  for (const id of ["wh-url", "wh-name", "wh-events", "wh-rate", "wh-filter", "wh-headers"]) $(id).removeAttribute("aria-invalid");
 }
 
 function fieldError(e) {
-  const known = { url: "url", name: "name", events: "events", rate_limit: "rate" };
+  const known = { url: "url", name: "name", events: "events", rate_limit: "rate", filter: "filter", headers: "headers" };
   const key = e.field && known[e.field.split(/[.[]/)[0]];
   $("err-" + (key || "form")).textContent = e.message;
   if (key) $("wh-" + key).setAttribute("aria-invalid", "true");
-  if (key === "url" || key === "name" || key === "rate") $("wh-" + key).focus();
+  if (["url", "name", "rate", "filter", "headers"].includes(key)) $("wh-" + key).focus();
+}
+
+// "Name: value" lines as a headers object (a line without a colon is
+// sent as a name with an empty value, for the service to refuse by name).
+function parseHeaders(text) {
+  const headers = {};
+  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf(":");
+    headers[(at < 0 ? line : line.slice(0, at)).trim()] = at < 0 ? "" : line.slice(at + 1).trim();
+  }
+  return headers;
+}
+
+// Tries the form's filter on the example event (filter-check); saves nothing.
+async function tryFilter() {
+  const out = $("filter-try-result");
+  $("err-filter").textContent = "";
+  $("wh-filter").removeAttribute("aria-invalid");
+  const filter = $("wh-filter").value.trim();
+  if (!filter) { out.textContent = "No filter: every event of the chosen types is sent."; return; }
+  let event;
+  try { event = JSON.parse($("wh-filter-event").value); }
+  catch (e) { out.textContent = "The example event is not JSON: " + e.message; return; }
+  try {
+    const r = await api("POST", appPath() + "/filter-check", { filter, event });
+    out.textContent = r.matches ? "Matches: this event would be sent."
+      : "No match: this event would not be sent (a field the filter reads that is missing counts as no match).";
+  } catch (e) {
+    out.textContent = "";
+    fieldError(e);
+  }
 }
 
 async function onSubmitForm(ev) {
@@ -456,6 +496,8 @@ async function onSubmitForm(ev) {
     ordering: $("wh-ordered").checked ? "per_key" : "none",
     rate_limit: $("wh-rate").value.trim() === "" ? null
       : { requests: Number($("wh-rate").value), per: $("wh-rate-per").value },
+    filter: $("wh-filter").value.trim() || null,
+    headers: parseHeaders($("wh-headers").value),
   };
   if (body.name === null && !state.editing) delete body.name;
   const submit = $("form-submit");
@@ -698,6 +740,7 @@ function init() {
   $("create-open").addEventListener("click", () => openForm(null));
   $("form-cancel").addEventListener("click", closeForm);
   $("webhook-form").addEventListener("submit", onSubmitForm);
+  $("filter-try-run").addEventListener("click", tryFilter);
   $("secret-copy").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", () => { show("secret-box", false); $("secret-value").value = ""; });
   $("dead-filters").addEventListener("submit", (ev) => { ev.preventDefault(); readFilter(); show("dead-detail", false); firstPage(); });
