@@ -146,7 +146,10 @@ impl Openings {
                 if closed {
                     self.retry_at.insert(p, pass.now + OPEN_WITHIN);
                 }
-                Some(*taken)
+                // To the queue only once the partition's direct fan-outs
+                // are numbered (at once unless it just closed or is let go).
+                let done = pass.fan_outs.direct_done(p, pass.token).await;
+                done.then_some(*taken)
             }
         }
     }

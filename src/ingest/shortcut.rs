@@ -21,6 +21,14 @@
 //!   its consumer of the partition waits here until the router's direct
 //!   fan-outs of that partition are done, and the router moves the later
 //!   events to the queue again, for the next holder.
+//! - **Closing and leaving, either way**: the router moves an event of a
+//!   partition to its queue only once no direct fan-out of that partition
+//!   runs. Otherwise a crash of this process would send the direct ones
+//!   back to `{ns}.ingest`, behind the later events already in the queue,
+//!   and the next holder would number those first (seen once in a few
+//!   dozen runs of `ordering::two_processes_keep_the_order_when_the_one_
+//!   fanning_out_is_killed`). The router's pass waits that long (at most
+//!   `WF_INGEST_CONCURRENCY` fan-outs, tens of milliseconds).
 
 use std::sync::Mutex;
 use std::time::Duration;
