@@ -56,6 +56,10 @@ pub enum StoreError {
     /// The application already has the maximum number of webhooks.
     #[error("webhook limit reached")]
     LimitReached,
+    /// An imported record fails a check the API makes (its filter or
+    /// headers); the message names the field.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Handle on the namespace's Redis data; cheap to clone.
@@ -340,11 +344,12 @@ impl Store {
     }
 
     /// Stores one exported record as it is (secrets stay sealed), replacing
-    /// a webhook with the same id; refused past the per-application `limit`.
-    /// Returns the webhook as read back (secrets opened), so a record that
+    /// a webhook with the same id; refused past the per-application `limit`,
+    /// or when its filter or headers fail the API's checks. Returns the webhook as read back (secrets opened), so a record that
     /// this deployment cannot open (another `WF_SECRET_KEY`) is refused.
     pub async fn import(&self, record: &str, limit: usize) -> Result<Webhook, StoreError> {
         let hook = self.decode(record)?;
+        hook.check_fields().map_err(StoreError::Invalid)?;
         self.put(&hook, record, limit).await?;
         Ok(hook)
     }

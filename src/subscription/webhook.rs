@@ -117,6 +117,15 @@ impl Webhook {
         self.events.iter().any(|e| e == event_type)
     }
 
+    /// The checks the API makes of `filter` and `headers`, for a record
+    /// written elsewhere (an import); why not, naming the field.
+    pub(crate) fn check_fields(&self) -> Result<(), String> {
+        if let Some(source) = &self.filter {
+            crate::filter::Filter::compile(source).map_err(|e| format!("filter: {e}"))?;
+        }
+        super::headers::check(&self.headers).map_err(|why| format!("headers: {why}"))
+    }
+
     /// Secrets that still sign at `now` (Unix seconds), newest first.
     pub(crate) fn valid_secrets(&self, now: i64) -> Vec<&str> {
         self.secrets

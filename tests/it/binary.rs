@@ -317,19 +317,29 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         !ok,
         "without the key the sealed secrets cannot be opened: refused"
     );
-    // A record whose filter does not pass the API's checks is refused.
+    // A record whose filter or headers do not pass the API's checks is refused.
     let broken = file.with_extension("broken.jsonl");
-    let bad = exported.replace(filter, "content.keep &&");
-    std::fs::write(&broken, bad).unwrap();
     let elsewhere = crate::common::Namespace::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
-        .args(["webhooks", "import", "--input", broken.to_str().unwrap()])
-        .envs(binary::env(&elsewhere, &key))
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{printed}");
-    assert!(printed.contains("not imported: filter:"), "{printed}");
+    for (bad, says) in [
+        (
+            exported.replace(filter, "content.keep &&"),
+            "not imported: filter:",
+        ),
+        (
+            exported.replace("X-Api-Key", "Webhook-Id"),
+            "not imported: headers:",
+        ),
+    ] {
+        std::fs::write(&broken, bad).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_webhook-fanout"))
+            .args(["webhooks", "import", "--input", broken.to_str().unwrap()])
+            .envs(binary::env(&elsewhere, &key))
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{printed}");
+        assert!(printed.contains(says), "{printed}");
+    }
     std::fs::remove_file(&broken).unwrap();
     cleanup(&elsewhere).await;
 

@@ -83,11 +83,6 @@ async fn import(store: &Store, input: Option<std::path::PathBuf>) -> anyhow::Res
         if line.trim().is_empty() {
             continue;
         }
-        if let Err(why) = valid_fields(line.trim()) {
-            failed += 1;
-            eprintln!("line {}: not imported: {why}", n + 1);
-            continue;
-        }
         match store.import(line.trim(), WEBHOOK_LIMIT).await {
             Ok(hook) => {
                 imported += 1;
@@ -104,31 +99,11 @@ async fn import(store: &Store, input: Option<std::path::PathBuf>) -> anyhow::Res
     Ok(())
 }
 
-/// A record's `filter` and `headers`, checked as the API checks them (a
-/// record that is not JSON is refused by the store, with its own reason).
-fn valid_fields(record: &str) -> Result<(), String> {
-    let parsed: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
-    match parsed.get("filter") {
-        Some(serde_json::Value::String(source)) => {
-            webhook_fanout::filter::Filter::compile(source).map_err(|e| format!("filter: {e}"))?;
-        }
-        None | Some(serde_json::Value::Null) => {}
-        Some(_) => return Err("filter: must be a string (a CEL expression) or null".into()),
-    }
-    if let Some(headers) = parsed.get("headers") {
-        let headers: std::collections::BTreeMap<String, String> =
-            serde_json::from_value(headers.clone())
-                .map_err(|_| "headers: must be an object of strings".to_string())?;
-        webhook_fanout::subscription::headers::check(&headers)
-            .map_err(|why| format!("headers: {why}"))?;
-    }
-    Ok(())
-}
-
 fn why(e: &StoreError) -> String {
     match e {
         StoreError::LimitReached => format!("the application already has {WEBHOOK_LIMIT} webhooks"),
         StoreError::Corrupt(e) => format!("not a webhook record ({e})"),
+        StoreError::Invalid(why) => why.clone(),
         StoreError::Secret(_) => {
             "its secret cannot be opened: set the WF_SECRET_KEY it was sealed with".into()
         }
