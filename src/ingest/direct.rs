@@ -132,20 +132,6 @@ impl<'a> DirectFanOuts<'a> {
         Dispatched::Done
     }
 
-    /// Waits until no direct fan-out of `p` runs, so that an event of `p`
-    /// moved to its queue is numbered after every one of them even if this
-    /// process dies now: a direct fan-out cut short goes back to
-    /// `{ns}.ingest`, behind what is in the queue already, and the next
-    /// holder would number the later event first. False if `token` was
-    /// cancelled meanwhile (the event then stays unsettled, back in order).
-    pub(super) async fn direct_done(&self, p: usize, token: &CancellationToken) -> bool {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => false,
-            _ = self.direct.shortcut.direct_done(p) => true,
-        }
-    }
-
     /// Waits for the fan-outs started until `deadline`.
     pub(super) async fn finish(self, deadline: tokio::time::Instant) {
         self.tracker.close();

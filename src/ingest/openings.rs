@@ -36,24 +36,48 @@ pub(super) struct Pass<'p, 'd> {
     pub(super) token: &'p CancellationToken,
 }
 
-/// The partitions whose barrier the router awaits, and when those whose
-/// opening failed (or that just closed) may try again.
+/// The partitions whose barrier the router awaits, those whose direct
+/// fan-outs it awaits before their next events go to the queue, and when
+/// those whose opening failed (or that just closed) may try again.
 #[derive(Default)]
 pub(super) struct Openings {
     waiting: BTreeMap<usize, Opening>,
+    /// Partitions that closed or were let go while direct fan-outs of them
+    /// still ran: their next events, kept aside (unacked) until those are
+    /// done, so that a crash of this process never puts a direct one back
+    /// in `{ns}.ingest` behind later ones already in the queue.
+    draining: BTreeMap<usize, Vec<Taken>>,
     retry_at: BTreeMap<usize, Instant>,
 }
 
 impl Openings {
-    /// Whether a barrier is awaited.
+    /// Whether a barrier, or the end of a partition's direct fan-outs, is
+    /// awaited (the router then looks again soon, even with no new event).
     pub(super) fn any(&self) -> bool {
-        !self.waiting.is_empty()
+        !self.waiting.is_empty() || !self.draining.is_empty()
+    }
+
+    /// Moves to the queue the events kept aside for the partitions whose
+    /// direct fan-outs are all done, before any later event of theirs.
+    fn drained(&mut self, pass: &mut Pass<'_, '_>) {
+        let done: Vec<usize> = self
+            .draining
+            .keys()
+            .filter(|p| pass.shortcut.is_quiet(**p))
+            .copied()
+            .collect();
+        for p in done {
+            for taken in self.draining.remove(&p).unwrap_or_default() {
+                pass.out.push(Out::Event(p, Box::new(taken.0)));
+            }
+        }
     }
 
     /// Ends the openings settled since the last pass (open, not reached in
     /// time, or with too many events kept): their kept events are
     /// dispatched, before any later event of their partition.
     pub(super) async fn settle(&mut self, pass: &mut Pass<'_, '_>, batch_parts: &[usize]) {
+        self.drained(pass);
         let now = pass.now;
         let settled: Vec<usize> = self
             .waiting
@@ -131,8 +155,9 @@ impl Openings {
     }
 
     /// Fans `taken` out here if its partition is direct; else hands it back
-    /// for its partition's queue (a partition that just closed may try to
-    /// open again [`OPEN_WITHIN`] later).
+    /// for its partition's queue, or keeps it aside while direct fan-outs
+    /// of the partition still run (it just closed or is let go; it may try
+    /// to open again [`OPEN_WITHIN`] later).
     async fn dispatch(
         &mut self,
         pass: &mut Pass<'_, '_>,
@@ -140,16 +165,21 @@ impl Openings {
         taken: Taken,
         others: bool,
     ) -> Option<Taken> {
+        if let Some(kept) = self.draining.get_mut(&p) {
+            kept.push(taken);
+            return None;
+        }
         match pass.fan_outs.dispatch(p, taken, others, pass.token).await {
             Dispatched::Done => None,
             Dispatched::Queue { taken, closed } => {
                 if closed {
                     self.retry_at.insert(p, pass.now + OPEN_WITHIN);
                 }
-                // To the queue only once the partition's direct fan-outs
-                // are numbered (at once unless it just closed or is let go).
-                let done = pass.fan_outs.direct_done(p, pass.token).await;
-                done.then_some(*taken)
+                if pass.shortcut.is_quiet(p) {
+                    return Some(*taken);
+                }
+                self.draining.insert(p, vec![*taken]);
+                None
             }
         }
     }

@@ -27,8 +27,9 @@
 //!   back to `{ns}.ingest`, behind the later events already in the queue,
 //!   and the next holder would number those first (seen once in a few
 //!   dozen runs of `ordering::two_processes_keep_the_order_when_the_one_
-//!   fanning_out_is_killed`). The router's pass waits that long (at most
-//!   `WF_INGEST_CONCURRENCY` fan-outs, tens of milliseconds).
+//!   fanning_out_is_killed`). Meanwhile (at most `WF_INGEST_CONCURRENCY`
+//!   fan-outs, tens of milliseconds) the router keeps that partition's
+//!   next events aside, unacked, and goes on with the other partitions'.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -149,6 +150,11 @@ impl Shortcut {
         self.with(p, |part| part.direct = false);
     }
 
+    /// Whether no direct fan-out of `p` runs.
+    pub(crate) fn is_quiet(&self, p: usize) -> bool {
+        self.with(p, |part| part.in_flight == 0).unwrap_or(true)
+    }
+
     /// Returns once no direct fan-out of `p` runs: an event of the queue,
     /// moved there after every direct one (the partition closed), is
     /// numbered after them.
@@ -171,7 +177,7 @@ impl Shortcut {
         loop {
             // Registered before looking, so a wake-up in between is kept.
             let woken = self.done.notified();
-            if self.with(p, |part| part.in_flight).unwrap_or(0) == 0 {
+            if self.is_quiet(p) {
                 return true;
             }
             match deadline {
