@@ -131,6 +131,7 @@ families! {
     circuits_open: Gauge("circuit_breakers_open"; "Webhooks whose circuit is open (in this process)"),
     backlog_jobs: Gauge("backlog_jobs"; "Jobs waiting in the webhooks' backlogs, all webhooks together (counted every 2 s)"),
     rate_limited: Counter("rate_limited_total"; "Jobs that waited for their webhook's rate limit before their request"),
+    certificates_expiring: Gauge("client_certificates_expiring"; "Client certificates (tls_client) in use by this process's deliveries that expire within 30 days, or have expired (refreshed every 5 s)"),
     filter_errors: Counter("filter_errors_total"; "Events a webhook's filter failed on (a missing field, a wrong type): not sent to that webhook"),
     fanning_out: Gauge("fanning_out"; "1 while this process routes the ingest queue to the partitions (one process of the namespace at a time), 0 while it stands by"),
     partitions_held: Gauge("ingest_partitions_held"; "Ingest partitions this process fans out now"),
@@ -320,6 +321,11 @@ impl Metrics {
     /// `n` operational events could not be published.
     pub(crate) fn operational_events_lost(&self, n: usize) {
         self.f.operational_events_lost.inc_by(n as u64);
+    }
+
+    /// Client certificates in use that expire within 30 days.
+    pub(crate) fn set_certificates_expiring(&self, n: usize) {
+        self.f.certificates_expiring.set(n as i64);
     }
 
     /// A webhook was disabled for `reason`.

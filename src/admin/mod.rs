@@ -18,6 +18,7 @@ mod routes;
 mod server;
 mod status;
 mod tokens;
+mod webhook_fields;
 mod webhooks;
 
 pub(crate) use context::AdminState;

@@ -14,15 +14,19 @@ use super::error::ApiError;
 use super::http::{json_response, no_content};
 use super::precondition::IfMatch;
 use super::request::{Fields, read_fields};
+use super::webhook_fields::{
+    valid_headers, valid_name, valid_ordering, valid_rate_limit, valid_tls_client,
+};
 use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::operational::OperationalEvent;
-use crate::subscription::{Ordering, RateLimit, StoredSecret, Webhook, Write, new_secret};
+use crate::subscription::{
+    Ordering, RateLimit, StoredSecret, TlsClient, Webhook, Write, new_secret,
+};
 
 /// Most webhooks an application may have.
 pub(super) const WEBHOOK_LIMIT: usize = 10;
-const MAX_NAME_CHARS: usize = 128;
 
 /// `GET /v1/applications/{app}/webhooks`.
 pub(super) async fn list(state: &AdminState, call: Call) -> Reply {
@@ -51,6 +55,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
     let rate_limit = valid_rate_limit(&fields)?.flatten();
     let filter = super::filters::valid(&fields)?.flatten();
     let headers = valid_headers(&fields)?.unwrap_or_default();
+    let tls_client = valid_tls_client(&fields)?.flatten();
     let now = clock::unix_secs();
     let hook = Webhook {
         id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
@@ -72,6 +77,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         rate_limit,
         filter,
         headers,
+        tls_client,
     };
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
@@ -90,60 +96,8 @@ const FIELDS: &[&str] = &[
     "rate_limit",
     "filter",
     "headers",
+    "tls_client",
 ];
-
-/// `headers`, when present: `null` (none) or an object of at most 20
-/// header names and string values the service may send.
-fn valid_headers(fields: &Fields) -> Result<Option<BTreeMap<String, String>>, ApiError> {
-    let invalid = |why: String| ApiError::invalid("headers", "invalid_headers", why);
-    let object = match fields.raw("headers") {
-        None => return Ok(None),
-        Some(serde_json::Value::Null) => return Ok(Some(BTreeMap::new())),
-        Some(serde_json::Value::Object(object)) => object,
-        Some(_) => {
-            return Err(invalid(
-                "must be an object of header names and values, or null".into(),
-            ));
-        }
-    };
-    let mut headers = BTreeMap::new();
-    for (name, value) in object {
-        let Some(value) = value.as_str() else {
-            return Err(invalid(format!("the value of `{name}` must be a string")));
-        };
-        headers.insert(name.clone(), value.to_string());
-    }
-    crate::subscription::headers::check(&headers).map_err(invalid)?;
-    Ok(Some(headers))
-}
-
-/// `rate_limit`, when present: `null` (no limit) or `{"requests", "per"}`.
-fn valid_rate_limit(fields: &Fields) -> Result<Option<Option<RateLimit>>, ApiError> {
-    match fields.raw("rate_limit") {
-        None => Ok(None),
-        Some(value) => RateLimit::from_json(value)
-            .map(Some)
-            .map_err(|why| ApiError::invalid("rate_limit", "invalid_rate_limit", why)),
-    }
-}
-
-/// `ordering`, when present: `none` or `per_key`.
-fn valid_ordering(fields: &Fields) -> Result<Option<Ordering>, ApiError> {
-    if !fields.has("ordering") {
-        return Ok(None);
-    }
-    let invalid = || {
-        ApiError::invalid(
-            "ordering",
-            "invalid_ordering",
-            "must be \"none\" or \"per_key\"",
-        )
-    };
-    let word = fields
-        .string("ordering", "invalid_ordering")?
-        .ok_or_else(invalid)?;
-    Ordering::parse(&word).map(Some).ok_or_else(invalid)
-}
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
 pub(super) async fn get(state: &AdminState, call: Call) -> Reply {
@@ -263,6 +217,7 @@ struct Changes {
     rate_limit: Option<Option<RateLimit>>,
     filter: Option<Option<String>>,
     headers: Option<BTreeMap<String, String>>,
+    tls_client: Option<Option<TlsClient>>,
 }
 
 impl Changes {
@@ -308,6 +263,7 @@ impl Changes {
             rate_limit: valid_rate_limit(fields)?,
             filter: super::filters::valid(fields)?,
             headers: valid_headers(fields)?,
+            tls_client: valid_tls_client(fields)?,
         })
     }
 
@@ -334,6 +290,9 @@ impl Changes {
         }
         if let Some(headers) = &self.headers {
             hook.headers = headers.clone();
+        }
+        if let Some(tls_client) = &self.tls_client {
+            hook.tls_client = tls_client.clone();
         }
         match self.enabled {
             Some(enabled) => hook.set_enabled(enabled, "admin", now),
@@ -395,6 +354,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
     let hook = find(state, app, id).await?;
     let signer = Signer::new(&hook.valid_secrets(clock::unix_secs()));
     let event_id = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let identity = hook.tls_client.as_ref().map(|t| state.client.identity(t));
     let result = state
         .client
         .deliver(crate::delivery::Attempt {
@@ -405,6 +365,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
             signer: &signer,
             sequence: None,
             headers: &crate::delivery::request_headers(&hook),
+            identity: identity.as_ref(),
         })
         .await;
     let outcome = crate::delivery::classify(&result.transport);
@@ -486,20 +447,6 @@ async fn valid_url(state: &AdminState, url: &str) -> Result<String, ApiError> {
         .await
         .map(|u| u.to_string())
         .map_err(|reason| ApiError::invalid("url", "invalid_url", reason))
-}
-
-fn valid_name(name: Option<String>) -> Result<Option<String>, ApiError> {
-    match name {
-        Some(n) if n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) => {
-            Err(ApiError::invalid(
-                "name",
-                "invalid_name",
-                format!("must be at most {MAX_NAME_CHARS} printable characters"),
-            ))
-        }
-        Some(n) if n.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
 }
 
 fn valid_events(state: &AdminState, events: Vec<String>) -> Result<Vec<String>, ApiError> {

@@ -116,6 +116,8 @@ fn catalogue_and_metrics(settings: &Settings) -> anyhow::Result<(Catalogue, Arc<
 
 fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     let (catalogue, metrics) = catalogue_and_metrics(&settings)?;
+    let extra_roots = settings.extra_ca.as_ref().map(|ca| ca.roots.as_slice());
+    let roots = crate::delivery::roots(extra_roots.unwrap_or_default());
     let store = Store::for_settings(&settings).context("invalid WF_REDIS_URL")?;
     let operational = Operational::start(Names::new(&settings.namespace), metrics.clone());
     let lifecycle = Lifecycle::new(
@@ -138,7 +140,7 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
         numbering: Numbering::new(store.clone()),
-        client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings)),
+        client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings), roots),
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,
             settings.delivery_concurrency,
@@ -236,6 +238,9 @@ async fn watch_endpoints(w: Arc<Wiring>, token: CancellationToken) {
         }
         w.endpoints.sweep_if_due();
         w.metrics.set_open_circuits(w.endpoints.open_circuits());
+        let now = crate::clock::unix_secs();
+        w.metrics
+            .set_certificates_expiring(w.client.certificates_expiring(now));
     }
 }
 

@@ -28,6 +28,15 @@ impl<T> fmt::Debug for Redacted<T> {
     }
 }
 
+/// `WF_EXTRA_CA_FILE`'s path and certificates (nothing secret).
+#[derive(Debug, Clone)]
+pub struct ExtraCa {
+    /// As given.
+    pub path: String,
+    /// The bundle's certificates, each checked to be usable as a root.
+    pub roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
 /// Start-up configuration error: which variable, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {variable}: {message}")]
@@ -110,6 +119,9 @@ pub struct Settings {
     pub roles: Roles,
     /// `WF_EVENT_CATALOGUE`: a JSON file replacing the embedded event catalogue.
     pub event_catalogue: Option<PathBuf>,
+    /// `WF_EXTRA_CA_FILE`: a PEM bundle of roots deliveries trust besides
+    /// the built-in ones (private CAs), read and checked at start-up.
+    pub extra_ca: Option<ExtraCa>,
     /// `WF_DELIVERY_CONCURRENCY`, default 200: deliveries in flight per process.
     pub delivery_concurrency: usize,
     /// `WF_INGEST_CONCURRENCY`, default 200: events fanned out concurrently
@@ -196,6 +208,7 @@ pub const VARIABLES: &[Variable] = &[
     unset("WF_SECRET_KEY"),
     set("WF_ROLES", "ingest,deliver,api"),
     unset("WF_EVENT_CATALOGUE"),
+    unset("WF_EXTRA_CA_FILE"),
     set("WF_DELIVERY_CONCURRENCY", "200"),
     set("WF_INGEST_CONCURRENCY", "200"),
     set("WF_INGEST_PARTITIONS", "16"),
@@ -275,6 +288,7 @@ impl Settings {
             secret_key: r.optional_with("WF_SECRET_KEY", parse::secret_key)?,
             roles: parse::roles(&r.text("WF_ROLES"))?,
             event_catalogue: r.optional("WF_EVENT_CATALOGUE").map(PathBuf::from),
+            extra_ca: r.optional_with("WF_EXTRA_CA_FILE", parse::extra_ca_file)?,
             delivery_concurrency: r.count("WF_DELIVERY_CONCURRENCY")?,
             ingest_concurrency: r.count("WF_INGEST_CONCURRENCY")?,
             ingest_partitions: r.integer(

@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use base64::Engine;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
-use super::{ConfigError, Redacted, Roles, Sentinel, VARIABLES};
+use super::{ConfigError, ExtraCa, Redacted, Roles, Sentinel, VARIABLES};
 use crate::units::parse_duration;
 
 /// Reads variables through a lookup, empty values counting as unset and a
@@ -226,6 +228,32 @@ pub(super) fn secret_key(value: String) -> Result<Redacted<[u8; 32]>, ConfigErro
         .try_into()
         .map_err(|_| err("WF_SECRET_KEY", "must decode to exactly 32 bytes"))?;
     Ok(Redacted(key))
+}
+
+/// `WF_EXTRA_CA_FILE`: the path of a readable PEM bundle of usable roots.
+pub(super) fn extra_ca_file(path: String) -> Result<ExtraCa, ConfigError> {
+    let name = "WF_EXTRA_CA_FILE";
+    let pem = std::fs::read_to_string(&path)
+        .map_err(|e| err(name, &format!("cannot read {path}: {e}")))?;
+    let roots = ca_bundle(&pem).map_err(|e| err(name, &format!("{path}: {e}")))?;
+    Ok(ExtraCa { path, roots })
+}
+
+/// The certificates of a PEM bundle, each usable as a root.
+pub(super) fn ca_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM bundle of certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no CERTIFICATE block".into());
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        check
+            .add(cert.clone())
+            .map_err(|e| format!("certificate {} is not a usable root: {e}", i + 1))?;
+    }
+    Ok(certs)
 }
 
 pub(super) fn roles(value: &str) -> Result<Roles, ConfigError> {

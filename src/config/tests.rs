@@ -155,3 +155,21 @@ fn the_loader_reads_exactly_the_variables_of_the_table() {
     assert_eq!(*asked.lock().unwrap(), table);
     assert_eq!(table.len(), VARIABLES.len(), "a variable is listed twice");
 }
+
+#[test]
+fn an_extra_ca_bundle_must_hold_usable_certificates() {
+    assert!(parse::ca_bundle("").unwrap_err().contains("no CERTIFICATE"));
+    let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    assert!(
+        parse::ca_bundle(garbage)
+            .unwrap_err()
+            .contains("certificate 1")
+    );
+    let ca = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    };
+    let bundle = format!("{}{}", ca("ca.example"), ca("ca2.example"));
+    assert_eq!(parse::ca_bundle(&bundle).unwrap().len(), 2);
+}

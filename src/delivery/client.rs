@@ -2,6 +2,7 @@
 //! refuses non-public targets, no redirects, a whole-attempt timeout, and
 //! response bodies read up to a small cap and discarded.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::signing::Signer;
 use super::target::{PublicResolver, TargetPolicy};
+use super::tls::{self, Identities};
+use crate::subscription::TlsClient;
 
 /// Response bytes read before the rest is dropped.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -106,42 +109,70 @@ pub(crate) struct Attempt<'a> {
     pub sequence: Option<u64>,
     /// The webhook's extra headers (a `User-Agent` among them replaces ours).
     pub headers: &'a [(HeaderName, HeaderValue)],
+    /// The pool of the webhook's client certificate ([`DeliveryClient::identity`]),
+    /// or why it cannot be used (the attempt then fails without a request);
+    /// none: the shared pool, no client certificate.
+    pub identity: Option<&'a Result<ClientIdentity, String>>,
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
 
-/// Shared delivery client; clones share the connection pool.
+/// The connection pool of one client certificate.
+#[derive(Clone)]
+pub(crate) struct ClientIdentity(Arc<HttpsClient>);
+
+/// Shared delivery client; clones share the connection pools.
 #[derive(Clone)]
 pub(crate) struct DeliveryClient {
     http: HttpsClient,
     timeout: Duration,
     policy: TargetPolicy,
+    /// What a pool of a client certificate is made of.
+    connector: HttpConnector<PublicResolver>,
+    roots: Arc<rustls::RootCertStore>,
+    identities: Arc<Identities<HttpsClient>>,
 }
 
 impl DeliveryClient {
-    /// A client with the given whole-attempt timeout and target policy.
-    pub(crate) fn new(timeout: Duration, policy: TargetPolicy) -> Self {
-        let mut http = HttpConnector::new_with_resolver(PublicResolver {
+    /// A client with the given whole-attempt timeout and target policy,
+    /// trusting `roots` ([`tls::roots`]).
+    pub(crate) fn new(
+        timeout: Duration,
+        policy: TargetPolicy,
+        roots: rustls::RootCertStore,
+    ) -> Self {
+        let mut connector = HttpConnector::new_with_resolver(PublicResolver {
             allow_private: policy.allow_private,
         });
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(32)
-            .http1_title_case_headers(true)
-            .build(tls);
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let roots = Arc::new(roots);
+        let config = tls::config(&roots, None).expect("the built-in TLS configuration is valid");
         DeliveryClient {
-            http,
+            http: pool(connector.clone(), config),
             timeout,
             policy,
+            connector,
+            roots,
+            identities: Arc::default(),
         }
+    }
+
+    /// The pool presenting `tls`'s certificate (one per certificate in use),
+    /// or why it cannot be used.
+    pub(crate) fn identity(&self, tls: &TlsClient) -> Result<ClientIdentity, String> {
+        self.identities
+            .get(tls, |identity| {
+                let config = tls::config(&self.roots, Some(identity))?;
+                Ok(pool(self.connector.clone(), config))
+            })
+            .map(ClientIdentity)
+    }
+
+    /// The client certificates in use that expire within 30 days of `now`.
+    pub(crate) fn certificates_expiring(&self, now: i64) -> usize {
+        self.identities.expiring(now)
     }
 
     /// `raw` checked against the target policy (scheme, credentials,
@@ -156,10 +187,13 @@ impl DeliveryClient {
         let started = Instant::now();
         let transport = match self.request(&attempt) {
             Err(refused) => Transport::PolicyRefused(refused),
-            Ok(request) => match tokio::time::timeout(self.timeout, self.send(request)).await {
-                Ok(t) => t,
-                Err(_) => Transport::Timeout(self.timeout),
-            },
+            Ok(request) => {
+                match tokio::time::timeout(self.timeout, self.send(request, attempt.identity)).await
+                {
+                    Ok(t) => t,
+                    Err(_) => Transport::Timeout(self.timeout),
+                }
+            }
         };
         AttemptResult {
             transport,
@@ -198,8 +232,17 @@ impl DeliveryClient {
             .map_err(|e| format!("cannot build request: {e}"))
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Transport {
-        let response = match self.http.request(request).await {
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        identity: Option<&Result<ClientIdentity, String>>,
+    ) -> Transport {
+        let http = match identity {
+            None => &self.http,
+            Some(Ok(identity)) => &identity.0,
+            Some(Err(why)) => return Transport::Connect(format!("client certificate: {why}")),
+        };
+        let response = match http.request(request).await {
             Ok(r) => r,
             Err(e) => return Transport::Connect(error_chain(&e)),
         };
@@ -226,6 +269,20 @@ impl DeliveryClient {
             directive,
         }
     }
+}
+
+/// A keep-alive pool over `connector` with TLS `config` (http/1.1).
+fn pool(connector: HttpConnector<PublicResolver>, config: rustls::ClientConfig) -> HttpsClient {
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .http1_title_case_headers(true)
+        .build(tls)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

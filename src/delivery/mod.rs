@@ -17,6 +17,7 @@ mod rate;
 mod signing;
 mod streak;
 mod target;
+mod tls;
 mod worker;
 
 pub(crate) use client::{Attempt, AttemptResult, DeliveryClient};
@@ -30,4 +31,5 @@ pub(crate) use prepared::{PreparedWebhooks, request_headers};
 pub(crate) use rate::Rates;
 pub(crate) use signing::Signer;
 pub(crate) use target::TargetPolicy;
+pub(crate) use tls::roots;
 pub(crate) use worker::handle_job;

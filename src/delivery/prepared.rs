@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::client::DeliveryClient;
+use super::client::{ClientIdentity, DeliveryClient};
 use super::signing::Signer;
 use crate::subscription::Webhook;
 
@@ -31,6 +31,8 @@ pub(crate) struct Prepared {
     signer_expires: Option<i64>,
     /// The webhook's extra request headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The pool of its client certificate, if it has one.
+    pub identity: Option<Result<ClientIdentity, String>>,
 }
 
 /// `webhook`'s extra headers as sent (any that would not parse, in a
@@ -62,6 +64,7 @@ impl Prepared {
                 .filter(|&t| t > now)
                 .min(),
             headers: request_headers(webhook),
+            identity: webhook.tls_client.as_ref().map(|t| client.identity(t)),
             webhook: webhook.clone(),
             target,
         }

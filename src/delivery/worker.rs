@@ -187,6 +187,7 @@ async fn send(
                 signer: &prepared.signer,
                 sequence: job.order.as_ref().map(|o| o.seq),
                 headers: &prepared.headers,
+                identity: prepared.identity.as_ref(),
             })
             .await
     };

@@ -11,6 +11,7 @@ mod markers;
 pub mod rate_limit;
 mod redis_pool;
 mod store;
+pub mod tls_client;
 mod webhook;
 
 pub(crate) use cache::SubscriptionCache;
@@ -22,6 +23,7 @@ pub(crate) use markers::{MARKER_TTL, Marker};
 pub use rate_limit::RateLimit;
 pub use redis_pool::PoolSetupError;
 pub use store::{Store, StoreError, Write};
+pub use tls_client::TlsClient;
 pub use webhook::StoredSecret;
 pub use webhook::{Ordering, Webhook};
 pub(crate) use webhook::{new_secret, rfc3339, rfc3339_millis};

@@ -159,6 +159,9 @@ impl Store {
         for s in &mut sealed.secrets {
             s.value.0 = self.cipher.seal(&s.value.0);
         }
+        if let Some(tls) = &mut sealed.tls_client {
+            tls.key_pem.0 = self.cipher.seal(&tls.key_pem.0);
+        }
         Ok(serde_json::to_string(&sealed)?)
     }
 
@@ -166,6 +169,9 @@ impl Store {
         let mut hook: Webhook = serde_json::from_str(raw)?;
         for s in &mut hook.secrets {
             s.value.0 = self.cipher.open(&s.value.0)?;
+        }
+        if let Some(tls) = &mut hook.tls_client {
+            tls.key_pem.0 = self.cipher.open(&tls.key_pem.0)?;
         }
         Ok(hook)
     }

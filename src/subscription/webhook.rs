@@ -72,6 +72,10 @@ pub struct Webhook {
     /// none in records written before they existed.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// The client certificate presented to the receiver (mTLS); none in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client: Option<super::TlsClient>,
 }
 
 /// A webhook's delivery order (`ordering` in the API).
@@ -123,7 +127,11 @@ impl Webhook {
         if let Some(source) = &self.filter {
             crate::filter::Filter::compile(source).map_err(|e| format!("filter: {e}"))?;
         }
-        super::headers::check(&self.headers).map_err(|why| format!("headers: {why}"))
+        super::headers::check(&self.headers).map_err(|why| format!("headers: {why}"))?;
+        match &self.tls_client {
+            Some(tls) => tls.check().map_err(|why| format!("tls_client: {why}")),
+            None => Ok(()),
+        }
     }
 
     /// Secrets that still sign at `now` (Unix seconds), newest first.
@@ -169,6 +177,7 @@ impl Webhook {
             "rate_limit": self.rate_limit.map(|r| r.view()),
             "filter": self.filter,
             "headers": self.headers,
+            "tls_client": self.tls_client.as_ref().map(|t| t.view()),
             "disabled_reason": self.disabled_reason,
             "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
@@ -224,7 +233,7 @@ pub(crate) fn rfc3339_millis(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-mod redacted_string {
+pub(super) mod redacted_string {
     use super::Redacted;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -264,6 +273,7 @@ impl Webhook {
             rate_limit: None,
             filter: None,
             headers: Default::default(),
+            tls_client: None,
         }
     }
 }

@@ -4,7 +4,11 @@ use std::process::Command;
 
 #[test]
 fn a_bad_setting_stops_start_naming_the_variable() {
+    // A file that is there but holds no certificate.
+    let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     for (var, value) in [
+        ("WF_EXTRA_CA_FILE", "/nonexistent/extra-ca.pem"),
+        ("WF_EXTRA_CA_FILE", not_pem),
         ("WF_DELIVERY_TIMEOUT", "soon"),
         ("WF_RETRY_SCHEDULE", "10s,forever"),
         ("WF_HTTP_ADDR", "port-eighty"),

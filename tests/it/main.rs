@@ -22,6 +22,7 @@ mod history;
 mod isolation;
 mod lifecycle;
 mod metrics;
+mod mtls;
 mod openapi;
 mod ordering;
 mod partitions;

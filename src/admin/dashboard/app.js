@@ -160,9 +160,21 @@ const DISABLED_WHY = {
   admin: "disabled by an admin",
 };
 
+// Whether the webhook's client certificate expires within 30 days (or has).
+const CERT_WARNING_MS = 30 * 24 * 3600 * 1000;
+const certExpiresSoon = (h) => !!h.tls_client && new Date(h.tls_client.not_after) - Date.now() <= CERT_WARNING_MS;
+
+function certFlag(h, cell) {
+  if (!certExpiresSoon(h)) return;
+  const at = new Date(h.tls_client.not_after);
+  const text = at <= Date.now() ? "certificate expired" : "certificate expires soon";
+  cell.append(el("span", { class: "flag warn", text, title: `The client certificate (${h.tls_client.subject}) expires ${at.toLocaleString()}: renew it, or its receiver will refuse the deliveries` }));
+}
+
 // "yes", "yes · failing", or "no: why, since when".
 function stateCell(h) {
   const cell = el("td", { "data-label": "Enabled", class: "state" });
+  certFlag(h, cell);
   if (h.enabled) {
     cell.append(el("span", { text: "yes" }));
     if (h.failing) cell.append(el("span", { class: "flag bad", text: "failing", title: "Its recent deliveries all failed" }));
@@ -252,7 +264,9 @@ async function openHook(h) {
       ["Backlog", `${x.backlog} job${x.backlog === 1 ? "" : "s"} waiting`],
       ["Rate limit", h.rate_limit ? `${h.rate_limit.requests} per ${h.rate_limit.per}` : "none"],
       ["Filter", h.filter || "none: every event of its types"],
-      ["Extra headers", Object.keys(h.headers || {}).join(", ") || "none"]];
+      ["Extra headers", Object.keys(h.headers || {}).join(", ") || "none"],
+      ["Client certificate", h.tls_client ? `${h.tls_client.subject}, expires ${new Date(h.tls_client.not_after).toLocaleString()}`
+        + (certExpiresSoon(h) ? " (within 30 days: renew it)" : "") : "none"]];
     $("hook-health").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     state.health = x;
     drawChart();
@@ -418,6 +432,12 @@ function openForm(hook) {
   $("wh-rate-per").value = hook && hook.rate_limit ? hook.rate_limit.per : "1m";
   $("wh-filter").value = hook && hook.filter ? hook.filter : "";
   $("wh-headers").value = hook ? Object.entries(hook.headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n") : "";
+  $("wh-cert").value = "";
+  $("wh-key").value = "";
+  $("wh-cert-remove").checked = false;
+  $("wh-cert-now").textContent = hook && hook.tls_client
+    ? `Now: ${hook.tls_client.subject}, expires ${new Date(hook.tls_client.not_after).toLocaleString()}. Leave both empty to keep it.` : "";
+  show("wh-cert-remove-row", !!(hook && hook.tls_client));
   $("filter-try-result").textContent = "";
   if (!$("wh-filter-event").value) {
     const type = hook && hook.events.length ? hook.events[0] : "payment.transaction.updated";
@@ -442,16 +462,16 @@ function openForm(hook) {
 function closeForm() { show("webhook-form", false); state.editing = null; }
 
 function clearErrors() {
-  for (const f of ["url", "name", "events", "rate", "filter", "headers", "form"]) $("err-" + f).textContent = "";
-  for (const id of ["wh-url", "wh-name", "wh-events", "wh-rate", "wh-filter", "wh-headers"]) $(id).removeAttribute("aria-invalid");
+  for (const f of ["url", "name", "events", "rate", "filter", "headers", "cert", "form"]) $("err-" + f).textContent = "";
+  for (const id of ["wh-url", "wh-name", "wh-events", "wh-rate", "wh-filter", "wh-headers", "wh-cert"]) $(id).removeAttribute("aria-invalid");
 }
 
 function fieldError(e) {
-  const known = { url: "url", name: "name", events: "events", rate_limit: "rate", filter: "filter", headers: "headers" };
+  const known = { url: "url", name: "name", events: "events", rate_limit: "rate", filter: "filter", headers: "headers", tls_client: "cert" };
   const key = e.field && known[e.field.split(/[.[]/)[0]];
   $("err-" + (key || "form")).textContent = e.message;
   if (key) $("wh-" + key).setAttribute("aria-invalid", "true");
-  if (["url", "name", "rate", "filter", "headers"].includes(key)) $("wh-" + key).focus();
+  if (["url", "name", "rate", "filter", "headers", "cert"].includes(key)) $("wh-" + key).focus();
 }
 
 // "Name: value" lines as a headers object (a line without a colon is
@@ -499,6 +519,11 @@ async function onSubmitForm(ev) {
     filter: $("wh-filter").value.trim() || null,
     headers: parseHeaders($("wh-headers").value),
   };
+  // The client certificate: both texts replace it, "remove" clears it, and
+  // neither keeps what is there (its key is never shown again).
+  const cert = $("wh-cert").value.trim(), key = $("wh-key").value.trim();
+  if (cert || key) body.tls_client = { cert_pem: cert, key_pem: key };
+  else if ($("wh-cert-remove").checked) body.tls_client = null;
   if (body.name === null && !state.editing) delete body.name;
   const submit = $("form-submit");
   submit.disabled = true;

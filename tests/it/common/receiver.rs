@@ -24,6 +24,8 @@ pub struct Received {
     pub body: Bytes,
     /// The status it was answered with (0: left hanging).
     pub status: u16,
+    /// The client certificate of its connection (DER), over https.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl Received {
@@ -101,64 +103,116 @@ pub struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     script: Arc<Mutex<Script>>,
+    refused: Arc<AtomicU16>,
+    https: bool,
+}
+
+/// Serves one connection: records each request and answers it as scripted.
+async fn serve<I>(
+    io: I,
+    client_cert: Option<Vec<u8>>,
+    rec: Arc<Mutex<Vec<Received>>>,
+    st: Arc<AtomicU16>,
+    sc: Arc<Mutex<Script>>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (rec, st, sc) = (rec.clone(), st.clone(), sc.clone());
+        let client_cert = client_cert.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let headers = req.headers().clone();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let (code, retry_after, delay, extra) = {
+                let mut script = sc.lock().unwrap();
+                let code = script.answer(&path, &body, st.load(Ordering::SeqCst));
+                let extra = script.headers(&path);
+                (code, script.retry_after.clone(), script.delay(&path), extra)
+            };
+            rec.lock().unwrap().push(Received {
+                at: Instant::now(),
+                path: path.clone(),
+                headers,
+                body,
+                status: code,
+                client_cert,
+            });
+            tokio::time::sleep(delay).await;
+            if code == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            for (name, value) in extra {
+                r.headers_mut().insert(
+                    hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            if let (Some(after), 429 | 503) = (retry_after, code) {
+                r.headers_mut()
+                    .insert("retry-after", after.parse().unwrap());
+            }
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 impl Receiver {
     pub async fn start(status: u16) -> Receiver {
+        Receiver::listen(status, None).await
+    }
+
+    /// A receiver speaking https with `tls` (which may ask for client
+    /// certificates); a connection whose handshake fails is counted in
+    /// [`Receiver::refused_handshakes`] and records nothing.
+    pub async fn start_tls(status: u16, tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::listen(status, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn listen(status: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(status));
         let script = Arc::new(Mutex::new(Script::default()));
-        let (rec, st, sc) = (received.clone(), status.clone(), script.clone());
+        let refused = Arc::new(AtomicU16::new(0));
+        let https = tls.is_some();
+        let (rec, st, sc, re) = (
+            received.clone(),
+            status.clone(),
+            script.clone(),
+            refused.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (rec, st, sc) = (rec.clone(), st.clone(), sc.clone());
+                let (rec, st, sc, re, tls) =
+                    (rec.clone(), st.clone(), sc.clone(), re.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (rec, st, sc) = (rec.clone(), st.clone(), sc.clone());
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let headers = req.headers().clone();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let (code, retry_after, delay, extra) = {
-                                let mut script = sc.lock().unwrap();
-                                let code = script.answer(&path, &body, st.load(Ordering::SeqCst));
-                                let extra = script.headers(&path);
-                                (code, script.retry_after.clone(), script.delay(&path), extra)
-                            };
-                            rec.lock().unwrap().push(Received {
-                                at: Instant::now(),
-                                path: path.clone(),
-                                headers,
-                                body,
-                                status: code,
-                            });
-                            tokio::time::sleep(delay).await;
-                            if code == 0 {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                    match tls {
+                        None => serve(stream, None, rec, st, sc).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                let cert = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .map(|c| c.to_vec());
+                                serve(stream, cert, rec, st, sc).await
                             }
-                            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
-                            *r.status_mut() = StatusCode::from_u16(code).unwrap();
-                            for (name, value) in extra {
-                                r.headers_mut().insert(
-                                    hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                                    value.parse().unwrap(),
-                                );
+                            Err(_) => {
+                                re.fetch_add(1, Ordering::SeqCst);
                             }
-                            if let (Some(after), 429 | 503) = (retry_after, code) {
-                                r.headers_mut()
-                                    .insert("retry-after", after.parse().unwrap());
-                            }
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                        },
+                    }
                 });
             }
         });
@@ -167,11 +221,19 @@ impl Receiver {
             received,
             status,
             script,
+            refused,
+            https,
         }
     }
 
+    /// Connections whose TLS handshake failed (no or an unknown client certificate).
+    pub fn refused_handshakes(&self) -> u16 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     pub fn set_status(&self, status: u16) {
