@@ -21,6 +21,8 @@ pub(crate) enum OutcomeLabel {
     Timeout,
     /// Connection, DNS, TLS or refused-target error.
     ConnectError,
+    /// No token from the webhook's token endpoint (`auth`): nothing sent.
+    AuthError,
 }
 
 impl OutcomeLabel {
@@ -31,6 +33,7 @@ impl OutcomeLabel {
             Self::HttpError => "http_error",
             Self::Timeout => "timeout",
             Self::ConnectError => "connect_error",
+            Self::AuthError => "auth_error",
         }
     }
 }
@@ -189,7 +192,13 @@ impl Metrics {
         for r in RejectReason::ALL {
             m.f.events_rejected.with_label_values(&[r.code()]);
         }
-        for o in ["success", "http_error", "timeout", "connect_error"] {
+        for o in [
+            "success",
+            "http_error",
+            "timeout",
+            "connect_error",
+            "auth_error",
+        ] {
             m.f.deliveries.with_label_values(&[o]);
         }
         for r in ["hit", "miss"] {

@@ -22,7 +22,7 @@ use crate::delivery::{AttemptResult, Outcome, Signer};
 use crate::event::{TEST_EVENT, TEST_EVENT_BODY};
 use crate::operational::OperationalEvent;
 use crate::subscription::{
-    Ordering, RateLimit, StoredSecret, TlsClient, Webhook, Write, new_secret,
+    Auth, Ordering, RateLimit, StoredSecret, TlsClient, Webhook, Write, new_secret,
 };
 
 /// Most webhooks an application may have.
@@ -56,6 +56,7 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
     let filter = super::filters::valid(&fields)?.flatten();
     let headers = valid_headers(&fields)?.unwrap_or_default();
     let tls_client = valid_tls_client(&fields)?.flatten();
+    let auth = valid_auth(state, &fields).await?.flatten();
     let now = clock::unix_secs();
     let hook = Webhook {
         id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
@@ -78,7 +79,9 @@ pub(super) async fn create(state: &AdminState, call: Call) -> Reply {
         filter,
         headers,
         tls_client,
+        auth,
     };
+    authorization_free(&hook)?;
     state.store.create(&hook, WEBHOOK_LIMIT).await?;
     tracing::info!(application_id = app, webhook_id = %hook.id, "webhook created");
     announce(state, "webhook.created", &hook);
@@ -97,7 +100,38 @@ const FIELDS: &[&str] = &[
     "filter",
     "headers",
     "tls_client",
+    "auth",
 ];
+
+/// `auth`, when present: `null` (none) or OAuth2 client credentials whose
+/// `token_url` passes the checks of callback URLs.
+async fn valid_auth(state: &AdminState, fields: &Fields) -> Result<Option<Option<Auth>>, ApiError> {
+    let invalid = |why: String| ApiError::invalid("auth", "invalid_auth", why);
+    let auth = match fields.raw("auth") {
+        None => return Ok(None),
+        Some(serde_json::Value::Null) => return Ok(Some(None)),
+        Some(value) => Auth::from_json(value).map_err(invalid)?,
+    };
+    let token_url = state
+        .policy
+        .validate(&auth.token_url)
+        .await
+        .map_err(|why| invalid(format!("`token_url` {why}")))?;
+    Ok(Some(Some(Auth {
+        token_url: token_url.to_string(),
+        ..auth
+    })))
+}
+
+/// A webhook with `auth` sends its own `Authorization`: its extra headers
+/// may not name one.
+fn authorization_free(hook: &Webhook) -> Result<(), ApiError> {
+    if hook.auth.is_none() {
+        return Ok(());
+    }
+    crate::subscription::headers::check_beside_auth(&hook.headers)
+        .map_err(|why| ApiError::invalid("headers", "invalid_headers", why))
+}
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
 pub(super) async fn get(state: &AdminState, call: Call) -> Reply {
@@ -144,7 +178,7 @@ async fn write(
     app: &str,
     id: &str,
     if_match: &IfMatch,
-    mut change: impl FnMut(&mut Webhook),
+    mut change: impl FnMut(&mut Webhook) -> Result<(), ApiError>,
 ) -> Result<Webhook, ApiError> {
     for attempt in 0..WRITE_ATTEMPTS {
         if attempt > 0 {
@@ -157,7 +191,7 @@ async fn write(
         if !if_match.allows(hook.revision) {
             return Err(ApiError::precondition_failed());
         }
-        change(&mut hook);
+        change(&mut hook)?;
         match state.store.update(&hook).await? {
             Write::Done => {
                 hook.revision += 1;
@@ -187,6 +221,8 @@ pub(super) async fn update(state: &AdminState, call: Call) -> Reply {
     let hook = write(state, &call.app, &call.id, &call.if_match, |hook| {
         toggled = changes.apply(hook, clock::unix_secs());
         hook.updated_at = clock::unix_secs();
+        // Extra headers and `auth` together, whichever this PATCH changed.
+        authorization_free(hook)
     })
     .await?;
     announce(state, "webhook.updated", &hook);
@@ -218,6 +254,7 @@ struct Changes {
     filter: Option<Option<String>>,
     headers: Option<BTreeMap<String, String>>,
     tls_client: Option<Option<TlsClient>>,
+    auth: Option<Option<Auth>>,
 }
 
 impl Changes {
@@ -264,6 +301,7 @@ impl Changes {
             filter: super::filters::valid(fields)?,
             headers: valid_headers(fields)?,
             tls_client: valid_tls_client(fields)?,
+            auth: valid_auth(state, fields).await?,
         })
     }
 
@@ -293,6 +331,9 @@ impl Changes {
         }
         if let Some(tls_client) = &self.tls_client {
             hook.tls_client = tls_client.clone();
+        }
+        if let Some(auth) = &self.auth {
+            hook.auth = auth.clone();
         }
         match self.enabled {
             Some(enabled) => hook.set_enabled(enabled, "admin", now),
@@ -332,7 +373,8 @@ pub(super) async fn rotate(state: &AdminState, call: Call) -> Reply {
     let (app, id, if_match) = (call.app.as_str(), call.id.as_str(), &call.if_match);
     let secret = new_secret();
     let hook = write(state, app, id, if_match, |hook| {
-        hook.rotate(secret.clone(), clock::unix_secs())
+        hook.rotate(secret.clone(), clock::unix_secs());
+        Ok(())
     })
     .await?;
     tracing::info!(
@@ -355,6 +397,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
     let signer = Signer::new(&hook.valid_secrets(clock::unix_secs()));
     let event_id = format!("test_{}", uuid::Uuid::new_v4().simple());
     let identity = hook.tls_client.as_ref().map(|t| state.client.identity(t));
+    let tokens = hook.auth.as_ref().map(|a| state.client.tokens(&hook.id, a));
     let result = state
         .client
         .deliver(crate::delivery::Attempt {
@@ -366,6 +409,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
             sequence: None,
             headers: &crate::delivery::request_headers(&hook),
             identity: identity.as_ref(),
+            auth: tokens.as_deref(),
         })
         .await;
     let outcome = crate::delivery::classify(&result.transport);

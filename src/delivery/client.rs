@@ -7,23 +7,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 use hyper::{Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::oauth::TokenSource;
+use super::pool::{HttpsClient, USER_AGENT_VALUE, error_chain, pool};
+use super::shared::{Shared, digest};
 use super::signing::Signer;
 use super::target::{PublicResolver, TargetPolicy};
-use super::tls::{self, Identities};
-use crate::subscription::TlsClient;
+use super::tls;
+use crate::subscription::{Auth, TlsClient};
 
 /// Response bytes read before the rest is dropped.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
-
-/// `User-Agent` of every delivery.
-pub(super) const USER_AGENT_VALUE: &str = concat!("webhook-fanout/", env!("CARGO_PKG_VERSION"));
 
 /// What came back from one attempt, before classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +42,8 @@ pub(crate) enum Transport {
     Connect(String),
     /// The URL itself is not allowed (scheme, literal private address).
     PolicyRefused(String),
+    /// No token from the webhook's token endpoint (`auth`): no request sent.
+    Auth(String),
 }
 
 /// What a receiver can ask for with the `webhook-delivery` response header.
@@ -113,13 +114,19 @@ pub(crate) struct Attempt<'a> {
     /// or why it cannot be used (the attempt then fails without a request);
     /// none: the shared pool, no client certificate.
     pub identity: Option<&'a Result<ClientIdentity, String>>,
+    /// The tokens of the webhook's `auth` ([`DeliveryClient::tokens`]), if any.
+    pub auth: Option<&'a TokenSource>,
 }
-
-type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
 
 /// The connection pool of one client certificate.
 #[derive(Clone)]
-pub(crate) struct ClientIdentity(Arc<HttpsClient>);
+pub(crate) struct ClientIdentity(Arc<ClientPool>);
+
+/// A pool presenting a client certificate, and when that expires.
+pub(super) struct ClientPool {
+    http: HttpsClient,
+    not_after: i64,
+}
 
 /// Shared delivery client; clones share the connection pools.
 #[derive(Clone)]
@@ -130,7 +137,8 @@ pub(crate) struct DeliveryClient {
     /// What a pool of a client certificate is made of.
     connector: HttpConnector<PublicResolver>,
     roots: Arc<rustls::RootCertStore>,
-    identities: Arc<Identities<HttpsClient>>,
+    identities: Arc<Shared<ClientPool>>,
+    tokens: Arc<Shared<TokenSource>>,
 }
 
 impl DeliveryClient {
@@ -156,23 +164,48 @@ impl DeliveryClient {
             connector,
             roots,
             identities: Arc::default(),
+            tokens: Arc::default(),
         }
     }
 
     /// The pool presenting `tls`'s certificate (one per certificate in use),
     /// or why it cannot be used.
     pub(crate) fn identity(&self, tls: &TlsClient) -> Result<ClientIdentity, String> {
+        let key = digest(&[tls.cert_pem.as_bytes(), tls.key_pem.0.as_bytes()]);
         self.identities
-            .get(tls, |identity| {
-                let config = tls::config(&self.roots, Some(identity))?;
-                Ok(pool(self.connector.clone(), config))
+            .get(key, || {
+                let config = tls::config(&self.roots, Some(tls.identity()?))?;
+                Ok(ClientPool {
+                    http: pool(self.connector.clone(), config),
+                    not_after: tls.not_after,
+                })
             })
             .map(ClientIdentity)
     }
 
-    /// The client certificates in use that expire within 30 days of `now`.
+    /// The client certificates in use that expire within 30 days of
+    /// `now`, or have expired.
     pub(crate) fn certificates_expiring(&self, now: i64) -> usize {
-        self.identities.expiring(now)
+        let soon = now + crate::subscription::tls_client::EXPIRY_WARNING_SECS;
+        let in_use = self.identities.in_use();
+        in_use.iter().filter(|p| p.not_after <= soon).count()
+    }
+
+    /// The token cache of webhook `id`'s `auth`, shared by the process's
+    /// deliveries to it (new credentials, a new cache).
+    pub(crate) fn tokens(&self, id: &str, auth: &Auth) -> Arc<TokenSource> {
+        let parts: [&[u8]; 6] = [
+            id.as_bytes(),
+            auth.token_url.as_bytes(),
+            auth.client_id.as_bytes(),
+            auth.client_secret.0.as_bytes(),
+            auth.scope.as_deref().unwrap_or("\0").as_bytes(),
+            auth.audience.as_deref().unwrap_or("\0").as_bytes(),
+        ];
+        let made = self
+            .tokens
+            .get(digest(&parts), || Ok(TokenSource::new(auth.clone())));
+        made.expect("a token cache is always made")
     }
 
     /// `raw` checked against the target policy (scheme, credentials,
@@ -185,23 +218,51 @@ impl DeliveryClient {
     /// Signs and POSTs one attempt; never panics, never follows redirects.
     pub(crate) async fn deliver(&self, attempt: Attempt<'_>) -> AttemptResult {
         let started = Instant::now();
-        let transport = match self.request(&attempt) {
-            Err(refused) => Transport::PolicyRefused(refused),
-            Ok(request) => {
-                match tokio::time::timeout(self.timeout, self.send(request, attempt.identity)).await
-                {
-                    Ok(t) => t,
-                    Err(_) => Transport::Timeout(self.timeout),
-                }
-            }
-        };
+        let transport = self.authorized(&attempt).await;
         AttemptResult {
             transport,
             duration: started.elapsed(),
         }
     }
 
-    fn request(&self, a: &Attempt<'_>) -> Result<Request<Full<Bytes>>, String> {
+    /// One attempt with the webhook's token, if it has `auth`: a 401 gets a
+    /// fresh token and the request once more (the same attempt).
+    async fn authorized(&self, a: &Attempt<'_>) -> Transport {
+        let Some(tokens) = a.auth else {
+            return self.once(a, None).await;
+        };
+        let bearer = match tokens.bearer(&self.http, self.timeout).await {
+            Ok(bearer) => bearer,
+            Err(why) => return Transport::Auth(why),
+        };
+        let first = self.once(a, Some(&bearer)).await;
+        if first.status() != Some(401) {
+            return first;
+        }
+        tokens.refused(&bearer).await;
+        match tokens.bearer(&self.http, self.timeout).await {
+            Ok(fresh) => self.once(a, Some(&fresh)).await,
+            Err(why) => Transport::Auth(why),
+        }
+    }
+
+    /// One request, within the delivery timeout.
+    async fn once(&self, a: &Attempt<'_>, bearer: Option<&HeaderValue>) -> Transport {
+        let request = match self.request(a, bearer) {
+            Ok(request) => request,
+            Err(refused) => return Transport::PolicyRefused(refused),
+        };
+        match tokio::time::timeout(self.timeout, self.send(request, a.identity)).await {
+            Ok(t) => t,
+            Err(_) => Transport::Timeout(self.timeout),
+        }
+    }
+
+    fn request(
+        &self,
+        a: &Attempt<'_>,
+        bearer: Option<&HeaderValue>,
+    ) -> Result<Request<Full<Bytes>>, String> {
         let uri = a.target.clone()?;
         let timestamp = crate::clock::unix_secs();
         let body = Bytes::copy_from_slice(a.body);
@@ -227,6 +288,9 @@ impl DeliveryClient {
                 for (name, value) in a.headers {
                     request.headers_mut().insert(name.clone(), value.clone());
                 }
+                if let Some(bearer) = bearer {
+                    request.headers_mut().insert(AUTHORIZATION, bearer.clone());
+                }
                 request
             })
             .map_err(|e| format!("cannot build request: {e}"))
@@ -239,7 +303,7 @@ impl DeliveryClient {
     ) -> Transport {
         let http = match identity {
             None => &self.http,
-            Some(Ok(identity)) => &identity.0,
+            Some(Ok(identity)) => &identity.0.http,
             Some(Err(why)) => return Transport::Connect(format!("client certificate: {why}")),
         };
         let response = match http.request(request).await {
@@ -269,29 +333,4 @@ impl DeliveryClient {
             directive,
         }
     }
-}
-
-/// A keep-alive pool over `connector` with TLS `config` (http/1.1).
-fn pool(connector: HttpConnector<PublicResolver>, config: rustls::ClientConfig) -> HttpsClient {
-    let tls = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(32)
-        .http1_title_case_headers(true)
-        .build(tls)
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

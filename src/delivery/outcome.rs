@@ -56,6 +56,12 @@ pub(crate) fn classify(transport: &Transport) -> Outcome {
             error: error.clone(),
             retry_after: None,
         }),
+        Transport::Auth(error) => Outcome::Retry(Failure {
+            label: OutcomeLabel::AuthError,
+            status: None,
+            error: error.clone(),
+            retry_after: None,
+        }),
         Transport::PolicyRefused(error) => Outcome::GiveUp(Failure {
             label: OutcomeLabel::ConnectError,
             status: None,

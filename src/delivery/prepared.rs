@@ -13,6 +13,7 @@ use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 
 use super::client::{ClientIdentity, DeliveryClient};
+use super::oauth::TokenSource;
 use super::signing::Signer;
 use crate::subscription::Webhook;
 
@@ -33,6 +34,8 @@ pub(crate) struct Prepared {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The pool of its client certificate, if it has one.
     pub identity: Option<Result<ClientIdentity, String>>,
+    /// The tokens of its `auth`, if it has one.
+    pub auth: Option<Arc<TokenSource>>,
 }
 
 /// `webhook`'s extra headers as sent (any that would not parse, in a
@@ -65,6 +68,7 @@ impl Prepared {
                 .min(),
             headers: request_headers(webhook),
             identity: webhook.tls_client.as_ref().map(|t| client.identity(t)),
+            auth: webhook.auth.as_ref().map(|a| client.tokens(&webhook.id, a)),
             webhook: webhook.clone(),
             target,
         }

@@ -188,6 +188,7 @@ async fn send(
                 sequence: job.order.as_ref().map(|o| o.seq),
                 headers: &prepared.headers,
                 identity: prepared.identity.as_ref(),
+                auth: prepared.auth.as_deref(),
             })
             .await
     };

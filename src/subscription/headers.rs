@@ -28,6 +28,20 @@ const RESERVED: [&str; 13] = [
     "upgrade",
 ];
 
+/// Whether `headers` may go with a webhook that has `auth`, whose
+/// deliveries carry their own `Authorization`; else why not.
+pub fn check_beside_auth(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    match headers
+        .keys()
+        .find(|n| n.eq_ignore_ascii_case("authorization"))
+    {
+        Some(name) => Err(format!(
+            "`{name}` is set by the service for a webhook with `auth` and cannot be replaced"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Whether `headers` may be sent with every delivery; else why not.
 pub fn check(headers: &BTreeMap<String, String>) -> Result<(), String> {
     if headers.len() > MAX_HEADERS {

@@ -2,6 +2,7 @@
 //! marker, the attempt history, and the in-process cache the fan-out and
 //! delivery paths read from. (Ordering's state is in `crate::ordering`.)
 
+pub mod auth;
 mod cache;
 mod cipher;
 pub mod headers;
@@ -14,6 +15,7 @@ mod store;
 pub mod tls_client;
 mod webhook;
 
+pub use auth::Auth;
 pub(crate) use cache::SubscriptionCache;
 pub use cipher::CipherError;
 pub(crate) use history::{Attempt, AttemptFilter, History, Kind};

@@ -162,6 +162,9 @@ impl Store {
         if let Some(tls) = &mut sealed.tls_client {
             tls.key_pem.0 = self.cipher.seal(&tls.key_pem.0);
         }
+        if let Some(auth) = &mut sealed.auth {
+            auth.client_secret.0 = self.cipher.seal(&auth.client_secret.0);
+        }
         Ok(serde_json::to_string(&sealed)?)
     }
 
@@ -172,6 +175,9 @@ impl Store {
         }
         if let Some(tls) = &mut hook.tls_client {
             tls.key_pem.0 = self.cipher.open(&tls.key_pem.0)?;
+        }
+        if let Some(auth) = &mut hook.auth {
+            auth.client_secret.0 = self.cipher.open(&auth.client_secret.0)?;
         }
         Ok(hook)
     }

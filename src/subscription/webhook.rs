@@ -76,6 +76,10 @@ pub struct Webhook {
     /// records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client: Option<super::TlsClient>,
+    /// How deliveries authenticate to the receiver (OAuth2 client
+    /// credentials); none in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::Auth>,
 }
 
 /// A webhook's delivery order (`ordering` in the API).
@@ -128,6 +132,12 @@ impl Webhook {
             crate::filter::Filter::compile(source).map_err(|e| format!("filter: {e}"))?;
         }
         super::headers::check(&self.headers).map_err(|why| format!("headers: {why}"))?;
+        if let Some(auth) = &self.auth {
+            super::headers::check_beside_auth(&self.headers)
+                .map_err(|why| format!("headers: {why}"))?;
+            crate::subscription::Auth::from_json(&auth.view_with_secret())
+                .map_err(|why| format!("auth: {why}"))?;
+        }
         match &self.tls_client {
             Some(tls) => tls.check().map_err(|why| format!("tls_client: {why}")),
             None => Ok(()),
@@ -178,6 +188,7 @@ impl Webhook {
             "filter": self.filter,
             "headers": self.headers,
             "tls_client": self.tls_client.as_ref().map(|t| t.view()),
+            "auth": self.auth.as_ref().map(|a| a.view()),
             "disabled_reason": self.disabled_reason,
             "disabled_at": self.disabled_at.map(rfc3339),
             "created_at": rfc3339(self.created_at),
@@ -274,6 +285,7 @@ impl Webhook {
             filter: None,
             headers: Default::default(),
             tls_client: None,
+            auth: None,
         }
     }
 }

@@ -23,6 +23,7 @@ mod isolation;
 mod lifecycle;
 mod metrics;
 mod mtls;
+mod oauth;
 mod openapi;
 mod ordering;
 mod partitions;

@@ -265,6 +265,7 @@ async function openHook(h) {
       ["Rate limit", h.rate_limit ? `${h.rate_limit.requests} per ${h.rate_limit.per}` : "none"],
       ["Filter", h.filter || "none: every event of its types"],
       ["Extra headers", Object.keys(h.headers || {}).join(", ") || "none"],
+      ["Receiver authentication", h.auth ? `OAuth2 client ${h.auth.client_id} at ${h.auth.token_url}` : "none"],
       ["Client certificate", h.tls_client ? `${h.tls_client.subject}, expires ${new Date(h.tls_client.not_after).toLocaleString()}`
         + (certExpiresSoon(h) ? " (within 30 days: renew it)" : "") : "none"]];
     $("hook-health").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));

@@ -71,7 +71,7 @@ pub(crate) struct Attempt {
     /// The HTTP status, if a response came back.
     pub status: Option<u16>,
     /// Error class (`http_error`, `timeout`, `connect_error`,
-    /// `circuit_open`, `deferred`); none on success.
+    /// `auth_error`, `circuit_open`, `deferred`); none on success.
     pub error_class: Option<&'static str>,
     /// Error text; none on success.
     pub error: Option<String>,

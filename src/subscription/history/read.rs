@@ -52,6 +52,7 @@ pub(super) fn parse(f: &HashMap<&str, String>) -> Option<Attempt> {
         "http_error" => "http_error",
         "timeout" => "timeout",
         "connect_error" => "connect_error",
+        "auth_error" => "auth_error",
         "circuit_open" => "circuit_open",
         _ => "deferred",
     });

@@ -1,0 +1,48 @@
+//! The HTTP client under deliveries and token requests: a keep-alive pool
+//! of hyper over the connector that refuses non-public targets, with TLS.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::target::PublicResolver;
+
+/// `User-Agent` of every delivery.
+pub(super) const USER_AGENT_VALUE: &str = concat!("webhook-fanout/", env!("CARGO_PKG_VERSION"));
+
+/// A pool of connections to receivers (or token endpoints).
+pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
+
+/// A keep-alive pool over `connector` with TLS `config` (http/1.1).
+pub(super) fn pool(
+    connector: HttpConnector<PublicResolver>,
+    config: rustls::ClientConfig,
+) -> HttpsClient {
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .http1_title_case_headers(true)
+        .build(tls)
+}
+
+/// `e` and its sources, joined by colons.
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
