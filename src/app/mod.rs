@@ -140,7 +140,12 @@ fn wire(settings: Settings) -> anyhow::Result<Wiring> {
         cache: SubscriptionCache::new(store.clone(), metrics.clone()),
         markers: EventMarkers::start(store.clone()),
         numbering: Numbering::new(store.clone()),
-        client: DeliveryClient::new(settings.delivery_timeout, target_policy(&settings), roots),
+        client: DeliveryClient::new(
+            settings.delivery_timeout,
+            target_policy(&settings),
+            roots,
+            proxy(&settings).as_ref(),
+        ),
         endpoints: Arc::new(Endpoints::new(
             settings.endpoint_concurrency,
             settings.delivery_concurrency,
@@ -180,6 +185,15 @@ fn topology(s: &Settings) -> TopologySpec {
 }
 
 /// The callback URL rules (`WF_ALLOW_HTTP`, `WF_ALLOW_PRIVATE_TARGETS`).
+/// `WF_HTTP_PROXY` and `WF_NO_PROXY`, if a proxy is set.
+fn proxy(s: &Settings) -> Option<crate::delivery::ProxySettings> {
+    let url = s.http_proxy.as_ref()?;
+    Some(crate::delivery::ProxySettings {
+        url: url.0.clone(),
+        no_proxy: s.no_proxy.clone(),
+    })
+}
+
 fn target_policy(s: &Settings) -> TargetPolicy {
     TargetPolicy {
         allow_http: s.allow_http,

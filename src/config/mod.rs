@@ -122,6 +122,12 @@ pub struct Settings {
     /// `WF_EXTRA_CA_FILE`: a PEM bundle of roots deliveries trust besides
     /// the built-in ones (private CAs), read and checked at start-up.
     pub extra_ca: Option<ExtraCa>,
+    /// `WF_HTTP_PROXY`: `http://[user:password@]host:port`, the proxy every
+    /// delivery and token request goes through.
+    pub http_proxy: Option<Redacted<String>>,
+    /// `WF_NO_PROXY`: comma-separated hosts (and their subdomains), IP
+    /// addresses or networks reached without the proxy.
+    pub no_proxy: Option<String>,
     /// `WF_DELIVERY_CONCURRENCY`, default 200: deliveries in flight per process.
     pub delivery_concurrency: usize,
     /// `WF_INGEST_CONCURRENCY`, default 200: events fanned out concurrently
@@ -209,6 +215,8 @@ pub const VARIABLES: &[Variable] = &[
     set("WF_ROLES", "ingest,deliver,api"),
     unset("WF_EVENT_CATALOGUE"),
     unset("WF_EXTRA_CA_FILE"),
+    unset("WF_HTTP_PROXY"),
+    unset("WF_NO_PROXY"),
     set("WF_DELIVERY_CONCURRENCY", "200"),
     set("WF_INGEST_CONCURRENCY", "200"),
     set("WF_INGEST_PARTITIONS", "16"),
@@ -289,6 +297,8 @@ impl Settings {
             roles: parse::roles(&r.text("WF_ROLES"))?,
             event_catalogue: r.optional("WF_EVENT_CATALOGUE").map(PathBuf::from),
             extra_ca: r.optional_with("WF_EXTRA_CA_FILE", parse::extra_ca_file)?,
+            http_proxy: r.optional_with("WF_HTTP_PROXY", parse::http_proxy)?,
+            no_proxy: r.optional("WF_NO_PROXY"),
             delivery_concurrency: r.count("WF_DELIVERY_CONCURRENCY")?,
             ingest_concurrency: r.count("WF_INGEST_CONCURRENCY")?,
             ingest_partitions: r.integer(

@@ -256,6 +256,27 @@ pub(super) fn ca_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, Strin
     Ok(certs)
 }
 
+/// `WF_HTTP_PROXY`: an `http://` URL of a host and port (credentials
+/// allowed, never echoed); the message never shows the value.
+pub(super) fn http_proxy(value: String) -> Result<Redacted<String>, ConfigError> {
+    let name = "WF_HTTP_PROXY";
+    let url = url::Url::parse(value.trim())
+        .map_err(|_| err(name, "expected http://[user:password@]host:port"))?;
+    if url.scheme() != "http" {
+        return Err(err(
+            name,
+            "the proxy is spoken to in plain http (http://host:port); https to it is not supported",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) || !matches!(url.path(), "" | "/") {
+        return Err(err(
+            name,
+            "expected http://[user:password@]host:port, no path",
+        ));
+    }
+    Ok(Redacted(value.trim().to_string()))
+}
+
 pub(super) fn roles(value: &str) -> Result<Roles, ConfigError> {
     let mut roles = Roles {
         ingest: false,

@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, PROXY_AUTHORIZATION, RETRY_AFTER,
+    USER_AGENT,
 };
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::oauth::TokenSource;
 use super::pool::{HttpsClient, USER_AGENT_VALUE, error_chain, pool};
+use super::proxy::{Connector, ProxySettings};
 use super::shared::{Shared, digest};
 use super::signing::Signer;
 use super::target::{PublicResolver, TargetPolicy};
@@ -135,7 +137,7 @@ pub(crate) struct DeliveryClient {
     timeout: Duration,
     policy: TargetPolicy,
     /// What a pool of a client certificate is made of.
-    connector: HttpConnector<PublicResolver>,
+    connector: Connector,
     roots: Arc<rustls::RootCertStore>,
     identities: Arc<Shared<ClientPool>>,
     tokens: Arc<Shared<TokenSource>>,
@@ -143,18 +145,20 @@ pub(crate) struct DeliveryClient {
 
 impl DeliveryClient {
     /// A client with the given whole-attempt timeout and target policy,
-    /// trusting `roots` ([`tls::roots`]).
+    /// trusting `roots` ([`tls::roots`]), through `proxy` if set.
     pub(crate) fn new(
         timeout: Duration,
         policy: TargetPolicy,
         roots: rustls::RootCertStore,
+        proxy: Option<&ProxySettings>,
     ) -> Self {
-        let mut connector = HttpConnector::new_with_resolver(PublicResolver {
+        let mut direct = HttpConnector::new_with_resolver(PublicResolver {
             allow_private: policy.allow_private,
         });
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
+        direct.enforce_http(false);
+        direct.set_nodelay(true);
+        direct.set_connect_timeout(Some(timeout));
+        let connector = Connector::new(direct, proxy, timeout);
         let roots = Arc::new(roots);
         let config = tls::config(&roots, None).expect("the built-in TLS configuration is valid");
         DeliveryClient {
@@ -231,7 +235,10 @@ impl DeliveryClient {
         let Some(tokens) = a.auth else {
             return self.once(a, None).await;
         };
-        let bearer = match tokens.bearer(&self.http, self.timeout).await {
+        let bearer = match tokens
+            .bearer(&self.http, &self.connector, self.timeout)
+            .await
+        {
             Ok(bearer) => bearer,
             Err(why) => return Transport::Auth(why),
         };
@@ -240,7 +247,10 @@ impl DeliveryClient {
             return first;
         }
         tokens.refused(&bearer).await;
-        match tokens.bearer(&self.http, self.timeout).await {
+        match tokens
+            .bearer(&self.http, &self.connector, self.timeout)
+            .await
+        {
             Ok(fresh) => self.once(a, Some(&fresh)).await,
             Err(why) => Transport::Auth(why),
         }
@@ -264,6 +274,7 @@ impl DeliveryClient {
         bearer: Option<&HeaderValue>,
     ) -> Result<Request<Full<Bytes>>, String> {
         let uri = a.target.clone()?;
+        let proxy_authorization = self.connector.proxy_authorization(&uri);
         let timestamp = crate::clock::unix_secs();
         let body = Bytes::copy_from_slice(a.body);
         let header =
@@ -290,6 +301,11 @@ impl DeliveryClient {
                 }
                 if let Some(bearer) = bearer {
                     request.headers_mut().insert(AUTHORIZATION, bearer.clone());
+                }
+                if let Some(credentials) = proxy_authorization {
+                    request
+                        .headers_mut()
+                        .insert(PROXY_AUTHORIZATION, credentials);
                 }
                 request
             })

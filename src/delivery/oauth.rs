@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::pool::{HttpsClient, USER_AGENT_VALUE, error_chain};
+use super::proxy::Connector;
 use crate::subscription::Auth;
 
 /// Bytes of a token response read at most.
@@ -54,6 +55,7 @@ impl TokenSource {
     pub(super) async fn bearer(
         &self,
         http: &HttpsClient,
+        via: &Connector,
         timeout: Duration,
     ) -> Result<HeaderValue, String> {
         let mut token = self.token.lock().await;
@@ -62,7 +64,7 @@ impl TokenSource {
         {
             return Ok(t.bearer.clone());
         }
-        let fresh = tokio::time::timeout(timeout, fetch(&self.auth, http))
+        let fresh = tokio::time::timeout(timeout, fetch(&self.auth, http, via))
             .await
             .map_err(|_| {
                 format!(
@@ -85,18 +87,24 @@ impl TokenSource {
     }
 }
 
-async fn fetch(auth: &Auth, http: &HttpsClient) -> Result<Token, String> {
+async fn fetch(auth: &Auth, http: &HttpsClient, via: &Connector) -> Result<Token, String> {
     let uri: Uri = auth
         .token_url
         .parse()
         .map_err(|e| format!("token endpoint: token_url is not usable: {e}"))?;
-    let request = Request::post(uri)
+    let proxy_authorization = via.proxy_authorization(&uri);
+    let mut request = Request::post(uri.clone())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json")
         .header(AUTHORIZATION, basic(auth))
         .header(USER_AGENT, USER_AGENT_VALUE)
         .body(Full::new(Bytes::from(form(auth))))
         .map_err(|e| format!("token endpoint: cannot build the request: {e}"))?;
+    if let Some(credentials) = proxy_authorization {
+        request
+            .headers_mut()
+            .insert(hyper::header::PROXY_AUTHORIZATION, credentials);
+    }
     let response = http
         .request(request)
         .await

@@ -7,22 +7,18 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::target::PublicResolver;
+use super::proxy::Connector;
 
 /// `User-Agent` of every delivery.
 pub(super) const USER_AGENT_VALUE: &str = concat!("webhook-fanout/", env!("CARGO_PKG_VERSION"));
 
 /// A pool of connections to receivers (or token endpoints).
-pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
+pub(super) type HttpsClient = Client<HttpsConnector<Connector>, Full<Bytes>>;
 
 /// A keep-alive pool over `connector` with TLS `config` (http/1.1).
-pub(super) fn pool(
-    connector: HttpConnector<PublicResolver>,
-    config: rustls::ClientConfig,
-) -> HttpsClient {
+pub(super) fn pool(connector: Connector, config: rustls::ClientConfig) -> HttpsClient {
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()

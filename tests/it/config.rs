@@ -9,6 +9,9 @@ fn a_bad_setting_stops_start_naming_the_variable() {
     for (var, value) in [
         ("WF_EXTRA_CA_FILE", "/nonexistent/extra-ca.pem"),
         ("WF_EXTRA_CA_FILE", not_pem),
+        ("WF_HTTP_PROXY", "https://proxy.internal:3128"),
+        ("WF_HTTP_PROXY", "proxy.internal:3128"),
+        ("WF_HTTP_PROXY", "http://proxy.internal:3128/some/path"),
         ("WF_DELIVERY_TIMEOUT", "soon"),
         ("WF_RETRY_SCHEDULE", "10s,forever"),
         ("WF_HTTP_ADDR", "port-eighty"),

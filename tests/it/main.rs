@@ -15,6 +15,7 @@ mod dashboard;
 mod data_safety;
 mod deploy;
 mod docs;
+mod egress;
 mod faults;
 mod filters;
 mod headers;

@@ -25,25 +25,27 @@ use crate::common::{Fixture, OPERATOR, eventually};
 
 /// A token issued, and until when it is valid.
 #[derive(Clone)]
-struct Issued {
+pub(crate) struct Issued {
     token: String,
+    /// The client secret it was issued for.
+    secret: String,
     valid_until: Instant,
 }
 
-/// An authorization server: client id → (secret, token lifetime in s).
-struct TokenServer {
-    url: String,
+/// An authorization server: (client id, secret) → token lifetime in s.
+pub(crate) struct TokenServer {
+    pub(crate) url: String,
     issued: Arc<Mutex<Vec<Issued>>>,
 }
 
 impl TokenServer {
-    async fn start(clients: &[(&str, &str, u64)]) -> TokenServer {
+    pub(crate) async fn start(clients: &[(&str, &str, u64)]) -> TokenServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
-        let clients: Arc<HashMap<String, (String, u64)>> = Arc::new(
+        let clients: Arc<HashMap<(String, String), u64>> = Arc::new(
             clients
                 .iter()
-                .map(|(id, secret, life)| (id.to_string(), (secret.to_string(), *life)))
+                .map(|(id, secret, life)| ((id.to_string(), secret.to_string()), *life))
                 .collect(),
         );
         let issued: Arc<Mutex<Vec<Issued>>> = Arc::default();
@@ -65,7 +67,7 @@ impl TokenServer {
         TokenServer { url, issued }
     }
 
-    fn issued(&self) -> Vec<Issued> {
+    pub(crate) fn issued(&self) -> Vec<Issued> {
         self.issued.lock().unwrap().clone()
     }
 }
@@ -74,7 +76,7 @@ impl TokenServer {
 /// `invalid_client` otherwise, as RFC 6749 section 5.2 has it.
 async fn answer(
     req: Request<hyper::body::Incoming>,
-    clients: &HashMap<String, (String, u64)>,
+    clients: &HashMap<(String, String), u64>,
     log: &Mutex<Vec<Issued>>,
 ) -> Response<Full<Bytes>> {
     let basic = req
@@ -88,13 +90,13 @@ async fn answer(
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let (id, secret) = basic.split_once(':').unwrap_or_default();
-    let known = clients.get(id).filter(|(s, _)| s == secret);
+    let known = clients.get(&(id.to_string(), secret.to_string()));
     let reply = |status: u16, body: Value| {
         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
         *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
         r
     };
-    let Some((_, life)) =
+    let Some(life) =
         known.filter(|_| form.get("grant_type").map(String::as_str) == Some("client_credentials"))
     else {
         return reply(401, json!({"error": "invalid_client"}));
@@ -103,6 +105,7 @@ async fn answer(
     let token = format!("tok-{id}-{}", log.len() + 1);
     log.push(Issued {
         token: token.clone(),
+        secret: secret.to_string(),
         valid_until: Instant::now() + Duration::from_secs(*life),
     });
     reply(
@@ -111,7 +114,7 @@ async fn answer(
     )
 }
 
-fn auth(token_url: &str, client_id: &str, secret: &str) -> Value {
+pub(crate) fn auth(token_url: &str, client_id: &str, secret: &str) -> Value {
     json!({
         "type": "oauth2_client_credentials", "token_url": token_url,
         "client_id": client_id, "client_secret": secret, "scope": "webhooks",
@@ -120,8 +123,12 @@ fn auth(token_url: &str, client_id: &str, secret: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_carry_a_live_cached_token_and_a_401_gets_one_fresh_one() {
-    let tokens =
-        TokenServer::start(&[("long", "s3cr3t-long", 3600), ("short", "s3cr3t-short", 62)]).await;
+    let tokens = TokenServer::start(&[
+        ("long", "s3cr3t-long", 3600),
+        ("long", "s3cr3t-rotated", 3600),
+        ("short", "s3cr3t-short", 62),
+    ])
+    .await;
     let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
     let f = Fixture::start(&[
         ("WF_SECRET_KEY", &key),
@@ -211,6 +218,22 @@ async fn deliveries_carry_a_live_cached_token_and_a_401_gets_one_fresh_one() {
     assert_eq!(count("long"), 2, "refreshed once");
     assert!(live(&tries[1]) && live(&late));
 
+    // A new secret by PATCH: the next delivery fetches a token with it.
+    let one = format!("{path}/{}", long["id"].as_str().unwrap());
+    let rotated = json!({"auth": auth(&tokens.url, "long", "s3cr3t-rotated")});
+    let (status, body) = svc.call("PATCH", &one, Some(OPERATOR), Some(rotated)).await;
+    assert_eq!(status, 200, "{body}");
+    producer
+        .event("ev-o-rotated", app, "item.created", json!({}))
+        .await;
+    let after = rx.wait_for("/long", 14).await.pop().unwrap();
+    let newest = tokens.issued().into_iter().last().unwrap();
+    assert_eq!(newest.secret, "s3cr3t-rotated");
+    assert_eq!(
+        after.header("authorization"),
+        format!("Bearer {}", newest.token)
+    );
+
     // A token endpoint that refuses: auth_error, retried, nothing sent.
     let attempts = format!("{path}/{}/attempts", refused["id"].as_str().unwrap());
     eventually(Duration::from_secs(20), "auth errors retried", || async {
@@ -234,7 +257,6 @@ async fn deliveries_carry_a_live_cached_token_and_a_401_gets_one_fresh_one() {
     );
 
     // The secret: in no view, sealed in Redis.
-    let one = format!("{path}/{}", long["id"].as_str().unwrap());
     let (_, shown) = svc.call("GET", &one, Some(OPERATOR), None).await;
     let (_, listed) = svc.call("GET", &path, Some(OPERATOR), None).await;
     for view in [&long, &shown, &listed] {

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod forward_proxy;
 pub mod proxy;
 pub mod receiver;
 pub mod servers;
