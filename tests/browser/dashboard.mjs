@@ -147,6 +147,22 @@ phases.catchup = async function catchup(page) {
   return { state, label, dialogs, status, after };
 };
 
+// Admin: a webhook whose client certificate expires within 30 days is
+// flagged in the list and on its page; one with a later expiry is not.
+phases.certificates = async function certificates(page) {
+  await signIn(page, env("TOKEN"), env("APP"));
+  const row = (name) => page.locator("#webhooks-rows tr", { hasText: name });
+  await row("Soon").waitFor({ timeout: TIMEOUT });
+  const soon = await row("Soon").locator("td.state").textContent();
+  const later = await row("Later").locator("td.state").textContent();
+  const title = await row("Soon").locator(".flag.warn").getAttribute("title");
+  await shot(page, "12-admin-certificate-expiring");
+  await row("Soon").getByRole("button", { name: "History" }).click();
+  await page.waitForSelector("#hook-health dd");
+  const facts = await page.$$eval("#hook-health dd", (dd) => dd.map((d) => d.textContent));
+  return { soon, later, title, facts };
+};
+
 // Admin: a failing receiver's webhook page shows the chart and its attempts;
 // the event-id search finds one event's attempts.
 phases.history = async function history(page) {

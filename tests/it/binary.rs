@@ -278,10 +278,14 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         let hook = source.webhook(app, &rx.url(path), &["item.created"]).await;
         secrets.insert(path, hook["secret"].as_str().unwrap().to_string());
     }
-    // And one with a filter and an extra header, which the backup keeps.
+    // And one with a filter, an extra header, OAuth2 credentials and a
+    // client certificate, which the backup keeps (the secrets sealed).
     let filter = "has(content.keep) && content.keep";
+    let tokens = crate::oauth::TokenServer::start(&[("backup", "backup-secret", 3600)]).await;
+    let auth = crate::oauth::auth(&tokens.url, "backup", "backup-secret");
+    let client = crate::common::certs::Ca::new("Backup CA").client("backup.test");
     let body = json!({"url": rx.url("/e4"), "events": ["item.created"], "filter": filter,
-                      "headers": {"X-Api-Key": "k-e4"}});
+                      "headers": {"X-Api-Key": "k-e4"}, "auth": auth, "tls_client": client.json()});
     let (status, hook) = source
         .call(
             "POST",
@@ -308,6 +312,12 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
     for secret in secrets.values() {
         assert!(!exported.contains(secret.as_str()), "secrets stay sealed");
     }
+    assert!(exported.contains("CN=backup.test") && exported.contains("\"backup\""));
+    assert!(
+        !exported.contains("backup-secret"),
+        "the client secret stays sealed"
+    );
+    assert!(!exported.contains("PRIVATE KEY"), "the key stays sealed");
 
     let target = crate::common::Namespace::new();
     let (ok, _) = cli_with(&target, &key, &["webhooks", "import", "--input", file_arg]);
@@ -328,6 +338,10 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         (
             exported.replace("X-Api-Key", "Webhook-Id"),
             "not imported: headers:",
+        ),
+        (
+            exported.replace("CN=backup.test", "CN=forged"),
+            "not imported: tls_client:",
         ),
     ] {
         std::fs::write(&broken, bad).unwrap();
@@ -375,6 +389,12 @@ async fn webhooks_exported_then_imported_elsewhere_deliver_with_their_original_s
         e4[0].header("x-api-key"),
         "k-e4",
         "the imported headers are sent"
+    );
+    assert!(
+        e4[0]
+            .header("authorization")
+            .starts_with("Bearer tok-backup-"),
+        "the imported credentials get a token"
     );
 
     std::fs::remove_file(&file).unwrap();

@@ -337,6 +337,41 @@ async fn a_disabled_webhook_shows_why_and_re_enable_and_replay_delivers_what_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_expiring_within_30_days_is_flagged() {
+    let svc = Fixture::service(&[]).await;
+    let app = "dash_certs";
+    let ca = crate::common::certs::Ca::new("Dashboard CA");
+    let (page, admin, receiver, _) = named_webhook(&svc, app, "Plain", "/plain", 200).await;
+    for (name, days) in [("Soon", 10), ("Later", 90)] {
+        let cert = ca.client_expiring(&format!("{}.test", name.to_lowercase()), days);
+        let body = json!({"url": receiver.url("/c"), "name": name, "events": ["item.created"],
+                          "tls_client": cert.json()});
+        let path = format!("/v1/applications/{app}/webhooks");
+        let (status, hook) = svc.call("POST", &path, Some(OPERATOR), Some(body)).await;
+        assert_eq!(status, 201, "{hook}");
+    }
+    let seen = page
+        .phase("certificates", &[("TOKEN", &admin), ("APP", app)])
+        .await;
+    let soon = seen["soon"].as_str().unwrap();
+    assert!(soon.contains("certificate expires soon"), "{seen}");
+    assert!(
+        !seen["later"].as_str().unwrap().contains("certificate"),
+        "{seen}"
+    );
+    assert!(
+        seen["title"].as_str().unwrap().contains("CN=soon.test"),
+        "{seen}"
+    );
+    let facts = seen["facts"].to_string();
+    assert!(
+        facts.contains("CN=soon.test") && facts.contains("within 30 days"),
+        "{facts}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_page_shows_its_chart_and_attempts_and_finds_an_event() {
     let svc = Fixture::service(&[("WF_RETRY_SCHEDULE", "10m")]).await;
     let app = "dash_history";

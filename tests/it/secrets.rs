@@ -174,6 +174,23 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
         .await
         .unwrap();
     rx.then(&[500]); // the event's first attempt fails, the retry succeeds
+    // A webhook with OAuth2 credentials and a client certificate, on a
+    // receiver of its own.
+    let tokens = crate::oauth::TokenServer::start(&[("logs", "LOG-SECRET-CANARY", 3600)]).await;
+    let rx_auth = Receiver::start(200).await;
+    let client = crate::common::certs::Ca::new("Logs CA").client("logs.test");
+    let with_auth = json!({"url": rx_auth.url("/a"), "events": ["item.created"],
+        "auth": crate::oauth::auth(&tokens.url, "logs", "LOG-SECRET-CANARY"),
+        "tls_client": client.json()});
+    let created = call(
+        "POST",
+        "/v1/applications/app_s/webhooks",
+        &token,
+        Some(with_auth),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
 
     let producer = Producer::connect(&ns).await;
     producer
@@ -186,6 +203,8 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
         .await;
     producer.raw("item.created", br#"{"application_id":"bad id","type":"item.created","content":{"x":"PAYLOAD-CANARY-7f3a"}}"#).await;
     rx.wait_for("/s", 3).await; // test call, failed attempt, retried attempt
+    let bearer = rx_auth.wait_for("/a", 1).await[0].header("authorization");
+    assert!(bearer.starts_with("Bearer tok-logs-"), "{bearer}");
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -213,6 +232,9 @@ async fn no_secret_token_or_payload_reaches_logs_or_metrics() {
         ("a wrong token", "wft_wrong-token-in-a-failed-call"),
         ("payload", "PAYLOAD-CANARY-7f3a"),
         ("any secret prefix", "whsec_"),
+        ("OAuth2 client secret", "LOG-SECRET-CANARY"),
+        ("bearer token", bearer.trim_start_matches("Bearer ")),
+        ("client certificate key", "PRIVATE KEY"),
     ] {
         assert!(!logs.contains(needle), "{what} found in the logs");
         assert!(!metrics.contains(needle), "{what} found in the metrics");
