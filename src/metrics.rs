@@ -26,6 +26,15 @@ pub(crate) enum OutcomeLabel {
 }
 
 impl OutcomeLabel {
+    /// Every value, each a label of `webhooks_deliveries_total` from the start.
+    const ALL: [OutcomeLabel; 5] = [
+        Self::Success,
+        Self::HttpError,
+        Self::Timeout,
+        Self::ConnectError,
+        Self::AuthError,
+    ];
+
     /// The label value.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -192,14 +201,8 @@ impl Metrics {
         for r in RejectReason::ALL {
             m.f.events_rejected.with_label_values(&[r.code()]);
         }
-        for o in [
-            "success",
-            "http_error",
-            "timeout",
-            "connect_error",
-            "auth_error",
-        ] {
-            m.f.deliveries.with_label_values(&[o]);
+        for o in OutcomeLabel::ALL {
+            m.f.deliveries.with_label_values(&[o.as_str()]);
         }
         for r in ["hit", "miss"] {
             m.f.cache_lookups.with_label_values(&[r]);
@@ -464,42 +467,4 @@ fn end_to_end_buckets(_: Duration) -> Vec<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn render_names_the_contract_metrics() {
-        let m = Metrics::new(["item.created"], Duration::from_secs(10));
-        m.event_consumed("item.created");
-        m.jobs_enqueued(3);
-        m.delivery_finished(OutcomeLabel::Timeout, Duration::from_millis(20));
-        let _g = m.inflight();
-        let text = m.render();
-        assert!(text.contains(r#"webhooks_events_consumed_total{type="item.created"} 1"#));
-        assert!(text.contains("webhooks_jobs_enqueued_total 3"));
-        assert!(text.contains(r#"webhooks_deliveries_total{outcome="timeout"} 1"#));
-        assert!(text.contains("webhooks_inflight_deliveries 1"));
-        assert!(text.contains(r#"webhooks_delivery_duration_seconds_bucket{le="10"}"#));
-        assert!(text.contains(r#"webhooks_events_rejected_total{reason="too_large"} 0"#));
-        m.retry_scheduled("10s");
-        m.dead_lettered();
-        m.job_dropped("webhook_deleted");
-        m.job_deferred("circuit_open", Duration::from_secs(10));
-        m.cache_lookup("hit");
-        m.set_open_circuits(2);
-        m.delivered_end_to_end(Duration::from_secs(1));
-        let text = m.render();
-        for name in [
-            "webhooks_retries_scheduled_total{",
-            "webhooks_dead_lettered_total ",
-            "webhooks_jobs_dropped_total{",
-            "webhooks_jobs_deferred_total{",
-            "webhooks_subscription_cache_lookups_total{",
-            "webhooks_circuit_breakers_open 2",
-            "webhooks_end_to_end_seconds_bucket{",
-            "process_resident_memory_bytes ",
-        ] {
-            assert!(text.contains(name), "{name} missing");
-        }
-    }
-}
+mod tests;

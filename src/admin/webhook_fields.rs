@@ -1,12 +1,15 @@
-//! The checks of a webhook's create and PATCH fields that need nothing but
-//! the request: each gives the field's value, `None` when absent (and
-//! `Some(None)` for a `null` that clears it), or a 400 naming the field.
+//! The checks of a webhook's create and PATCH fields: each gives the
+//! field's value, `None` when absent (and `Some(None)` for a `null` that
+//! clears it), or a 400 naming the field. URLs are checked against the
+//! target policy (which may resolve names), event types against the
+//! catalogue.
 
 use std::collections::BTreeMap;
 
+use super::context::AdminState;
 use super::error::ApiError;
 use super::request::Fields;
-use crate::subscription::{Ordering, RateLimit, TlsClient};
+use crate::subscription::{Auth, Ordering, RateLimit, TlsClient, Webhook};
 
 const MAX_NAME_CHARS: usize = 128;
 
@@ -104,4 +107,77 @@ pub(super) fn valid_name(name: Option<String>) -> Result<Option<String>, ApiErro
         Some(n) if n.trim().is_empty() => Ok(None),
         other => Ok(other),
     }
+}
+
+/// `auth`, when present: `null` (none) or OAuth2 client credentials whose
+/// `token_url` passes the checks of callback URLs.
+pub(super) async fn valid_auth(
+    state: &AdminState,
+    fields: &Fields,
+) -> Result<Option<Option<Auth>>, ApiError> {
+    let invalid = |why: String| ApiError::invalid("auth", "invalid_auth", why);
+    let auth = match fields.raw("auth") {
+        None => return Ok(None),
+        Some(serde_json::Value::Null) => return Ok(Some(None)),
+        Some(value) => Auth::from_json(value).map_err(invalid)?,
+    };
+    let token_url = state
+        .policy
+        .validate(&auth.token_url)
+        .await
+        .map_err(|why| invalid(format!("`token_url` {why}")))?;
+    Ok(Some(Some(Auth {
+        token_url: token_url.to_string(),
+        ..auth
+    })))
+}
+
+/// A webhook with `auth` sends its own `Authorization`: its extra headers
+/// may not name one.
+pub(super) fn authorization_free(hook: &Webhook) -> Result<(), ApiError> {
+    if hook.auth.is_none() {
+        return Ok(());
+    }
+    crate::subscription::headers::check_beside_auth(&hook.headers)
+        .map_err(|why| ApiError::invalid("headers", "invalid_headers", why))
+}
+
+/// `url`: allowed by the target policy, as saved.
+pub(super) async fn valid_url(state: &AdminState, url: &str) -> Result<String, ApiError> {
+    state
+        .policy
+        .validate(url)
+        .await
+        .map(|u| u.to_string())
+        .map_err(|reason| ApiError::invalid("url", "invalid_url", reason))
+}
+
+/// `events`: a non-empty list of subscribable types, each once.
+pub(super) fn valid_events(
+    state: &AdminState,
+    events: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            "invalid_events",
+            "must list at least one event type",
+        ));
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(events.len());
+    for e in events {
+        if !state.catalogue.is_subscribable(&e) {
+            let mut shown: String = e.chars().take(64).collect();
+            shown.retain(|c| !c.is_control());
+            return Err(ApiError::invalid(
+                "events",
+                "invalid_events",
+                format!("`{shown}` is not a subscribable event type (see GET /v1/event-types)"),
+            ));
+        }
+        if !unique.contains(&e) {
+            unique.push(e);
+        }
+    }
+    Ok(unique)
 }

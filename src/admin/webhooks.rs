@@ -15,7 +15,8 @@ use super::http::{json_response, no_content};
 use super::precondition::IfMatch;
 use super::request::{Fields, read_fields};
 use super::webhook_fields::{
-    valid_headers, valid_name, valid_ordering, valid_rate_limit, valid_tls_client,
+    authorization_free, valid_auth, valid_events, valid_headers, valid_name, valid_ordering,
+    valid_rate_limit, valid_tls_client, valid_url,
 };
 use crate::clock;
 use crate::delivery::{AttemptResult, Outcome, Signer};
@@ -102,36 +103,6 @@ const FIELDS: &[&str] = &[
     "tls_client",
     "auth",
 ];
-
-/// `auth`, when present: `null` (none) or OAuth2 client credentials whose
-/// `token_url` passes the checks of callback URLs.
-async fn valid_auth(state: &AdminState, fields: &Fields) -> Result<Option<Option<Auth>>, ApiError> {
-    let invalid = |why: String| ApiError::invalid("auth", "invalid_auth", why);
-    let auth = match fields.raw("auth") {
-        None => return Ok(None),
-        Some(serde_json::Value::Null) => return Ok(Some(None)),
-        Some(value) => Auth::from_json(value).map_err(invalid)?,
-    };
-    let token_url = state
-        .policy
-        .validate(&auth.token_url)
-        .await
-        .map_err(|why| invalid(format!("`token_url` {why}")))?;
-    Ok(Some(Some(Auth {
-        token_url: token_url.to_string(),
-        ..auth
-    })))
-}
-
-/// A webhook with `auth` sends its own `Authorization`: its extra headers
-/// may not name one.
-fn authorization_free(hook: &Webhook) -> Result<(), ApiError> {
-    if hook.auth.is_none() {
-        return Ok(());
-    }
-    crate::subscription::headers::check_beside_auth(&hook.headers)
-        .map_err(|why| ApiError::invalid("headers", "invalid_headers", why))
-}
 
 /// `GET /v1/applications/{app}/webhooks/{id}`.
 pub(super) async fn get(state: &AdminState, call: Call) -> Reply {
@@ -413,26 +384,7 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
         })
         .await;
     let outcome = crate::delivery::classify(&result.transport);
-    let failure = match &outcome {
-        Outcome::Delivered => None,
-        Outcome::Retry(f) | Outcome::GiveUp(f) => Some(f),
-    };
-    state.history.record(
-        app,
-        id,
-        crate::subscription::Attempt {
-            at_ms: clock::unix_millis() - result.duration.as_millis() as i64,
-            event_id: event_id.clone(),
-            event_type: TEST_EVENT.to_string(),
-            attempt: 1,
-            status: result.transport.status(),
-            error_class: failure.map(|f| f.label.as_str()),
-            error: failure.map(|f| f.error.clone()),
-            duration_ms: result.duration.as_millis() as u64,
-            sent: true,
-            kind: crate::subscription::Kind::Test,
-        },
-    );
+    record_test(state, app, id, event_id, &result, &outcome);
     // A fixed receiver's success ends its failure streak (webhook.recovered).
     if outcome == Outcome::Delivered {
         state.lifecycle.streak_ended(app, id);
@@ -454,6 +406,34 @@ pub(super) async fn test(state: &AdminState, call: Call) -> Reply {
         StatusCode::OK,
         &test_report(&result, &outcome),
     ))
+}
+
+/// The test call's attempt, in the webhook's history.
+fn record_test(
+    state: &AdminState,
+    app: &str,
+    id: &str,
+    event_id: String,
+    result: &AttemptResult,
+    outcome: &Outcome,
+) {
+    let failure = match outcome {
+        Outcome::Delivered => None,
+        Outcome::Retry(f) | Outcome::GiveUp(f) => Some(f),
+    };
+    let attempt = crate::subscription::Attempt {
+        at_ms: clock::unix_millis() - result.duration.as_millis() as i64,
+        event_id,
+        event_type: TEST_EVENT.to_string(),
+        attempt: 1,
+        status: result.transport.status(),
+        error_class: failure.map(|f| f.label.as_str()),
+        error: failure.map(|f| f.error.clone()),
+        duration_ms: result.duration.as_millis() as u64,
+        sent: true,
+        kind: crate::subscription::Kind::Test,
+    };
+    state.history.record(app, id, attempt);
 }
 
 fn test_report(result: &AttemptResult, outcome: &Outcome) -> serde_json::Value {
@@ -482,39 +462,4 @@ pub(super) async fn find(state: &AdminState, app: &str, id: &str) -> Result<Webh
         .get(app, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))
-}
-
-async fn valid_url(state: &AdminState, url: &str) -> Result<String, ApiError> {
-    state
-        .policy
-        .validate(url)
-        .await
-        .map(|u| u.to_string())
-        .map_err(|reason| ApiError::invalid("url", "invalid_url", reason))
-}
-
-fn valid_events(state: &AdminState, events: Vec<String>) -> Result<Vec<String>, ApiError> {
-    if events.is_empty() {
-        return Err(ApiError::invalid(
-            "events",
-            "invalid_events",
-            "must list at least one event type",
-        ));
-    }
-    let mut unique: Vec<String> = Vec::with_capacity(events.len());
-    for e in events {
-        if !state.catalogue.is_subscribable(&e) {
-            let mut shown: String = e.chars().take(64).collect();
-            shown.retain(|c| !c.is_control());
-            return Err(ApiError::invalid(
-                "events",
-                "invalid_events",
-                format!("`{shown}` is not a subscribable event type (see GET /v1/event-types)"),
-            ));
-        }
-        if !unique.contains(&e) {
-            unique.push(e);
-        }
-    }
-    Ok(unique)
 }

@@ -156,28 +156,16 @@ impl Store {
 
     fn encode(&self, hook: &Webhook) -> Result<String, StoreError> {
         let mut sealed = hook.clone();
-        for s in &mut sealed.secrets {
-            s.value.0 = self.cipher.seal(&s.value.0);
-        }
-        if let Some(tls) = &mut sealed.tls_client {
-            tls.key_pem.0 = self.cipher.seal(&tls.key_pem.0);
-        }
-        if let Some(auth) = &mut sealed.auth {
-            auth.client_secret.0 = self.cipher.seal(&auth.client_secret.0);
+        for field in sealed.sealed_fields() {
+            *field = self.cipher.seal(field);
         }
         Ok(serde_json::to_string(&sealed)?)
     }
 
     fn decode(&self, raw: &str) -> Result<Webhook, StoreError> {
         let mut hook: Webhook = serde_json::from_str(raw)?;
-        for s in &mut hook.secrets {
-            s.value.0 = self.cipher.open(&s.value.0)?;
-        }
-        if let Some(tls) = &mut hook.tls_client {
-            tls.key_pem.0 = self.cipher.open(&tls.key_pem.0)?;
-        }
-        if let Some(auth) = &mut hook.auth {
-            auth.client_secret.0 = self.cipher.open(&auth.client_secret.0)?;
+        for field in hook.sealed_fields() {
+            *field = self.cipher.open(field)?;
         }
         Ok(hook)
     }

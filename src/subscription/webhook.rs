@@ -144,6 +144,20 @@ impl Webhook {
         }
     }
 
+    /// What is kept sealed at rest (`WF_SECRET_KEY`, see `cipher.rs`): the
+    /// signing secrets, the client certificate's key, the OAuth2 secret.
+    pub(crate) fn sealed_fields(&mut self) -> Vec<&mut String> {
+        let mut fields: Vec<&mut String> =
+            self.secrets.iter_mut().map(|s| &mut s.value.0).collect();
+        if let Some(tls) = &mut self.tls_client {
+            fields.push(&mut tls.key_pem.0);
+        }
+        if let Some(auth) = &mut self.auth {
+            fields.push(&mut auth.client_secret.0);
+        }
+        fields
+    }
+
     /// Secrets that still sign at `now` (Unix seconds), newest first.
     pub(crate) fn valid_secrets(&self, now: i64) -> Vec<&str> {
         self.secrets

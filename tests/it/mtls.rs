@@ -120,7 +120,16 @@ async fn only_the_webhook_with_the_receivers_client_certificate_gets_through() {
         assert!(!view.to_string().contains("key_pem"), "{view}");
     }
 
-    // A replaced certificate is presented from the next connection on.
+    // A replaced certificate is presented from the next connection on,
+    // while a request in flight (the receiver takes 1.5 s) finishes on the
+    // old one: delivered once, at its first attempt.
+    rx.set_path_delay("/with", Duration::from_millis(1_500));
+    producer
+        .event("ev-m-in-flight", app, "item.created", json!({}))
+        .await;
+    let in_flight = rx.wait_for("/with", 21).await.pop().unwrap();
+    assert_eq!(in_flight.header("webhook-id"), "ev-m-in-flight");
+    rx.set_path_delay("/with", Duration::ZERO);
     let renewed = ca.client("webhook-fanout.renewed");
     let (status, patched) = svc
         .call(
@@ -138,9 +147,40 @@ async fn only_the_webhook_with_the_receivers_client_certificate_gets_through() {
     producer
         .event("ev-m-renewed", app, "item.created", json!({}))
         .await;
-    let last = rx.wait_for("/with", 21).await.pop().unwrap();
+    let last = rx.wait_for("/with", 22).await.pop().unwrap();
     assert_eq!(last.header("webhook-id"), "ev-m-renewed");
     assert_eq!(last.client_cert.as_deref(), Some(renewed.der().as_slice()));
+    let attempts = format!("{one}/attempts");
+    eventually(
+        Duration::from_secs(10),
+        "the request in flight answered",
+        || async {
+            let (_, page) = svc.call("GET", &attempts, Some(OPERATOR), None).await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let of = |id: &str| -> Vec<Value> {
+                items
+                    .iter()
+                    .filter(|a| a["event_id"] == id)
+                    .cloned()
+                    .collect()
+            };
+            let done = of("ev-m-in-flight");
+            (done.len() == 1 && done[0]["status"] == 200 && done[0]["attempt"] == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        in_flight.client_cert.as_deref(),
+        Some(client.der().as_slice())
+    );
+    let delivered = rx.at("/with");
+    assert_eq!(
+        delivered
+            .iter()
+            .filter(|r| r.header("webhook-id") == "ev-m-in-flight")
+            .count(),
+        1
+    );
     // The test call presents it too.
     let (status, sent) = svc
         .call("POST", &format!("{one}/test"), Some(OPERATOR), None)
