@@ -73,13 +73,11 @@ async fn only_the_webhook_with_the_receivers_client_certificate_gets_through() {
     assert_eq!(ids.len(), 20, "each event once");
     // The other two are refused at the handshake and retried.
     for hook in [&without, &wrong] {
-        let attempts = format!("{path}/{}/attempts", hook["id"].as_str().unwrap());
         eventually(
             Duration::from_secs(20),
             "refused attempts retried",
             || async {
-                let (_, page) = svc.call("GET", &attempts, Some(OPERATOR), None).await;
-                let items = page["items"].as_array().cloned().unwrap_or_default();
+                let items = svc.attempts(hook).await;
                 let retried = items.iter().any(|a| a["attempt"].as_u64() >= Some(2));
                 let refused = items
                     .iter()
@@ -98,17 +96,7 @@ async fn only_the_webhook_with_the_receivers_client_certificate_gets_through() {
     // The key: sealed in Redis, in no view, no export.
     let id = with["id"].as_str().unwrap();
     let one = format!("{path}/{id}");
-    let raw: String = redis::AsyncCommands::hget(
-        &mut redis::Client::open(crate::common::redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap(),
-        format!("{}:webhooks:{app}", svc.ns),
-        id,
-    )
-    .await
-    .unwrap();
+    let raw = svc.stored_webhook(app, id).await;
     assert!(
         !raw.contains("PRIVATE KEY") && raw.contains("enc:v1:"),
         "{raw}"
@@ -150,13 +138,11 @@ async fn only_the_webhook_with_the_receivers_client_certificate_gets_through() {
     let last = rx.wait_for("/with", 22).await.pop().unwrap();
     assert_eq!(last.header("webhook-id"), "ev-m-renewed");
     assert_eq!(last.client_cert.as_deref(), Some(renewed.der().as_slice()));
-    let attempts = format!("{one}/attempts");
     eventually(
         Duration::from_secs(10),
         "the request in flight answered",
         || async {
-            let (_, page) = svc.call("GET", &attempts, Some(OPERATOR), None).await;
-            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let items = svc.attempts(&with).await;
             let of = |id: &str| -> Vec<Value> {
                 items
                     .iter()

@@ -235,10 +235,8 @@ async fn deliveries_carry_a_live_cached_token_and_a_401_gets_one_fresh_one() {
     );
 
     // A token endpoint that refuses: auth_error, retried, nothing sent.
-    let attempts = format!("{path}/{}/attempts", refused["id"].as_str().unwrap());
     eventually(Duration::from_secs(20), "auth errors retried", || async {
-        let (_, page) = svc.call("GET", &attempts, Some(OPERATOR), None).await;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let items = svc.attempts(&refused).await;
         let all_auth = items.iter().all(|a| {
             a["error_class"] == "auth_error"
                 && a["error"]
@@ -262,17 +260,7 @@ async fn deliveries_carry_a_live_cached_token_and_a_401_gets_one_fresh_one() {
     for view in [&long, &shown, &listed] {
         assert!(!view.to_string().contains("s3cr3t"), "{view}");
     }
-    let raw: String = redis::AsyncCommands::hget(
-        &mut redis::Client::open(crate::common::redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap(),
-        format!("{}:webhooks:{app}", svc.ns),
-        long["id"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
+    let raw = svc.stored_webhook(app, long["id"].as_str().unwrap()).await;
     assert!(!raw.contains("s3cr3t") && raw.contains("enc:v1:"), "{raw}");
     f.stop().await;
 }

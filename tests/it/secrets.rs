@@ -26,14 +26,9 @@ async fn secrets_are_encrypted_at_rest_and_old_plaintext_ones_still_sign() {
     let (svc, rx, producer) = (&f.svc, &f.rx, &f.producer);
     let hook = svc.webhook("app_e", &rx.url("/e"), &["item.created"]).await;
     let secret = hook["secret"].as_str().unwrap();
-    let raw: String = redis()
-        .await
-        .hget(
-            format!("{}:webhooks:app_e", svc.ns),
-            hook["id"].as_str().unwrap(),
-        )
-        .await
-        .unwrap();
+    let raw = svc
+        .stored_webhook("app_e", hook["id"].as_str().unwrap())
+        .await;
     assert!(raw.contains("enc:v1:"), "{raw}");
     assert!(
         !raw.contains("whsec_") && !raw.contains(secret),

@@ -298,6 +298,33 @@ impl TestService {
         body
     }
 
+    /// The newest attempts of webhook `hook` (an API object): the first
+    /// page of its history, as the operator reads it.
+    pub async fn attempts(&self, hook: &Value) -> Vec<Value> {
+        let path = format!(
+            "/v1/applications/{}/webhooks/{}/attempts",
+            hook["application_id"].as_str().unwrap(),
+            hook["id"].as_str().unwrap()
+        );
+        let (status, page) = self.call("GET", &path, Some(OPERATOR), None).await;
+        assert_eq!(status, 200, "{page}");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Webhook `id` of `app` as stored in Redis (its JSON, secrets sealed
+    /// with `WF_SECRET_KEY` if set).
+    pub async fn stored_webhook(&self, app: &str, id: &str) -> String {
+        let mut conn = redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let key = format!("{}:webhooks:{app}", self.ns);
+        redis::AsyncCommands::hget(&mut conn, key, id)
+            .await
+            .unwrap()
+    }
+
     /// The value of one metric sample, e.g. `webhooks_jobs_enqueued_total` or
     /// `webhooks_deliveries_total{outcome="success"}`; 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
