@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, PROXY_AUTHORIZATION, RETRY_AFTER,
-    USER_AGENT,
+    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::oauth::TokenSource;
-use super::pool::{HttpsClient, USER_AGENT_VALUE, error_chain, pool};
+use super::pool::{Pool, USER_AGENT_VALUE, error_chain};
 use super::proxy::{Connector, ProxySettings};
 use super::shared::{Shared, digest};
 use super::signing::Signer;
@@ -126,18 +125,16 @@ pub(crate) struct ClientIdentity(Arc<ClientPool>);
 
 /// A pool presenting a client certificate, and when that expires.
 pub(super) struct ClientPool {
-    http: HttpsClient,
+    http: Pool,
     not_after: i64,
 }
 
 /// Shared delivery client; clones share the connection pools.
 #[derive(Clone)]
 pub(crate) struct DeliveryClient {
-    http: HttpsClient,
+    http: Pool,
     timeout: Duration,
     policy: TargetPolicy,
-    /// What a pool of a client certificate is made of.
-    connector: Connector,
     roots: Arc<rustls::RootCertStore>,
     identities: Arc<Shared<ClientPool>>,
     tokens: Arc<Shared<TokenSource>>,
@@ -162,10 +159,9 @@ impl DeliveryClient {
         let roots = Arc::new(roots);
         let config = tls::config(&roots, None).expect("the built-in TLS configuration is valid");
         DeliveryClient {
-            http: pool(connector.clone(), config),
+            http: Pool::new(connector, config),
             timeout,
             policy,
-            connector,
             roots,
             identities: Arc::default(),
             tokens: Arc::default(),
@@ -180,7 +176,7 @@ impl DeliveryClient {
             .get(key, || {
                 let config = tls::config(&self.roots, Some(tls.identity()?))?;
                 Ok(ClientPool {
-                    http: pool(self.connector.clone(), config),
+                    http: self.http.with_tls(config),
                     not_after: tls.not_after,
                 })
             })
@@ -206,9 +202,9 @@ impl DeliveryClient {
             auth.scope.as_deref().unwrap_or("\0").as_bytes(),
             auth.audience.as_deref().unwrap_or("\0").as_bytes(),
         ];
-        let made = self
-            .tokens
-            .get(digest(&parts), || Ok(TokenSource::new(auth.clone())));
+        let made = self.tokens.get(digest(&parts), || {
+            Ok(TokenSource::new(auth.clone(), self.check(&auth.token_url)))
+        });
         made.expect("a token cache is always made")
     }
 
@@ -235,10 +231,7 @@ impl DeliveryClient {
         let Some(tokens) = a.auth else {
             return self.once(a, None).await;
         };
-        let bearer = match tokens
-            .bearer(&self.http, &self.connector, self.timeout)
-            .await
-        {
+        let bearer = match tokens.bearer(&self.http, self.timeout).await {
             Ok(bearer) => bearer,
             Err(why) => return Transport::Auth(why),
         };
@@ -247,10 +240,7 @@ impl DeliveryClient {
             return first;
         }
         tokens.refused(&bearer).await;
-        match tokens
-            .bearer(&self.http, &self.connector, self.timeout)
-            .await
-        {
+        match tokens.bearer(&self.http, self.timeout).await {
             Ok(fresh) => self.once(a, Some(&fresh)).await,
             Err(why) => Transport::Auth(why),
         }
@@ -274,7 +264,6 @@ impl DeliveryClient {
         bearer: Option<&HeaderValue>,
     ) -> Result<Request<Full<Bytes>>, String> {
         let uri = a.target.clone()?;
-        let proxy_authorization = self.connector.proxy_authorization(&uri);
         let timestamp = crate::clock::unix_secs();
         let body = Bytes::copy_from_slice(a.body);
         let header =
@@ -302,11 +291,6 @@ impl DeliveryClient {
                 if let Some(bearer) = bearer {
                     request.headers_mut().insert(AUTHORIZATION, bearer.clone());
                 }
-                if let Some(credentials) = proxy_authorization {
-                    request
-                        .headers_mut()
-                        .insert(PROXY_AUTHORIZATION, credentials);
-                }
                 request
             })
             .map_err(|e| format!("cannot build request: {e}"))
@@ -322,7 +306,7 @@ impl DeliveryClient {
             Some(Ok(identity)) => &identity.0.http,
             Some(Err(why)) => return Transport::Connect(format!("client certificate: {why}")),
         };
-        let response = match http.request(request).await {
+        let response = match http.send(request).await {
             Ok(r) => r,
             Err(e) => return Transport::Connect(error_chain(&e)),
         };

@@ -20,8 +20,7 @@ use hyper::{Request, Uri};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::pool::{HttpsClient, USER_AGENT_VALUE, error_chain};
-use super::proxy::Connector;
+use super::pool::{Pool, USER_AGENT_VALUE, error_chain};
 use crate::subscription::Auth;
 
 /// Bytes of a token response read at most.
@@ -32,6 +31,11 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// One webhook's token, fetched when needed.
 pub(crate) struct TokenSource {
     auth: Auth,
+    /// `token_url` checked like a callback URL (scheme, credentials,
+    /// literal non-public addresses), or why it is refused; names are
+    /// checked at connect time. Also for records not written through the
+    /// API (an import).
+    endpoint: Result<Uri, String>,
     token: tokio::sync::Mutex<Option<Token>>,
 }
 
@@ -44,9 +48,10 @@ struct Token {
 }
 
 impl TokenSource {
-    pub(super) fn new(auth: Auth) -> TokenSource {
+    pub(super) fn new(auth: Auth, endpoint: Result<Uri, String>) -> TokenSource {
         TokenSource {
             auth,
+            endpoint,
             token: tokio::sync::Mutex::new(None),
         }
     }
@@ -54,8 +59,7 @@ impl TokenSource {
     /// The `Authorization` value: the cached token, or a new one.
     pub(super) async fn bearer(
         &self,
-        http: &HttpsClient,
-        via: &Connector,
+        http: &Pool,
         timeout: Duration,
     ) -> Result<HeaderValue, String> {
         let mut token = self.token.lock().await;
@@ -64,7 +68,11 @@ impl TokenSource {
         {
             return Ok(t.bearer.clone());
         }
-        let fresh = tokio::time::timeout(timeout, fetch(&self.auth, http, via))
+        let endpoint = self
+            .endpoint
+            .as_ref()
+            .map_err(|why| format!("token endpoint: token_url refused: {why}"))?;
+        let fresh = tokio::time::timeout(timeout, fetch(&self.auth, endpoint, http))
             .await
             .map_err(|_| {
                 format!(
@@ -87,26 +95,16 @@ impl TokenSource {
     }
 }
 
-async fn fetch(auth: &Auth, http: &HttpsClient, via: &Connector) -> Result<Token, String> {
-    let uri: Uri = auth
-        .token_url
-        .parse()
-        .map_err(|e| format!("token endpoint: token_url is not usable: {e}"))?;
-    let proxy_authorization = via.proxy_authorization(&uri);
-    let mut request = Request::post(uri.clone())
+async fn fetch(auth: &Auth, endpoint: &Uri, http: &Pool) -> Result<Token, String> {
+    let request = Request::post(endpoint.clone())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json")
         .header(AUTHORIZATION, basic(auth))
         .header(USER_AGENT, USER_AGENT_VALUE)
         .body(Full::new(Bytes::from(form(auth))))
         .map_err(|e| format!("token endpoint: cannot build the request: {e}"))?;
-    if let Some(credentials) = proxy_authorization {
-        request
-            .headers_mut()
-            .insert(hyper::header::PROXY_AUTHORIZATION, credentials);
-    }
     let response = http
-        .request(request)
+        .send(request)
         .await
         .map_err(|e| format!("token endpoint: {}", error_chain(&e)))?;
     let status = response.status();

@@ -6,11 +6,19 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 async fn plant(svc: &TestService, id: &str, url: &str) {
-    let record = json!({
+    plant_with(svc, id, url, json!({})).await;
+}
+
+/// A record written past the API's checks, with `extra` fields.
+async fn plant_with(svc: &TestService, id: &str, url: &str, extra: serde_json::Value) {
+    let mut record = json!({
         "id": id, "application_id": "app_x", "url": url, "name": null,
         "events": ["item.created"], "enabled": true, "created_at": 0, "updated_at": 0,
         "secrets": [{"value": "whsec_c3NyZi10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm", "expires_at": null}],
     });
+    for (k, v) in extra.as_object().unwrap() {
+        record[k] = v.clone();
+    }
     let mut redis = redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -170,4 +178,51 @@ async fn the_table_of_non_public_targets_is_refused_at_create() {
         "a public address is accepted (nothing is sent to it)"
     );
     svc.stop().await;
+}
+
+/// A token endpoint at a literal private address, in a record written past
+/// the API (an import, or from before the rules), is refused before any
+/// request, as callback URLs are: the attempt is an `auth_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_token_url_is_refused_before_any_request() {
+    let tokens = crate::oauth::TokenServer::start(&[("ssrf", "ssrf-secret", 3600)]).await;
+    assert!(
+        tokens.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        tokens.url
+    );
+    let f = Fixture::start(&[
+        ("WF_ALLOW_PRIVATE_TARGETS", "false"),
+        ("WF_RETRY_SCHEDULE", "100ms"),
+        ("WF_MAX_EVENT_AGE", "1h"),
+    ])
+    .await;
+    let auth = crate::oauth::auth(&tokens.url, "ssrf", "ssrf-secret");
+    plant_with(
+        &f.svc,
+        "wh_token",
+        "http://93.184.215.14/hook",
+        json!({"auth": auth}),
+    )
+    .await;
+    f.producer
+        .event("ev-t", "app_x", "item.created", json!({}))
+        .await;
+    let hook = json!({"application_id": "app_x", "id": "wh_token"});
+    let refused = crate::common::eventually(
+        std::time::Duration::from_secs(20),
+        "the refused token request in the history",
+        || async {
+            let items = f.svc.attempts(&hook).await;
+            items.into_iter().find(|a| a["error_class"] == "auth_error")
+        },
+    )
+    .await;
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("token_url refused"), "{refused}");
+    assert!(
+        tokens.issued().is_empty(),
+        "no request reached the token endpoint"
+    );
+    f.stop().await;
 }
