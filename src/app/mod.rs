@@ -116,8 +116,7 @@ fn catalogue_and_metrics(settings: &Settings) -> anyhow::Result<(Catalogue, Arc<
 
 fn wire(settings: Settings) -> anyhow::Result<Wiring> {
     let (catalogue, metrics) = catalogue_and_metrics(&settings)?;
-    let extra_roots = settings.extra_ca.as_ref().map(|ca| ca.roots.as_slice());
-    let roots = crate::delivery::roots(extra_roots.unwrap_or_default());
+    let roots = crate::delivery::roots(&settings.extra_roots);
     let store = Store::for_settings(&settings).context("invalid WF_REDIS_URL")?;
     let operational = Operational::start(Names::new(&settings.namespace), metrics.clone());
     let lifecycle = Lifecycle::new(
@@ -184,7 +183,6 @@ fn topology(s: &Settings) -> TopologySpec {
     }
 }
 
-/// The callback URL rules (`WF_ALLOW_HTTP`, `WF_ALLOW_PRIVATE_TARGETS`).
 /// `WF_HTTP_PROXY` and `WF_NO_PROXY`, if a proxy is set.
 fn proxy(s: &Settings) -> Option<crate::delivery::ProxySettings> {
     let url = s.http_proxy.as_ref()?;
@@ -194,6 +192,7 @@ fn proxy(s: &Settings) -> Option<crate::delivery::ProxySettings> {
     })
 }
 
+/// The callback URL rules (`WF_ALLOW_HTTP`, `WF_ALLOW_PRIVATE_TARGETS`).
 fn target_policy(s: &Settings) -> TargetPolicy {
     TargetPolicy {
         allow_http: s.allow_http,

@@ -28,15 +28,6 @@ impl<T> fmt::Debug for Redacted<T> {
     }
 }
 
-/// `WF_EXTRA_CA_FILE`'s path and certificates (nothing secret).
-#[derive(Debug, Clone)]
-pub struct ExtraCa {
-    /// As given.
-    pub path: String,
-    /// The bundle's certificates, each checked to be usable as a root.
-    pub roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-}
-
 /// Start-up configuration error: which variable, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {variable}: {message}")]
@@ -119,9 +110,10 @@ pub struct Settings {
     pub roles: Roles,
     /// `WF_EVENT_CATALOGUE`: a JSON file replacing the embedded event catalogue.
     pub event_catalogue: Option<PathBuf>,
-    /// `WF_EXTRA_CA_FILE`: a PEM bundle of roots deliveries trust besides
-    /// the built-in ones (private CAs), read and checked at start-up.
-    pub extra_ca: Option<ExtraCa>,
+    /// `WF_EXTRA_CA_FILE`: the certificates of a PEM bundle deliveries
+    /// trust besides the built-in roots (private CAs), read and each
+    /// checked to be usable as a root at start-up; none when unset.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// `WF_HTTP_PROXY`: `http://[user:password@]host:port`, the proxy every
     /// delivery and token request goes through.
     pub http_proxy: Option<Redacted<String>>,
@@ -296,7 +288,9 @@ impl Settings {
             secret_key: r.optional_with("WF_SECRET_KEY", parse::secret_key)?,
             roles: parse::roles(&r.text("WF_ROLES"))?,
             event_catalogue: r.optional("WF_EVENT_CATALOGUE").map(PathBuf::from),
-            extra_ca: r.optional_with("WF_EXTRA_CA_FILE", parse::extra_ca_file)?,
+            extra_roots: r
+                .optional_with("WF_EXTRA_CA_FILE", parse::extra_ca_file)?
+                .unwrap_or_default(),
             http_proxy: r.optional_with("WF_HTTP_PROXY", parse::http_proxy)?,
             no_proxy: r.optional("WF_NO_PROXY"),
             delivery_concurrency: r.count("WF_DELIVERY_CONCURRENCY")?,

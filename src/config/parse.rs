@@ -7,7 +7,7 @@ use base64::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::{ConfigError, ExtraCa, Redacted, Roles, Sentinel, VARIABLES};
+use super::{ConfigError, Redacted, Roles, Sentinel, VARIABLES};
 use crate::units::parse_duration;
 
 /// Reads variables through a lookup, empty values counting as unset and a
@@ -230,13 +230,13 @@ pub(super) fn secret_key(value: String) -> Result<Redacted<[u8; 32]>, ConfigErro
     Ok(Redacted(key))
 }
 
-/// `WF_EXTRA_CA_FILE`: the path of a readable PEM bundle of usable roots.
-pub(super) fn extra_ca_file(path: String) -> Result<ExtraCa, ConfigError> {
+/// `WF_EXTRA_CA_FILE`: the path of a readable PEM bundle of usable roots;
+/// its certificates.
+pub(super) fn extra_ca_file(path: String) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let name = "WF_EXTRA_CA_FILE";
     let pem = std::fs::read_to_string(&path)
         .map_err(|e| err(name, &format!("cannot read {path}: {e}")))?;
-    let roots = ca_bundle(&pem).map_err(|e| err(name, &format!("{path}: {e}")))?;
-    Ok(ExtraCa { path, roots })
+    ca_bundle(&pem).map_err(|e| err(name, &format!("{path}: {e}")))
 }
 
 /// The certificates of a PEM bundle, each usable as a root.

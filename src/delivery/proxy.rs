@@ -77,7 +77,7 @@ impl Connector {
 
     /// The `Proxy-Authorization` an http request to `uri` carries: the
     /// proxy's credentials when it goes through the proxy in absolute form.
-    pub(crate) fn proxy_authorization(&self, uri: &Uri) -> Option<HeaderValue> {
+    pub(super) fn proxy_authorization(&self, uri: &Uri) -> Option<HeaderValue> {
         if uri.scheme_str() != Some("http") {
             return None;
         }

@@ -125,8 +125,10 @@ impl Webhook {
         self.events.iter().any(|e| e == event_type)
     }
 
-    /// The checks the API makes of `filter` and `headers`, for a record
-    /// written elsewhere (an import); why not, naming the field.
+    /// The checks the API makes of `filter`, `headers`, `auth` and
+    /// `tls_client`, for a record written elsewhere (an import); why not,
+    /// naming the field. (`auth`'s `token_url` is checked against the
+    /// target policy before each token request.)
     pub(crate) fn check_fields(&self) -> Result<(), String> {
         if let Some(source) = &self.filter {
             crate::filter::Filter::compile(source).map_err(|e| format!("filter: {e}"))?;
@@ -135,7 +137,7 @@ impl Webhook {
         if let Some(auth) = &self.auth {
             super::headers::check_beside_auth(&self.headers)
                 .map_err(|why| format!("headers: {why}"))?;
-            crate::subscription::Auth::from_json(&auth.view_with_secret())
+            super::Auth::from_json(&auth.view_with_secret())
                 .map_err(|why| format!("auth: {why}"))?;
         }
         match &self.tls_client {
